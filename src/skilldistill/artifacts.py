@@ -1,0 +1,223 @@
+"""Run-directory artifacts: atomic writes, append-only logs, content hashes, manifests.
+
+Every stage writes through these helpers so that a crash never leaves a half-written
+file behind: files are written to a temporary sibling and renamed into place
+(``os.replace`` is atomic on POSIX), and long stages append one JSON line per finished
+unit of work so a rerun can resume without repeating it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_parquet(path: str | Path, table: pa.Table | Any) -> Path:
+    """Write a pyarrow Table (or a pandas DataFrame) atomically."""
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+    return Path(path)
+
+
+class AppendLog:
+    """Append-only JSONL log of finished work, safe against crashes mid-write.
+
+    Each record is one line written with a single ``write`` and flushed. On reading, a
+    torn last line (the process died while writing it) is ignored and truncated away on
+    the next open for append, so the log stays valid JSONL.
+    """
+
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self._f = None
+
+    def read(self) -> list[dict]:
+        return list(self.iter())
+
+    def iter(self) -> Iterator[dict]:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break  # torn tail from a crash: not a finished record
+                line = raw.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    break
+
+    def _repair_tail(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                f.truncate(cut)
+
+    def open(self) -> AppendLog:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_tail()
+            self._f = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def append(self, record: dict) -> None:
+        self.append_many([record])
+
+    def append_many(self, records: Iterable[dict]) -> None:
+        self.open()
+        assert self._f is not None
+        text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in records)
+        if not text:
+            return
+        self._f.write(text)
+        self._f.flush()
+        if self.fsync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> AppendLog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_obj(obj: Any) -> str:
+    """Stable hash of a JSON-able object (sorted keys)."""
+    return sha256_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default))
+
+
+def library_versions(names: Iterable[str] = ("skilldistill", "torch", "transformers", "trl", "datasets", "math-verify", "vllm", "sentence-transformers")) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def write_manifest(stage_dir: str | Path, *, config: Any, inputs: dict[str, str], counts: dict[str, Any] | None = None, wall_time_s: float | None = None, **extra: Any) -> Path:
+    """Write ``manifest.json``: the stage's config, input hashes, versions, counts, time.
+
+    A stage is complete when its manifest exists and its ``config``/``inputs`` match
+    what a rerun would use (see :func:`manifest_matches`).
+    """
+    manifest = {
+        "config": config,
+        "inputs": inputs,
+        "counts": counts or {},
+        "wall_time_s": wall_time_s,
+        "versions": library_versions(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **extra,
+    }
+    return write_json(Path(stage_dir) / MANIFEST, manifest)
+
+
+def manifest_matches(stage_dir: str | Path, *, config: Any, inputs: dict[str, str]) -> bool:
+    path = Path(stage_dir) / MANIFEST
+    if not path.exists():
+        return False
+    try:
+        m = read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return hash_obj(m.get("config")) == hash_obj(config) and m.get("inputs") == inputs
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if hasattr(o, "tolist"):  # numpy arrays and scalars
+        return o.tolist()
+    if isinstance(o, set | frozenset):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

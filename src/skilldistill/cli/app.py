@@ -1,0 +1,67 @@
+"""The typer application and shared console. Each verb lives in its own module here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .. import __version__
+from ..errors import SkilldistillError
+
+app = typer.Typer(
+    name="skilldistill",
+    help="Skill-aware data selection and fine-tuning for data-efficient reasoning distillation.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"skilldistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    # Third-party chatter (HTTP requests, tokenizer warnings) stays out of the way.
+    for noisy in ("httpx", "openai", "urllib3", "filelock", "datasets", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Show our own errors (bad input, bad config) as one red line and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SkilldistillError as e:
+            console.print(f"[bold red]error:[/bold red] {_escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

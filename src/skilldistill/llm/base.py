@@ -1,0 +1,127 @@
+"""The interface every chat backend implements.
+
+Callers (attribution, student generation, evaluation) hand a backend a whole batch of
+conversations at once. Each backend gets its throughput its own way: the OpenAI client
+keeps hundreds of requests in flight, vLLM batches inside one ``generate`` call, the
+transformers backend pads into mini-batches. ``on_result`` fires as each conversation
+finishes so callers can persist work the moment it is done (resumability).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # Passed to the chat template (e.g. {"enable_thinking": False} for Qwen3).
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str | None = None  # "stop" | "length" | None when unknown
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+# on_result(index_in_batch, completions_for_that_conversation)
+ResultCallback = Callable[[int, list[Completion]], None]
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """A chat model. ``name`` is the backend kind, ``model`` the model id or path."""
+
+    name: str
+    model: str
+
+    def chat(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        on_result: ResultCallback | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Completion]]:
+        """Return ``params.n`` completions per conversation, in input order.
+
+        ``on_result`` is called once per conversation as soon as it is done (any order);
+        ``progress`` is called with the number of conversations just finished.
+        A conversation that failed for good raises, unless the backend documents
+        otherwise; callers persist what ``on_result`` delivered before the error.
+        """
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+# --------------------------------------------------------------------------------------
+# Backend configuration, shared by attribution, profiling and evaluation recipes.
+# --------------------------------------------------------------------------------------
+from typing import Literal  # noqa: E402
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr  # noqa: E402
+
+
+class BackendConfig(BaseModel):
+    """Which chat model to call and how. Fields for other kinds are ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["openai", "vllm", "transformers"] = "transformers"
+    model: str = Field(..., description="Model id, local path, or served model name.")
+
+    # openai: any OpenAI-compatible endpoint (vllm serve, SGLang, hosted APIs)
+    base_urls: list[str] = Field(default_factory=lambda: ["http://localhost:8000/v1"], description="Used round-robin.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    api_key: SecretStr | None = Field(None, description="Key given inline; never logged or written out.")
+    max_concurrency: int = Field(256, ge=1, description="Requests in flight at once.")
+    max_retries: int = Field(6, ge=0)
+    request_timeout_s: float = Field(600.0, gt=0)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Sent with every request (e.g. top_k).")
+
+    # vllm: in-process vllm.LLM
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    enable_prefix_caching: bool = True
+    max_model_len: int | None = None
+    dtype: str = "auto"
+
+    # transformers: local model on CPU or GPU
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    batch_size: int = Field(8, ge=1)
+    gguf_file: str | None = Field(None, description="GGUF file inside `model` (loaded through transformers + gguf).")
+    tokenizer: str | None = Field(None, description="Tokenizer path when it differs from `model`.")
+    trust_remote_code: bool = False
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved_api_key(self) -> str:
+        import os
+
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get(self.api_key_env, "EMPTY")  # local vLLM servers accept any key

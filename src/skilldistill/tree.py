@@ -1,0 +1,302 @@
+"""Hierarchical skill trees: load, validate, walk, render.
+
+A tree is nested nodes ``{"name": str, "description": str (optional), "children": [...]}``
+(the format of the method paper's released trees). Hand-written YAML trees use the same
+keys, and a child may be a bare string for a leaf without description.
+
+A *chain* names the nodes from just below the root down to a leaf, e.g.
+``("Algebra", "Solving linear equations")``; it is written ``Algebra->Solving linear
+equations`` in skill plans. Every walk here is iterative, so trees with thousands of
+leaves and depth well past 10 cost linear time and no recursion.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import TreeError
+
+CHAIN_SEP = "->"
+_ALLOWED_KEYS = {"name", "description", "children"}
+
+Chain = tuple[str, ...]
+
+
+@dataclass(eq=False)
+class SkillNode:
+    name: str
+    description: str | None = None
+    children: list[SkillNode] = field(default_factory=list)
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+
+@dataclass(frozen=True)
+class TreeStats:
+    nodes: int
+    leaves: int
+    inner: int
+    depth: int
+    top_level: int
+    branching_min: int
+    branching_mean: float
+    branching_max: int
+    leaves_per_depth: dict[int, int]
+    described: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class SkillTree:
+    """A validated skill tree with an index from path (tuple of names) to node."""
+
+    def __init__(self, root: SkillNode, *, source: str | None = None) -> None:
+        self.root = root
+        self.source = source
+        self._index: dict[Chain, SkillNode] = {}
+        for path, node in self._walk():
+            self._index[path] = node
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None) -> SkillTree:
+        """Build and validate a tree from nested dicts (as parsed from JSON or YAML)."""
+        root = _parse_node(data, path=[], file=source)
+        # Iterative build: (raw children, parent node, parent path)
+        stack: list[tuple[Any, SkillNode, list[str]]] = [(data, root, [])]
+        while stack:
+            raw, node, path = stack.pop()
+            children = raw.get("children", []) if isinstance(raw, dict) else []
+            if children is None:
+                children = []
+            if not isinstance(children, list):
+                raise TreeError(f"'children' must be a list, got {type(children).__name__}", path=path or None, file=source)
+            seen: dict[str, int] = {}
+            for i, raw_child in enumerate(children):
+                child_path_hint = path + [f"<child {i}>"]
+                child = _parse_node(raw_child, path=child_path_hint, file=source)
+                key = _norm(child.name)
+                if key in seen:
+                    raise TreeError(
+                        f"duplicate sibling name {child.name!r} (children {seen[key]} and {i})",
+                        path=path or None, file=source,
+                    )
+                seen[key] = i
+                node.children.append(child)
+                stack.append((raw_child, child, path + [child.name]))
+        return cls(root, source=source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SkillTree:
+        """Load a tree from ``.json`` or ``.yaml``/``.yml``."""
+        path = Path(path)
+        if not path.exists():
+            raise TreeError(f"no such file: {path}")
+        text = path.read_text(encoding="utf-8")
+        try:
+            if path.suffix.lower() in {".yaml", ".yml"}:
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            raise TreeError(f"cannot parse: {e}", file=path) from e
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def bundled(cls, name: str = "math") -> SkillTree:
+        """A tree shipped with the package: ``math`` (default) or ``demo``."""
+        names = available_bundled_trees()
+        if name not in names:
+            raise TreeError(f"no bundled tree {name!r}; available: {', '.join(sorted(names))}")
+        ref = resources.files("skilldistill") / "trees" / names[name]
+        with resources.as_file(ref) as p:
+            return cls.load(p)
+
+    @classmethod
+    def resolve(cls, spec: str | Path) -> SkillTree:
+        """Load ``spec`` as a file path, or as a bundled tree name (``bundled:math`` or ``math``)."""
+        s = str(spec)
+        if s.startswith("bundled:"):
+            return cls.bundled(s.split(":", 1)[1])
+        if Path(s).exists() or Path(s).suffix.lower() in {".json", ".yaml", ".yml"}:
+            return cls.load(s)
+        return cls.bundled(s)
+
+    # -- export --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Nested dict in the released JSON format (description only where set)."""
+        def shallow(n: SkillNode) -> dict[str, Any]:
+            d: dict[str, Any] = {"name": n.name}
+            if n.description:
+                d["description"] = n.description
+            if n.children:  # leaves carry no "children" key, as in the released trees
+                d["children"] = []
+            return d
+
+        out = shallow(self.root)
+        stack = [(self.root, out)]
+        while stack:
+            node, d = stack.pop()
+            for child in node.children:
+                cd = shallow(child)
+                d["children"].append(cd)
+                stack.append((child, cd))
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        from .artifacts import write_json, write_text
+
+        path = Path(path)
+        if path.suffix.lower() in {".yaml", ".yml"}:
+            return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+        return write_json(path, self.to_dict())
+
+    # -- queries -------------------------------------------------------------------
+    def _walk(self) -> Iterator[tuple[Chain, SkillNode]]:
+        """Pre-order (parents before children, siblings in file order), iterative."""
+        stack: list[tuple[Chain, SkillNode]] = [((), self.root)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            for child in reversed(node.children):
+                stack.append((path + (child.name,), child))
+
+    def nodes(self) -> Iterator[tuple[Chain, SkillNode]]:
+        """All (path, node) pairs in pre-order; the root has path ``()``."""
+        return iter(self._index.items())
+
+    def leaves(self) -> list[Chain]:
+        """Every root-to-leaf chain (root excluded), in pre-order."""
+        return [p for p, n in self._index.items() if n.is_leaf and p]
+
+    def node(self, path: Sequence[str]) -> SkillNode:
+        try:
+            return self._index[tuple(path)]
+        except KeyError:
+            raise KeyError(f"no node at {chain_str(path) or '<root>'}") from None
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, tuple | list) and tuple(path) in self._index
+
+    def children(self, path: Sequence[str] = ()) -> list[SkillNode]:
+        return self.node(path).children
+
+    def is_leaf_chain(self, chain: Sequence[str]) -> bool:
+        node = self._index.get(tuple(chain))
+        return node is not None and node.is_leaf and bool(chain)
+
+    def parse_chain(self, text: str, sep: str = CHAIN_SEP) -> Chain:
+        """Turn ``A->b`` into ``("A", "b")``, checking that it exists in this tree."""
+        chain = tuple(part.strip() for part in text.split(sep))
+        if chain not in self._index:
+            raise KeyError(f"{text!r} is not a path in this tree")
+        return chain
+
+    @property
+    def depth(self) -> int:
+        return max((len(p) for p in self._index), default=0)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def stats(self) -> TreeStats:
+        branching = [len(n.children) for n in self._index.values() if n.children]
+        leaves_per_depth: dict[int, int] = {}
+        for p, n in self._index.items():
+            if n.is_leaf and p:
+                leaves_per_depth[len(p)] = leaves_per_depth.get(len(p), 0) + 1
+        n_leaves = sum(leaves_per_depth.values())
+        return TreeStats(
+            nodes=len(self._index),
+            leaves=n_leaves,
+            inner=len(branching),
+            depth=self.depth,
+            top_level=len(self.root.children),
+            branching_min=min(branching, default=0),
+            branching_mean=round(sum(branching) / len(branching), 2) if branching else 0.0,
+            branching_max=max(branching, default=0),
+            leaves_per_depth=dict(sorted(leaves_per_depth.items())),
+            described=sum(1 for n in self._index.values() if n.description),
+        )
+
+    def render(self, *, max_depth: int | None = None, descriptions: bool = True, max_children: int | None = None):
+        """A :class:`rich.tree.Tree` of this tree, optionally cut at ``max_depth``."""
+        from rich.markup import escape
+        from rich.tree import Tree as RichTree
+
+        def label(n: SkillNode, bold: bool = False) -> str:
+            name = f"[bold]{escape(n.name)}[/bold]" if bold or n.children else escape(n.name)
+            if descriptions and n.description:
+                return f"{name} [dim]- {escape(n.description)}[/dim]"
+            return name
+
+        top = RichTree(label(self.root, bold=True))
+        stack = [(self.root, top, 0)]
+        while stack:
+            node, rnode, d = stack.pop()
+            if max_depth is not None and d >= max_depth:
+                if node.children:
+                    rnode.add(f"[dim]... {len(node.children)} children[/dim]")
+                continue
+            kids = node.children if max_children is None else node.children[:max_children]
+            pending = []
+            for child in kids:
+                pending.append((child, rnode.add(label(child)), d + 1))
+            if max_children is not None and len(node.children) > max_children:
+                rnode.add(f"[dim]... {len(node.children) - max_children} more[/dim]")
+            stack.extend(reversed(pending))
+        return top
+
+
+def chain_str(chain: Sequence[str], sep: str = CHAIN_SEP) -> str:
+    return sep.join(chain)
+
+
+def available_bundled_trees() -> dict[str, str]:
+    """Bundled tree name -> file name in ``skilldistill/trees``."""
+    out = {}
+    for entry in (resources.files("skilldistill") / "trees").iterdir():
+        name = entry.name
+        for ext in (".yaml", ".yml", ".json"):
+            if name.endswith(ext):
+                out[name[: -len(ext)]] = name
+    return out
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _parse_node(raw: Any, *, path: list[str], file: str | None) -> SkillNode:
+    if isinstance(raw, str):
+        name = raw
+        description = None
+    elif isinstance(raw, dict):
+        unknown = set(raw) - _ALLOWED_KEYS
+        if unknown:
+            raise TreeError(f"unknown key(s) {sorted(unknown)}; allowed: name, description, children", path=path or None, file=file)
+        if "name" not in raw:
+            raise TreeError("node has no 'name'", path=path or None, file=file)
+        name = raw["name"]
+        description = raw.get("description")
+        if description is not None and not isinstance(description, str):
+            raise TreeError(f"'description' must be a string, got {type(description).__name__}", path=path or None, file=file)
+    else:
+        raise TreeError(f"a node must be a mapping or a string, got {type(raw).__name__}", path=path or None, file=file)
+    if not isinstance(name, str):
+        raise TreeError(f"node name must be a string, got {type(name).__name__} {name!r}", path=path or None, file=file)
+    if not name.strip():
+        raise TreeError("empty node name", path=path or None, file=file)
+    if CHAIN_SEP in name:
+        raise TreeError(f"node name {name!r} contains the chain separator {CHAIN_SEP!r}", path=path or None, file=file)
+    return SkillNode(name=name.strip(), description=(description.strip() or None) if description else None)
