@@ -1,0 +1,360 @@
+"""Evaluation: avg@n accuracy of a model on math benchmarks, with per-skill breakdowns.
+
+    skilldistill evaluate --model runs/demo/train/skill/final --benchmarks aime24,math500 \
+        --data-dir ../shared/data/benchmarks --out runs/x/evaluate/skill
+
+Benchmarks come from the registry :data:`BENCHMARKS` (a table, not code branches): each
+loads from its usual Hugging Face id when online, or from a local file in the common
+harness layout ``<data-dir>/<name>/test.jsonl`` (the layout of math-evaluation-harness,
+which ``../shared/data/benchmarks`` follows). Generation and grading are the profiling
+stage's modules (:mod:`skilldistill.generate`, :mod:`skilldistill.grading`), so the
+student is measured the same way before and after training. Per benchmark the stage
+writes ``samples.parquet`` (one row per problem x sample) and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from .artifacts import library_versions, sha256_file, write_json, write_parquet
+from .corpus import ANSWER_EXTRACTORS, iter_local_rows, list_local_files
+from .errors import ConfigError, InputError
+from .textutil import normalize_question
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark lives and how to read its rows."""
+
+    name: str
+    hf_id: str
+    hf_split: str = "test"
+    hf_config: str | None = None
+    local_name: str | None = None  # folder in the harness layout (default: name)
+    question_fields: tuple[str, ...] = ("problem", "question")
+    answer_field: str = "answer"
+    answer_extractor: str = "auto"
+    id_field: str | None = None
+    subject_field: str | None = None
+    # row filter: (field, allowed values); e.g. MATH-L5 keeps level 5 of MATH-500
+    keep_if: tuple[str, tuple[Any, ...]] | None = None
+    n_samples: int = 1  # the paper: 8 for AIME and AMC, 1 for the rest
+    description: str = ""
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    b.name: b
+    for b in [
+        BenchmarkSpec("aime24", "HuggingFaceH4/aime_2024", hf_split="train", id_field="id", n_samples=8,
+                      description="AIME 2024, 30 problems"),
+        BenchmarkSpec("aime25", "math-ai/aime25", n_samples=8, description="AIME 2025, 30 problems"),
+        BenchmarkSpec("amc23", "math-ai/amc23", id_field="id", n_samples=8, description="AMC 2023, 40 problems"),
+        BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", id_field="unique_id", subject_field="subject",
+                      description="MATH-500 (PRM800K split of MATH)"),
+        BenchmarkSpec("math_l5", "HuggingFaceH4/MATH-500", local_name="math500", id_field="unique_id",
+                      subject_field="subject", keep_if=("level", (5, "5", "Level 5")),
+                      description="the 134 level-5 problems of MATH-500"),
+        BenchmarkSpec("olympiadbench", "Hothan/OlympiadBench", hf_split="train", hf_config="OE_TO_maths_en_COMP",
+                      answer_field="final_answer", id_field="id", subject_field="subfield",
+                      keep_if=("is_multiple_answer", (False,)),
+                      description="OlympiadBench English text-only math, single-answer subset"),
+        BenchmarkSpec("gsm8k", "openai/gsm8k", hf_config="main", answer_extractor="gsm8k",
+                      description="GSM8K test, 1,319 problems"),
+        BenchmarkSpec("minerva", "math-ai/minervamath", local_name="minerva_math", answer_field="solution",
+                      answer_extractor="boxed", id_field="idx", subject_field="type",
+                      description="Minerva OCW problems (answer: the solution's \\boxed{})"),
+    ]
+}
+PAPER_BENCHMARKS = ("aime24", "aime25", "amc23", "math_l5", "olympiadbench")
+
+
+@dataclass
+class BenchItem:
+    id: str
+    question: str
+    answer: str
+    subject: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_benchmark(
+    name: str, *, data_dir: str | Path | None = None, path: str | Path | None = None, limit: int | None = None
+) -> list[BenchItem]:
+    """Rows of a registered benchmark from ``path``, ``data_dir/<name>/``, or the HF hub."""
+    spec = get_spec(name, custom=path is not None)
+    if path is None and data_dir is not None:
+        folder = Path(data_dir) / (spec.local_name or spec.name)
+        if not folder.exists():
+            raise InputError(f"benchmark {name!r} not found under the data dir", file=folder)
+        path = folder
+    rows: list[tuple[str, int, dict]] = []
+    if path is not None:
+        for f in list_local_files(Path(path)):
+            for r in iter_local_rows(f):
+                if r.data is None:
+                    raise InputError(r.error or "unreadable row", file=r.file, row=r.line)
+                rows.append((r.file, r.line, r.data))
+    else:
+        import datasets
+
+        try:
+            ds = datasets.load_dataset(spec.hf_id, spec.hf_config, split=spec.hf_split)
+        except Exception as e:
+            raise InputError(
+                f"cannot load benchmark {name!r} from {spec.hf_id}: {e}. Offline? Pass --data-dir with "
+                f"<dir>/{spec.local_name or spec.name}/test.jsonl"
+            ) from e
+        rows = [(spec.hf_id, i, dict(r)) for i, r in enumerate(ds, start=1)]
+
+    items: list[BenchItem] = []
+    for file, line, data in rows:
+        if spec.keep_if is not None:
+            fld, allowed = spec.keep_if
+            if data.get(fld) not in allowed:
+                continue
+        qfield = next((f for f in spec.question_fields if data.get(f)), None)
+        if qfield is None:
+            raise InputError(f"no question (looked for {', '.join(spec.question_fields)})", file=file, row=line)
+        if spec.answer_field not in data:
+            raise InputError("no answer field", file=file, row=line, field=spec.answer_field)
+        raw_answer = data[spec.answer_field]
+        if isinstance(raw_answer, list) and len(raw_answer) == 1:
+            raw_answer = raw_answer[0]
+        answer = ANSWER_EXTRACTORS[spec.answer_extractor](raw_answer)
+        if not answer:
+            raise InputError("no extractable answer", file=file, row=line, field=spec.answer_field)
+        rid = data.get(spec.id_field) if spec.id_field else None
+        items.append(
+            BenchItem(
+                id=str(rid) if rid is not None else f"{spec.name}-{len(items)}",
+                question=str(data[qfield]).strip(),
+                answer=answer,
+                subject=str(data[spec.subject_field]) if spec.subject_field and data.get(spec.subject_field) else None,
+                meta={k: data[k] for k in ("level", "unit", "answer_type") if k in data and data[k] is not None},
+            )
+        )
+        if limit is not None and len(items) >= limit:
+            break
+    return items
+
+
+def get_spec(name: str, *, custom: bool = False) -> BenchmarkSpec:
+    """The registered spec; with ``custom``, an unregistered name read from a given file
+    (fields problem/question, answer, id; e.g. an annotated held-out set)."""
+    if name in BENCHMARKS:
+        return BENCHMARKS[name]
+    if custom:
+        return BenchmarkSpec(name, hf_id="", id_field="id", description="custom file")
+    raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} (or give a file for it)")
+
+
+# ----------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------
+def avg_at_n(correct: list[list[bool]]) -> dict[str, Any]:
+    """avg@n over problems x samples: mean, spread over sample indices, pass@n.
+
+    ``correct[i][s]`` is whether sample ``s`` of problem ``i`` is right. The spread is the
+    standard deviation of the per-sample-index accuracies (each index is one full run of
+    the benchmark), the usual way avg@n papers report seed variation.
+    """
+    if not correct:
+        return {"accuracy": None, "std": None, "per_sample_accuracy": [], "pass_at_n": None, "n": 0}
+    n = min(len(c) for c in correct)
+    per_problem = [sum(c[:n]) / n for c in correct]
+    per_sample = [sum(c[s] for c in correct) / len(correct) for s in range(n)]
+    mean = sum(per_problem) / len(per_problem)
+    std = math.sqrt(sum((a - mean) ** 2 for a in per_sample) / (n - 1)) if n > 1 else 0.0
+    return {
+        "accuracy": mean,
+        "std": std,
+        "per_sample_accuracy": per_sample,
+        "pass_at_n": sum(any(c[:n]) for c in correct) / len(correct),
+        "n": n,
+    }
+
+
+def per_skill_accuracy(
+    item_accuracy: dict[str, float], item_skills: dict[str, list[list[str]]]
+) -> dict[str, dict[str, Any]]:
+    """Accuracy per skill node (every prefix of every chain) over the items under it."""
+    sums: dict[tuple[str, ...], list[float]] = {}
+    for iid, chains in item_skills.items():
+        if iid not in item_accuracy:
+            continue
+        nodes = {tuple(chain[: d + 1]) for chain in chains for d in range(len(chain))}
+        for node in nodes:
+            sums.setdefault(node, []).append(item_accuracy[iid])
+    return {
+        "->".join(node): {"path": list(node), "depth": len(node), "n": len(v), "accuracy": sum(v) / len(v)}
+        for node, v in sorted(sums.items())
+    }
+
+
+def load_item_skills(skills_parquet: str | Path, items: list[BenchItem]) -> dict[str, list[list[str]]]:
+    """Skill chains for benchmark items, joined by normalised question text."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(skills_parquet, columns=["question", "skills"])
+    by_q = {normalize_question(q): s for q, s in zip(t.column("question").to_pylist(), t.column("skills").to_pylist(), strict=True)}
+    out = {}
+    for it in items:
+        chains = by_q.get(normalize_question(it.question))
+        if chains:
+            out[it.id] = [list(c) for c in chains]
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the skilldistill source tree, when it is a git checkout."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ----------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------
+class EvaluateConfig(BaseModel):
+    """Which benchmarks, how many samples each, and how to decode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    benchmarks: list[str] = Field(default_factory=lambda: list(PAPER_BENCHMARKS))
+    data_dir: str | None = Field(None, description="Folder with <name>/test.jsonl per benchmark (offline).")
+    files: dict[str, str] = Field(default_factory=dict, description="Explicit file per benchmark name.")
+    n_samples: dict[str, int] = Field(default_factory=dict, description="Override avg@n per benchmark.")
+    limit: int | None = Field(None, ge=1, description="Evaluate at most this many problems per benchmark.")
+    skills: dict[str, str] = Field(default_factory=dict, description="Annotated benchmark Parquet per name (per-skill accuracy).")
+    grading_processes: int | None = None
+    grading_timeout_s: float = 30.0
+
+    def n_for(self, name: str) -> int:
+        return self.n_samples.get(name, get_spec(name, custom=name in self.files).n_samples)
+
+
+GenerateFn = Callable[[list[BenchItem], int, Path], list[dict[str, Any]]]
+
+
+def evaluate_benchmark(
+    name: str,
+    items: list[BenchItem],
+    out_dir: Path,
+    *,
+    n: int,
+    generate_fn: GenerateFn,
+    config: EvaluateConfig,
+    run_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Generate ``n`` samples per item (resumable, inside ``generate_fn``), grade, write results."""
+    from .grading import grade_many
+
+    t0 = time.time()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = generate_fn(items, n, out_dir)
+    by_id = {it.id: it for it in items}
+    golds = [by_id[r["id"]].answer for r in rows]
+    grades = grade_many(golds, [r["response"] for r in rows], processes=config.grading_processes,
+                        timeout_s=config.grading_timeout_s)
+    samples = []
+    for r, g in zip(rows, grades, strict=True):
+        samples.append({
+            "id": r["id"], "sample": int(r["sample"]), "question": by_id[r["id"]].question,
+            "answer": by_id[r["id"]].answer, "response": r["response"], "pred": g.pred, "correct": bool(g.correct),
+            "truncated": bool(g.truncated or r.get("finish_reason") == "length"),
+            "finish_reason": r.get("finish_reason"), "completion_tokens": r.get("completion_tokens"),
+            "seed": r.get("seed"),
+        })
+    write_parquet(out_dir / "samples.parquet", pa.Table.from_pylist(samples))
+
+    correct: dict[str, list[bool]] = {}
+    for s in sorted(samples, key=lambda s: (s["id"], s["sample"])):
+        correct.setdefault(s["id"], []).append(s["correct"])
+    ordered = [correct[it.id] for it in items if it.id in correct]
+    metric = avg_at_n(ordered)
+    item_acc = {iid: sum(c) / len(c) for iid, c in correct.items()}
+    by_subject: dict[str, list[float]] = {}
+    for it in items:
+        if it.subject and it.id in item_acc:
+            by_subject.setdefault(it.subject, []).append(item_acc[it.id])
+    per_skill = {}
+    if name in config.skills:
+        per_skill = per_skill_accuracy(item_acc, load_item_skills(config.skills[name], items))
+    results = {
+        "benchmark": name,
+        "n_problems": len(ordered),
+        "n_samples": metric["n"],
+        "accuracy": metric["accuracy"],
+        "std": metric["std"],
+        "per_sample_accuracy": metric["per_sample_accuracy"],
+        "pass_at_n": metric["pass_at_n"],
+        "truncated_share": sum(s["truncated"] for s in samples) / len(samples) if samples else None,
+        "mean_completion_tokens": _mean([s["completion_tokens"] for s in samples if s["completion_tokens"] is not None]),
+        "by_subject": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(by_subject.items())},
+        "per_skill": per_skill,
+        "seeds": sorted({s["seed"] for s in samples if s["seed"] is not None}),
+        "wall_time_s": round(time.time() - t0, 2),
+        **run_info,
+    }
+    write_json(out_dir / "results.json", results)
+    return results
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-benchmark accuracy plus the unweighted mean over benchmarks (the paper's 'avg')."""
+    accs = {k: v["accuracy"] for k, v in results.items() if v.get("accuracy") is not None}
+    return {"benchmarks": accs, "average": sum(accs.values()) / len(accs) if accs else None}
+
+
+def benchmark_inputs(config: EvaluateConfig) -> dict[str, str]:
+    """Hashes of the local benchmark files (for stage manifests)."""
+    out = {}
+    for name in config.benchmarks:
+        spec = get_spec(name, custom=name in config.files)
+        path = config.files.get(name) or (
+            str(Path(config.data_dir) / (spec.local_name or spec.name)) if config.data_dir else None
+        )
+        if path and Path(path).exists():
+            for f in list_local_files(Path(path)):
+                out[str(f)] = sha256_file(f)
+        else:
+            out[name] = spec.hf_id
+    return out
+
+
+def run_info_for(model: str, decoding: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "decoding": decoding, "versions": library_versions(), "git_commit": git_commit()}
+
+
+def write_summary(out_dir: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    summary = summarize(results)
+    write_json(out_dir / "results.json", {"summary": summary, "benchmarks": results})
+    return summary
+
+
+def read_results(eval_dir: str | Path) -> dict[str, Any]:
+    """The ``results.json`` summary of an evaluation folder."""
+    p = Path(eval_dir) / "results.json"
+    if not p.exists():
+        raise InputError("no evaluation results", file=p)
+    return json.loads(p.read_text())
