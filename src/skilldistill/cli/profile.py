@@ -1,0 +1,167 @@
+"""``skilldistill profile`` (per-skill student profile) and ``skilldistill grade``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from ..errors import ConfigError, InputError
+from .app import app, console, user_errors
+
+
+@app.command("profile")
+@user_errors
+def profile_cmd(
+    skills: Path = typer.Argument(..., help="Attributed pool: skills.parquet (id, question, answer, skills)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (profile.parquet, skill_profile.json, skill_profile.png, ...)."),
+    model: str = typer.Option(..., "--model", "-m", help="Student: hub id, local folder, or served model name."),
+    backend: str = typer.Option("transformers", "--backend", "-b", help="vllm | transformers | openai."),
+    tree: str | None = typer.Option(None, "--tree", "-t", help="Skill tree file or bundled name (default: the chains in the data)."),
+    sample: int | None = typer.Option(None, "--sample", min=1, help="Profile a stratified sample of N items (by leaf)."),
+    sample_seed: int = typer.Option(0, "--sample-seed"),
+    n: int = typer.Option(1, "--n", "-n", min=1, help="Samples per item."),
+    max_new_tokens: int = typer.Option(8192, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(0.6, "--temperature"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    seed: int = typer.Option(0, "--seed"),
+    thinking: bool | None = typer.Option(None, "--thinking/--no-thinking", help="Qwen3 enable_thinking (default: template default)."),
+    instruction: str | None = typer.Option(None, "--instruction", help="Replaces the default step-by-step / \\boxed{} instruction."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt"),
+    prior_strength: float = typer.Option(4.0, "--prior-strength", min=0, help="Beta prior pseudo-samples toward the parent skill."),
+    gguf_file: str | None = typer.Option(None, "--gguf-file", help="transformers: GGUF file inside the --model folder."),
+    device: str = typer.Option("auto", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="transformers: conversations per generate call."),
+    tensor_parallel_size: int = typer.Option(1, "--tp", min=1, help="vllm: tensor-parallel GPUs per engine."),
+    data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vllm: engines (each on its own GPUs)."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vllm: context length."),
+    base_url: list[str] = typer.Option([], "--base-url", help="openai: server URL (repeatable)."),
+    grading_processes: int | None = typer.Option(None, "--grading-processes", help="Grading workers (default: all cores)."),
+    force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
+) -> None:
+    """Sample the student on the pool, grade, and write per-item and per-skill accuracy."""
+    from ..generate import DEFAULT_INSTRUCTION, GenerationConfig
+    from ..llm.base import BackendConfig
+    from ..profile import ProfileConfig, run_profile
+
+    try:
+        backend_kwargs: dict = {"kind": backend, "model": model, "gguf_file": gguf_file, "device": device, "batch_size": batch_size,
+                                "tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
+                                "max_model_len": max_model_len}
+        if base_url:
+            backend_kwargs["base_urls"] = base_url
+        cfg = ProfileConfig(
+            generation=GenerationConfig(
+                backend=BackendConfig(**backend_kwargs), n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                top_p=top_p, seed=seed, enable_thinking=thinking,
+                instruction=DEFAULT_INSTRUCTION if instruction is None else instruction, system_prompt=system_prompt,
+            ),
+            prior_strength=prior_strength, sample=sample, sample_seed=sample_seed, grading_processes=grading_processes,
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"invalid option {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+    res = run_profile(skills, out, cfg, tree=tree, force=force)
+    if res.skipped:
+        console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
+    c = res.counts
+    if res.per_leaf_sampled:
+        per = sorted(res.per_leaf_sampled.values())
+        console.print(
+            f"stratified sample: {c.get('items_profiled')} items over {len(per)} leaves "
+            f"(items per leaf: min {per[0]}, median {per[len(per) // 2]}, max {per[-1]}; see {out / 'sample.json'})"
+        )
+        table = Table("leaf", "items used", title="items per leaf (sample)")
+        for leaf, k in sorted(res.per_leaf_sampled.items(), key=lambda kv: kv[1])[:10]:
+            table.add_row(leaf, str(k))
+        console.print(table)
+    if c.get("items_without_gold"):
+        console.print(f"[yellow]skipped {c['items_without_gold']} items without a gold answer[/yellow]")
+    acc = res.overall_accuracy
+    console.print(
+        f"[green]profiled {c.get('items_profiled')} items[/green] ({c.get('samples')} samples): "
+        f"accuracy {acc:.3f}, truncated {c.get('truncated')}, grading errors {c.get('grading_errors')}"
+        if acc is not None else f"profiled {c.get('items_profiled')} items"
+    )
+    sp = res.skill_profile
+    leaves = [nd for nd in sp["nodes"] if nd["is_leaf"] and nd["graded"]]
+    if leaves:
+        table = Table("weakest leaves", "graded", "raw", "smoothed", "95% interval")
+        for nd in sorted(leaves, key=lambda nd: nd["smoothed_accuracy"])[:10]:
+            table.add_row(nd["chain"], str(nd["graded"]), f"{nd['accuracy']:.3f}", f"{nd['smoothed_accuracy']:.3f}",
+                          f"[{nd['ci_low']:.3f}, {nd['ci_high']:.3f}]")
+        console.print(table)
+    console.print(f"wrote {out / 'skill_profile.json'}, {out / 'profile.parquet'}")
+
+
+@app.command("grade")
+@user_errors
+def grade_cmd(
+    path: Path = typer.Argument(..., help="JSONL or Parquet with a gold answer and a response per row."),
+    gold_field: str = typer.Option("answer", "--gold-field", help="Column with the gold answer."),
+    response_field: str = typer.Option("response", "--response-field", help="Column with the model response."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows plus pred/correct/truncated/error (.parquet or .jsonl)."),
+    processes: int | None = typer.Option(None, "--processes", "-p", help="Grading workers (default: all cores)."),
+    timeout_s: float = typer.Option(20.0, "--timeout", help="Hard limit per answer in seconds."),
+) -> None:
+    """Grade responses against gold answers (math-verify, last \\boxed{} after </think>)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from ..artifacts import write_jsonl, write_parquet
+    from ..grading import grade_many
+
+    rows = _read_rows(path)
+    for field in (gold_field, response_field):
+        if rows and field not in rows[0]:
+            raise InputError(f"missing column (has: {', '.join(rows[0])})", file=path, field=field)
+    with Progress(TextColumn("[bold]grade[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("grade", total=len(rows))
+        results = grade_many([r.get(gold_field) for r in rows], [r.get(response_field) for r in rows],
+                             processes=processes, timeout_s=timeout_s, progress=lambda k: bar.advance(task, k))
+    n = len(results)
+    correct = sum(r.correct for r in results)
+    console.print(
+        f"graded {n}: correct {correct} ({correct / n:.3f})" if n else "nothing to grade",
+    )
+    if n:
+        console.print(f"truncated {sum(r.truncated for r in results)}, no answer {sum(r.pred is None for r in results)}, "
+                      f"errors {sum(r.error is not None for r in results)}")
+    typer.echo(json.dumps({"n": n, "correct": correct, "accuracy": correct / n if n else None}))
+    if out is not None:
+        merged = [{**row, **res.as_dict()} for row, res in zip(rows, results, strict=True)]
+        if out.suffix == ".parquet":
+            import pyarrow as pa
+
+            write_parquet(out, pa.Table.from_pylist(merged))
+        else:
+            write_jsonl(out, merged)
+        console.print(f"wrote {out}")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        raise InputError("no such file", file=path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise InputError(f"invalid JSON: {e.msg}", file=path, row=line_no) from None
+    return rows

@@ -1,0 +1,173 @@
+"""Local chat model through transformers: batched ``generate`` on CPU or GPU.
+
+    from skilldistill.llm.base import BackendConfig, SamplingParams
+    from skilldistill.llm.hf_backend import TransformersBackend
+
+    backend = TransformersBackend(BackendConfig(kind="transformers", model="Qwen/Qwen3-0.6B"))
+    [[completion]] = backend.chat([[{"role": "user", "content": "1+1?"}]], SamplingParams(max_tokens=64))
+
+Prompts go through the model's own chat template (``apply_chat_template`` with the
+sampling params' ``chat_template_kwargs``, e.g. Qwen3's ``enable_thinking``). Prompts are
+sorted by length and padded on the left into mini-batches of ``batch_size``
+conversations (each with ``n`` samples), so little compute goes to padding. A GGUF
+checkpoint loads with ``gguf_file`` (transformers dequantises it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from .base import BackendConfig, Completion, Conversation, ResultCallback, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def resolve_device(spec: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values as given."""
+    import torch
+
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {spec!r} asked for, but no CUDA device is visible")
+    return spec
+
+
+class TransformersBackend:
+    """A :class:`~skilldistill.llm.base.ChatBackend` on ``AutoModelForCausalLM``.
+
+    Loading happens in the constructor, so a model that cannot be loaded fails before
+    any work starts (as :class:`~skilldistill.errors.ConfigError`).
+    """
+
+    name = "transformers"
+
+    def __init__(self, cfg: BackendConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.model = cfg.model
+        self.device = resolve_device(cfg.device)
+        if cfg.dtype == "auto":
+            # bf16 on GPU (what reasoning models are trained in); fp32 on CPU, where
+            # bf16 matmuls are slow or unsupported.
+            dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        else:
+            if cfg.dtype not in _DTYPES:
+                raise ConfigError(f"unknown dtype {cfg.dtype!r}; use auto, {', '.join(sorted(set(_DTYPES.values())))}")
+            dtype = getattr(torch, _DTYPES[cfg.dtype])
+        self.dtype = dtype
+
+        tok_src = cfg.tokenizer or cfg.model
+        tok_kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+        if cfg.gguf_file and not cfg.tokenizer:
+            tok_kwargs["gguf_file"] = cfg.gguf_file
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_src, **tok_kwargs)
+        except Exception as e:
+            raise ConfigError(f"cannot load the tokenizer of student model {tok_src!r}: {type(e).__name__}: {e}") from e
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigError(f"student model {tok_src!r} has no chat template (needed to build prompts)")
+
+        model_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code, **cfg.model_kwargs}
+        if cfg.gguf_file:
+            model_kwargs["gguf_file"] = cfg.gguf_file
+        try:
+            self._model = AutoModelForCausalLM.from_pretrained(cfg.model, **model_kwargs)
+        except Exception as e:
+            raise ConfigError(f"cannot load student model {cfg.model!r}: {type(e).__name__}: {e}") from e
+        self._model.to(self.device)
+        self._model.eval()
+
+        eos = set()
+        gen_eos = getattr(self._model.generation_config, "eos_token_id", None)
+        for t in (gen_eos if isinstance(gen_eos, list) else [gen_eos]) + [self.tokenizer.eos_token_id]:
+            if t is not None:
+                eos.add(int(t))
+        self.eos_token_ids = sorted(eos)
+
+    # ------------------------------------------------------------------------------
+    def render(self, conversation: Conversation, chat_template_kwargs: dict[str, Any] | None = None) -> str:
+        """The prompt text for one conversation (chat template + generation prompt)."""
+        return self.tokenizer.apply_chat_template(
+            list(conversation), tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+        )
+
+    def chat(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams,
+        *,
+        on_result: ResultCallback | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Completion]]:
+        import torch
+
+        prompts = [self.render(c, params.chat_template_kwargs) for c in conversations]
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # Longest first: similar lengths share a batch (less padding) and an out-of-memory
+        # error shows up on the first batch, not after an hour.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        results: list[list[Completion] | None] = [None] * len(conversations)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        do_sample = params.temperature > 0
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "do_sample": do_sample,
+            "num_return_sequences": params.n,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.eos_token_ids,
+        }
+        if do_sample:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+
+        bs = self.cfg.batch_size
+        for start in range(0, len(order), bs):
+            batch = order[start : start + bs]
+            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, padding=True, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            prompt_len = enc["input_ids"].shape[1]
+            with torch.inference_mode():
+                out = self._model.generate(**enc, **gen_kwargs)
+            new = out[:, prompt_len:].tolist()
+            for j, i in enumerate(batch):
+                comps = [self._completion(new[j * params.n + k], len(ids[i]), params) for k in range(params.n)]
+                results[i] = comps
+                if on_result:
+                    on_result(i, comps)
+            if progress:
+                progress(len(batch))
+        return [r or [] for r in results]
+
+    def _completion(self, tokens: list[int], prompt_tokens: int, params: SamplingParams) -> Completion:
+        eos = set(self.eos_token_ids)
+        end = next((k for k, t in enumerate(tokens) if t in eos), None)
+        if end is not None:
+            used, finish = tokens[: end + 1], "stop"
+        else:
+            # Past the last real token come only pad tokens (another sequence ran longer).
+            used = tokens
+            while used and used[-1] == self.tokenizer.pad_token_id and self.tokenizer.pad_token_id not in eos:
+                used = used[:-1]
+            finish = "length" if len(used) >= params.max_tokens else "stop"
+        text = self.tokenizer.decode(used, skip_special_tokens=True)
+        return Completion(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(used))
+
+    def close(self) -> None:
+        import torch
+
+        self._model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
