@@ -89,3 +89,50 @@ def test_item_skills_join_on_normalised_question(tmp_path, shared_data):
     t = pa.table({"question": ["  " + items[1].question.upper() + " "], "skills": [[["Number Theory", "bases"]]]})
     pq.write_table(t, tmp_path / "s.parquet")
     assert load_item_skills(tmp_path / "s.parquet", items) == {items[1].id: [["Number Theory", "bases"]]}
+
+
+def test_evaluate_benchmark_grades_rows_and_writes_results(tmp_path, shared_data):
+    from skilldistill.evaluate import evaluate_benchmark
+
+    items = load_benchmark("aime25", data_dir=shared_data / "benchmarks", limit=2)
+    rows = [
+        {"id": items[0].id, "sample": 0, "response": f"<think>hmm</think> The answer is $\\boxed{{{items[0].answer}}}$.", "finish_reason": "stop", "completion_tokens": 9, "seed": 0},
+        {"id": items[0].id, "sample": 1, "response": "<think>never closed", "finish_reason": "length", "completion_tokens": 50, "seed": 0},
+        {"id": items[1].id, "sample": 0, "response": "\\boxed{1}", "finish_reason": "stop", "completion_tokens": 3, "seed": 0},
+        {"id": items[1].id, "sample": 1, "response": f"so \\boxed{{{items[1].answer}}}", "finish_reason": "stop", "completion_tokens": 4, "seed": 0},
+    ]
+    res = evaluate_benchmark("aime25", items, rows, tmp_path, config=EvaluateConfig(grading_processes=0), run_info={"model": "m"})
+    assert res["accuracy"] == pytest.approx(0.5) and res["n_samples"] == 2 and res["n_problems"] == 2
+    assert res["truncated_share"] == pytest.approx(0.25)
+    assert res["per_sample_accuracy"] == pytest.approx([0.5, 0.5]) and res["pass_at_n"] == 1.0
+    samples = pq.read_table(tmp_path / "samples.parquet").to_pylist()
+    assert [s["correct"] for s in samples] == [True, False, False, True]
+    assert json.loads((tmp_path / "results.json").read_text())["model"] == "m"
+
+
+@pytest.mark.slow
+def test_run_evaluate_end_to_end_and_resume(tmp_path, shared_data, tiny_chat_model_dir, tiny_transformers_backend):
+    from skilldistill.evaluate import run_evaluate
+    from skilldistill.generate import GenerationConfig
+    from skilldistill.llm.base import BackendConfig
+
+    # a custom held-out file with skills, as the demo writes it
+    items = load_benchmark("math500", data_dir=shared_data / "benchmarks", limit=3)
+    held = tmp_path / "held.parquet"
+    pq.write_table(pa.table({"id": [i.id for i in items], "question": [i.question for i in items],
+                             "answer": [i.answer for i in items],
+                             "skills": [[["Algebra", "x"]], [["Algebra", "y"]], [["Geometry", "z"]]]}), held)
+    cfg = EvaluateConfig(benchmarks=["aime24", "held"], data_dir=str(shared_data / "benchmarks"), files={"held": str(held)},
+                         skills={"held": str(held)}, limit=2, n_samples={"aime24": 2}, grading_processes=0)
+    gen = GenerationConfig(backend=BackendConfig(kind="transformers", model=str(tiny_chat_model_dir), device="cpu"),
+                           max_new_tokens=6, temperature=0.0)
+    out = tmp_path / "eval"
+    res = run_evaluate(out, cfg, gen, backend=tiny_transformers_backend, show_progress=False)
+    assert res["aime24"]["n_problems"] == 2 and res["aime24"]["n_samples"] == 2
+    assert pq.read_table(out / "aime24" / "samples.parquet").num_rows == 4
+    assert res["held"]["n_problems"] == 2 and set(res["held"]["per_skill"]) == {"Algebra", "Algebra->x", "Algebra->y"}
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["benchmarks"]) == {"aime24", "held"} and summary["summary"]["average"] is not None
+    log = (out / "aime24" / "generations.jsonl").read_text()
+    run_evaluate(out, cfg, gen, backend=tiny_transformers_backend, show_progress=False)  # resumes: nothing new
+    assert (out / "aime24" / "generations.jsonl").read_text() == log

@@ -116,3 +116,11 @@ def test_real_smollm2_gguf_generates_for_a_chat_prompt():
         assert "Paris" in c.text or c.finish_reason == "length"
     finally:
         b.close()
+
+
+def test_greedy_with_several_samples_repeats_the_greedy_answer(tiny_transformers_backend):
+    from skilldistill.llm.base import SamplingParams
+
+    out = tiny_transformers_backend.chat([[{"role": "user", "content": "What is 2 + 2?"}]],
+                                         SamplingParams(temperature=0.0, n=3, max_tokens=5))
+    assert len(out[0]) == 3 and len({c.text for c in out[0]}) == 1

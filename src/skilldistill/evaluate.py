@@ -19,10 +19,9 @@ import logging
 import math
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +30,10 @@ from .artifacts import library_versions, sha256_file, write_json, write_parquet
 from .corpus import ANSWER_EXTRACTORS, iter_local_rows, list_local_files
 from .errors import ConfigError, InputError
 from .textutil import normalize_question
+
+if TYPE_CHECKING:
+    from .generate import GenerationConfig
+    from .llm.base import ChatBackend
 
 log = logging.getLogger(__name__)
 
@@ -249,25 +252,21 @@ class EvaluateConfig(BaseModel):
         return self.n_samples.get(name, get_spec(name, custom=name in self.files).n_samples)
 
 
-GenerateFn = Callable[[list[BenchItem], int, Path], list[dict[str, Any]]]
-
-
 def evaluate_benchmark(
     name: str,
     items: list[BenchItem],
+    rows: list[dict[str, Any]],
     out_dir: Path,
     *,
-    n: int,
-    generate_fn: GenerateFn,
     config: EvaluateConfig,
     run_info: dict[str, Any],
 ) -> dict[str, Any]:
-    """Generate ``n`` samples per item (resumable, inside ``generate_fn``), grade, write results."""
+    """Grade generated ``rows`` (id, sample, response, finish_reason, ...) against ``items``;
+    write ``samples.parquet`` and ``results.json`` in ``out_dir``."""
     from .grading import grade_many
 
     t0 = time.time()
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = generate_fn(items, n, out_dir)
     by_id = {it.id: it for it in items}
     golds = [by_id[r["id"]].answer for r in rows]
     grades = grade_many(golds, [r["response"] for r in rows], processes=config.grading_processes,
@@ -309,7 +308,7 @@ def evaluate_benchmark(
         "by_subject": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(by_subject.items())},
         "per_skill": per_skill,
         "seeds": sorted({s["seed"] for s in samples if s["seed"] is not None}),
-        "wall_time_s": round(time.time() - t0, 2),
+        "grading_time_s": round(time.time() - t0, 2),
         **run_info,
     }
     write_json(out_dir / "results.json", results)
@@ -358,3 +357,46 @@ def read_results(eval_dir: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise InputError("no evaluation results", file=p)
     return json.loads(p.read_text())
+
+
+def run_evaluate(
+    out_dir: str | Path,
+    config: EvaluateConfig,
+    generation: GenerationConfig,
+    *,
+    backend: ChatBackend | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``generation.backend.model`` on every configured benchmark.
+
+    Writes ``out_dir/<benchmark>/{generations.jsonl, generations.parquet, samples.parquet,
+    results.json}`` and ``out_dir/results.json`` (summary + all benchmarks). Generation
+    resumes from each benchmark's log, so a killed run repeats no finished sample.
+    """
+    from .generate import run_generation
+    from .llm.factory import make_backend
+
+    out_dir = Path(out_dir)
+    benches = {
+        name: load_benchmark(name, data_dir=config.data_dir, path=config.files.get(name), limit=config.limit)
+        for name in config.benchmarks
+    }  # all loaded (and validated) before the model is
+    own = backend is None
+    backend = backend or make_backend(generation.backend)
+    info = run_info_for(generation.backend.model, generation.model_dump(mode="json", exclude={"backend": {"api_key"}}))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for name, items in benches.items():
+            n = config.n_for(name)
+            gen_cfg = generation.model_copy(update={"n": n})
+            t0 = time.time()
+            rows = run_generation([{"id": it.id, "question": it.question} for it in items], out_dir / name, gen_cfg,
+                                  backend=backend, source=name, show_progress=show_progress).to_pylist()
+            gen_time = {"generation_time_s": round(time.time() - t0, 2)}
+            results[name] = evaluate_benchmark(name, items, rows, out_dir / name, config=config, run_info=info | gen_time)
+            log.info("%s: avg@%d = %.3f", name, n, results[name]["accuracy"] or 0.0)
+    finally:
+        if own:
+            backend.close()
+    write_summary(out_dir, results)
+    return results

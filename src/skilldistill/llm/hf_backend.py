@@ -121,10 +121,13 @@ class TransformersBackend:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         do_sample = params.temperature > 0
+        # Greedy decoding gives one answer; transformers refuses num_return_sequences > 1
+        # without sampling, so decode once and repeat it n times (what vLLM returns too).
+        n_seq = params.n if do_sample else 1
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
             "do_sample": do_sample,
-            "num_return_sequences": params.n,
+            "num_return_sequences": n_seq,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.eos_token_ids,
         }
@@ -143,7 +146,7 @@ class TransformersBackend:
                 out = self._model.generate(**enc, **gen_kwargs)
             new = out[:, prompt_len:].tolist()
             for j, i in enumerate(batch):
-                comps = [self._completion(new[j * params.n + k], len(ids[i]), params) for k in range(params.n)]
+                comps = [self._completion(new[j * n_seq + (k % n_seq)], len(ids[i]), params) for k in range(params.n)]
                 results[i] = comps
                 if on_result:
                     on_result(i, comps)
