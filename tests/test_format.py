@@ -181,8 +181,16 @@ def test_overlong_examples_are_dropped_with_a_real_tokenizer(tmp_path: Path, smo
     assert all(d["n_tokens"] > 200 for d in res.report["dropped"])
     kept = [json.loads(line) for line in (res.out_dir / "train.jsonl").read_text().splitlines()]
     assert [k["id"] for k in kept] == ["q0", "q2", "q4"]
-    # the counts are the chat-templated lengths the trainer sees
-    direct = smollm_tokenizer.apply_chat_template(kept[0]["messages"], tokenize=True, return_dict=True)["input_ids"]
+    # the counts are the lengths the trainer sees: rendered with the training template
+    # (for SmolLM2: ChatML without the tokenizer's default system turn, 21 tokens fewer)
+    from skilldistill.train import resolve_chat_template
+
+    template, name = resolve_chat_template(smollm_tokenizer, "auto")
+    assert name == "chatml"
+    direct = smollm_tokenizer.apply_chat_template(kept[0]["messages"], tokenize=True, return_dict=True,
+                                                  chat_template=template)["input_ids"]
+    own = smollm_tokenizer.apply_chat_template(kept[0]["messages"], tokenize=True, return_dict=True)["input_ids"]
+    assert len(own) == len(direct) + 21
     lengths = pq.read_table(res.out_dir / "examples.parquet").to_pylist()
     assert lengths[0]["n_tokens"] == len(direct) and lengths[1]["kept"] is False
     assert res.report["tokens"]["max"] <= 200

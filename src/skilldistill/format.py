@@ -154,14 +154,20 @@ def load_tokenizer(spec: str, gguf_file: str | None = None) -> Any:
         raise ConfigError(f"cannot load tokenizer {spec!r}{f' ({gguf_file})' if gguf_file else ''}: {e}") from e
 
 
-def count_tokens(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32) -> list[int]:
-    """Token count of each conversation as the trainer sees it (chat template applied)."""
+def count_tokens(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32,
+                 chat_template: str = "auto") -> list[int]:
+    """Token count of each conversation as the trainer sees it: rendered with the training
+    chat template the train stage picks (``chat_template`` as in ``TrainConfig``), which
+    can differ from the tokenizer's own (e.g. no default system turn)."""
+    from .train import resolve_chat_template
+
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the tokenizer has no chat template: cannot measure chat examples")
+    template, _ = resolve_chat_template(tokenizer, chat_template)
     out: list[int] = []
     for start in range(0, len(conversations), batch_size):
         batch = list(conversations[start:start + batch_size])
-        enc = tokenizer.apply_chat_template(batch, tokenize=True, return_dict=True)
+        enc = tokenizer.apply_chat_template(batch, tokenize=True, return_dict=True, chat_template=template)
         out.extend(len(ids) for ids in enc["input_ids"])
     return out
 
