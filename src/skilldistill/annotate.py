@@ -1,0 +1,860 @@
+"""Stage 1, skill attribution: attach root-to-leaf skill chains to every corpus item.
+
+    skilldistill annotate runs/demo/corpus/corpus.parquet --tree skill_mix.json \\
+        --out runs/demo/annotate --backend openai --model Qwen/Qwen2.5-32B-Instruct \\
+        --base-url http://gpu1:8000/v1 --base-url http://gpu2:8000/v1
+
+Top-down and multi-label: at a node, the backend is asked which of the node's children
+the item needs; every chosen child is expanded in turn until leaves (or ``max_depth``).
+The walk goes one tree level at a time for *all* pending items together, so each level
+is one ``backend.chat`` batch: vLLM gets one big ``generate`` call, the OpenAI backend
+keeps hundreds of requests in flight, the embedding backend encodes a level at once.
+
+Every (item, node) decision is appended to ``calls.jsonl`` the moment it arrives, keyed
+by hash(model, prompt template version, node path, item text). A rerun (after a crash,
+a kill, or with more items) reuses every finished decision and repeats no finished call;
+the output is identical to an uninterrupted run because it is rebuilt from the
+decisions alone.
+
+LLM answers are untrusted input: they are parsed as a JSON list, a Python list literal
+(``ast.literal_eval``, never ``eval``) or bullet/numbered lines; names are matched to
+the node's children case- and whitespace-insensitively, then by closest match above
+``match_threshold``; an unreadable answer gets one repair retry, then the branch is
+dropped and recorded as ``unparseable``.
+
+Artifacts (``out_dir``): ``skills.parquet`` (the corpus + ``skills``: list of chains),
+``calls.jsonl`` (the decision cache), ``summary.json``, ``manifest.json``.
+See docs/annotate.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import difflib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .artifacts import (
+    AppendLog,
+    hash_obj,
+    manifest_matches,
+    read_json,
+    sha256_file,
+    sha256_text,
+    write_json,
+    write_manifest,
+    write_parquet,
+)
+from .errors import ConfigError, InputError
+from .llm.base import BackendConfig, ChatBackend, Completion, SamplingParams
+from .llm.embedding import EmbeddingConfig
+from .tree import CHAIN_SEP, Chain, SkillNode, SkillTree, chain_str
+
+log = logging.getLogger(__name__)
+
+SKILLS_FILE = "skills.parquet"
+CALLS_FILE = "calls.jsonl"
+SUMMARY_FILE = "summary.json"
+DEFAULT_TEMPLATE = "attribution_v1"
+
+# Decision statuses in calls.jsonl. Only FINAL ones are reused as answers.
+OK, NONE, UNPARSEABLE, PENDING_REPAIR = "ok", "none", "unparseable", "pending_repair"
+FINAL = {OK, NONE, UNPARSEABLE}
+
+
+# ----------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------
+class AnnotateConfig(BaseModel):
+    """Skill attribution settings (the ``annotate`` section of a recipe)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["embedding", "openai", "vllm", "transformers"] = Field(
+        "embedding", description="Who decides: the offline embedding scorer or a chat model."
+    )
+    llm: BackendConfig | None = Field(
+        None, description="Chat model settings; required unless backend is 'embedding'. Its kind must equal backend."
+    )
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    prompt_template: str | None = Field(
+        None, description="Path of a prompt template file; default: the bundled attribution_v1."
+    )
+    temperature: float = Field(0.3, ge=0, description="Paper: 0.3.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1, description="Answer budget per decision.")
+    seed: int | None = None
+    chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the chat template, e.g. {enable_thinking: false}."
+    )
+    max_chars: int = Field(20_000, ge=1, description="Cap on the teacher-solution characters shown (paper: 20k).")
+    max_depth: int | None = Field(None, ge=1, description="Stop descending below this depth (chains may end at inner nodes).")
+    match_threshold: float = Field(0.85, gt=0, le=1, description="difflib ratio needed for a fuzzy name match.")
+    repair_retries: int = Field(1, ge=0, le=3, description="Re-asks after an unreadable answer.")
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> AnnotateConfig:
+        if self.backend != "embedding":
+            if self.llm is None:
+                raise ValueError(f"backend {self.backend!r} needs an 'llm' section (model, ...)")
+            if self.llm.kind != self.backend:
+                raise ValueError(f"llm.kind is {self.llm.kind!r} but backend is {self.backend!r}")
+        return self
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            n=1,
+            seed=self.seed,
+            chat_template_kwargs=dict(self.chat_template_kwargs),
+        )
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as written to manifests: no API key, ever."""
+        d = self.model_dump(mode="json")
+        if d.get("llm"):
+            d["llm"].pop("api_key", None)
+        return d
+
+
+# ----------------------------------------------------------------------------------
+# Item text and prompt templates
+# ----------------------------------------------------------------------------------
+def item_text(question: str, response: str | None, max_chars: int = 20_000) -> str:
+    """Question + the teacher's final solution (the text after ``</think>`` when there
+    is one), the solution capped at ``max_chars`` characters (as the paper's scripts)."""
+    solution = ""
+    if response:
+        if "</think>" in response:
+            solution = response.rsplit("</think>", 1)[1]
+        else:  # no reasoning block, or a truncated one: drop a dangling opening tag
+            solution = response.replace("<think>", "", 1) if response.lstrip().startswith("<think>") else response
+        solution = solution.strip()[:max_chars]
+    return f"{question.strip()}\n{solution}".strip()
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_TEMPLATE_FIELDS = {"item", "skills", "node"}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt file with ``{{item}}``, ``{{skills}}`` and optionally ``{{node}}``."""
+
+    text: str
+    name: str
+
+    @property
+    def version(self) -> str:
+        """Template name + content hash: editing a template invalidates its cached answers."""
+        return f"{self.name}@{sha256_text(self.text)[:12]}"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PromptTemplate:
+        if path is None:
+            text = (resources.files("skilldistill") / "prompts" / f"{DEFAULT_TEMPLATE}.txt").read_text(encoding="utf-8")
+            name = DEFAULT_TEMPLATE
+        else:
+            p = Path(path)
+            if not p.exists():
+                raise ConfigError(f"prompt template not found: {p}")
+            text, name = p.read_text(encoding="utf-8"), p.stem
+        found = set(_PLACEHOLDER.findall(text))
+        unknown = found - _TEMPLATE_FIELDS
+        if unknown:
+            raise ConfigError(f"prompt template {name}: unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(_TEMPLATE_FIELDS)}")
+        missing = {"item", "skills"} - found
+        if missing:
+            raise ConfigError(f"prompt template {name}: missing placeholder(s) {sorted('{{' + m + '}}' for m in missing)}")
+        return cls(text=text, name=name)
+
+    def render(self, item: str, node_path: Chain, children: Sequence[SkillNode], root_name: str) -> str:
+        skills = "\n".join(f"- {c.name}: {c.description}" if c.description else f"- {c.name}" for c in children)
+        values = {"item": item, "skills": skills, "node": " -> ".join((root_name, *node_path))}
+        # One pass: text substituted in is never scanned again (items contain braces).
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
+
+
+def repair_message(children: Sequence[SkillNode]) -> str:
+    names = json.dumps([c.name for c in children], ensure_ascii=False)
+    return (
+        "Your answer could not be read. Reply with only a JSON list of the needed skill names, "
+        f"each copied exactly from this list: {names}"
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Parsing untrusted answers
+# ----------------------------------------------------------------------------------
+_BULLET = re.compile(r"^\s*(?:[-*+\u2022]|\d{1,3}[.)]|\(\d{1,3}\))\s+(.+?)\s*$")
+_FENCE = re.compile(r"```(?:json|python)?\s*(.*?)```", re.S)
+
+
+def parse_answer(text: str) -> list[str] | None:
+    """Names listed in an answer, or None when it holds no readable list.
+
+    Accepts a JSON list, a Python list literal (``ast.literal_eval``: literals only,
+    nothing is executed), or bullet / numbered lines. A reasoning block
+    (``<think>...</think>``) is skipped. ``[]`` parses to an empty list.
+    """
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    fenced = _FENCE.findall(text)
+    candidates = [*fenced, text] if fenced else [text]
+    for cand in candidates:
+        start, end = cand.find("["), cand.rfind("]")
+        if start != -1 and end > start:
+            snippet = cand[start : end + 1]
+            for loader in (json.loads, _literal):
+                try:
+                    value = loader(snippet)
+                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                    continue
+                names = _flatten_names(value)
+                if names is not None:
+                    return names
+    bullets = [m.group(1) for line in text.splitlines() if (m := _BULLET.match(line))]
+    if bullets:
+        return [_strip_name(b) for b in bullets if _strip_name(b)]
+    return None
+
+
+def _literal(snippet: str) -> Any:
+    if len(snippet) > 100_000:  # literal_eval of huge inputs can exhaust the parser
+        raise ValueError("answer too long")
+    return ast.literal_eval(snippet)
+
+
+def _flatten_names(value: Any) -> list[str] | None:
+    if not isinstance(value, list | tuple):
+        return None
+    out: list[str] = []
+    for v in value:
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, list | tuple):
+            inner = _flatten_names(v)
+            out.extend(inner or [])
+        elif isinstance(v, dict):  # [{"name": ...}] from chatty models
+            name = v.get("name") or v.get("skill")
+            if isinstance(name, str):
+                out.append(name)
+    if value and not out:
+        return None
+    return out
+
+
+def _strip_name(s: str) -> str:
+    s = s.strip().strip("*_`").strip()
+    s = s.strip("\"'").strip()
+    return s.rstrip(",.;").strip("\"'").strip()
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def match_names(names: Sequence[str], children: Sequence[SkillNode], threshold: float = 0.85) -> tuple[list[str], list[str]]:
+    """Map answer names to child names: exact after case/whitespace folding, then the
+    closest name with difflib ratio >= ``threshold``. Returns (matched, unmatched);
+    matched keeps answer order without duplicates."""
+    by_norm = {_norm(c.name): c.name for c in children}
+    keys = list(by_norm)
+    matched: list[str] = []
+    unmatched: list[str] = []
+    for raw in names:
+        name = _strip_name(raw)
+        if not name:
+            continue
+        hit = by_norm.get(_norm(name))
+        if hit is None and CHAIN_SEP in name:  # a whole chain was quoted: take its last step
+            hit = by_norm.get(_norm(name.rsplit(CHAIN_SEP, 1)[1]))
+        if hit is None:
+            close = difflib.get_close_matches(_norm(name), keys, n=1, cutoff=threshold)
+            hit = by_norm[close[0]] if close else None
+        if hit is None:
+            unmatched.append(name)
+        elif hit not in matched:
+            matched.append(hit)
+    return matched, unmatched
+
+
+# ----------------------------------------------------------------------------------
+# Deciders: who answers "which children does this item need here?"
+# ----------------------------------------------------------------------------------
+@dataclass
+class Question:
+    key: str
+    text: str
+    path: Chain
+    children: list[SkillNode]
+    pending: dict[str, Any] | None = None  # a cached first answer awaiting its repair
+
+
+OnDecision = Callable[[Question, dict[str, Any]], None]
+
+
+class ChatDecider:
+    """Asks a chat backend; parses, matches, repairs."""
+
+    def __init__(self, backend: ChatBackend, cfg: AnnotateConfig, template: PromptTemplate, root_name: str) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self.template = template
+        self.root_name = root_name
+        self.params = cfg.sampling()
+        self.model_id = backend.model
+        self.version = template.version
+
+    def decide(self, questions: list[Question], on_decision: OnDecision, progress: Callable[[int], None]) -> None:
+        fresh = [q for q in questions if q.pending is None]
+        repairs: list[tuple[Question, dict[str, Any]]] = [(q, q.pending) for q in questions if q.pending is not None]
+        if self.cfg.repair_retries == 0:  # cached first answers awaiting a repair no longer get one
+            for q, prev in repairs:
+                on_decision(q, self._finish(q, {k: v for k, v in prev.items() if k not in ("key", "node", "item", "status")}, None))
+                progress(1)
+            repairs = []
+
+        def first(j: int, comps: list[Completion]) -> None:
+            q, c = fresh[j], comps[0]
+            rec = {"answer": c.text, "calls": 1, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+            names = parse_answer(c.text)
+            if names is None and self.cfg.repair_retries > 0:
+                rec["status"] = PENDING_REPAIR
+                on_decision(q, rec)
+                repairs.append((q, rec))
+            else:
+                on_decision(q, self._finish(q, rec, names))
+                progress(1)
+
+        if fresh:
+            convs = [[{"role": "user", "content": self._prompt(q)}] for q in fresh]
+            self.backend.chat(convs, self.params, on_result=first)
+
+        for attempt in range(1, self.cfg.repair_retries + 1):
+            if not repairs:
+                break
+            batch, next_round = repairs, []
+            last = attempt == self.cfg.repair_retries
+
+            def repaired(j: int, comps: list[Completion], batch=batch, last=last, next_round=next_round) -> None:
+                q, prev = batch[j]
+                c = comps[0]
+                rec = {
+                    "answer": prev.get("answer"),
+                    "repair_answer": c.text,
+                    "calls": prev.get("calls", 1) + 1,
+                    "prompt_tokens": _add(prev.get("prompt_tokens"), c.prompt_tokens),
+                    "completion_tokens": _add(prev.get("completion_tokens"), c.completion_tokens),
+                }
+                names = parse_answer(c.text)
+                if names is None and not last:
+                    rec["status"] = PENDING_REPAIR
+                    on_decision(q, rec)
+                    next_round.append((q, rec))
+                    return
+                on_decision(q, self._finish(q, rec, names))
+                progress(1)
+
+            convs = [
+                [
+                    {"role": "user", "content": self._prompt(q)},
+                    {"role": "assistant", "content": prev.get("repair_answer") or prev.get("answer") or ""},
+                    {"role": "user", "content": repair_message(q.children)},
+                ]
+                for q, prev in batch
+            ]
+            self.backend.chat(convs, self.params, on_result=repaired)
+            repairs = next_round
+
+    def _prompt(self, q: Question) -> str:
+        return self.template.render(q.text, q.path, q.children, self.root_name)
+
+    def _finish(self, q: Question, rec: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+        if names is None:
+            rec.update(status=UNPARSEABLE, chosen=[], unmatched=[])
+            return rec
+        matched, unmatched = match_names(names, q.children, self.cfg.match_threshold)
+        rec.update(status=OK if matched else NONE, chosen=matched, unmatched=unmatched)
+        if unmatched:
+            log.debug("unmatched skill names at %s: %s", chain_str(q.path) or "<root>", unmatched)
+        return rec
+
+
+class EmbeddingDecider:
+    """Scores item text against each child with a sentence-transformers model."""
+
+    def __init__(self, cfg: EmbeddingConfig) -> None:
+        from .llm.embedding import EmbeddingAttributor
+
+        self.attributor = EmbeddingAttributor(cfg)
+        self.model_id = self.attributor.model_id
+        self.version = self.attributor.rule_version
+
+    def decide(self, questions: list[Question], on_decision: OnDecision, progress: Callable[[int], None]) -> None:
+        picks = self.attributor.select([(q.text, q.path, q.children) for q in questions])
+        for q, chosen in zip(questions, picks, strict=True):
+            rec = {
+                "status": OK if chosen else NONE,
+                "chosen": [name for name, _ in chosen],
+                "scores": {name: round(score, 4) for name, score in chosen},
+                "unmatched": [],
+                "calls": 0,
+            }
+            on_decision(q, rec)
+            progress(1)
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    if a is None and b is None:
+        return None
+    return (a or 0) + (b or 0)
+
+
+# ----------------------------------------------------------------------------------
+# The walk
+# ----------------------------------------------------------------------------------
+@dataclass
+class AnnotateResult:
+    out_dir: Path
+    skills_path: Path
+    summary: dict[str, Any]
+    skipped: bool = False  # True when the stage was already complete and nothing ran
+
+
+@dataclass
+class _RunCounters:
+    new_keys: set[str] = field(default_factory=set)
+    calls: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    per_level: list[dict[str, int]] = field(default_factory=list)
+
+
+def decision_key(model_id: str, template_version: str, path: Chain, text_hash: str, children_sig: str = "") -> str:
+    """Cache key of one (item, node) decision: hash of the model id, the template version,
+    the node path (with the children it offers, so editing a node re-asks only that node)
+    and the item text. No secrets go in."""
+    return hash_obj({"model": model_id, "template": template_version, "node": list(path), "children": children_sig, "item": text_hash})
+
+
+def children_signature(node: SkillNode) -> str:
+    return hash_obj([[c.name, c.description] for c in node.children])[:16]
+
+
+class _Keys:
+    """decision_key with the per-node children signatures computed once."""
+
+    def __init__(self, tree: SkillTree, model_id: str, version: str) -> None:
+        self.tree, self.model_id, self.version = tree, model_id, version
+        self._sig: dict[Chain, str] = {}
+
+    def __call__(self, path: Chain, text_hash: str) -> str:
+        sig = self._sig.get(path)
+        if sig is None:
+            sig = self._sig[path] = children_signature(self.tree.node(path))
+        return decision_key(self.model_id, self.version, path, text_hash, sig)
+
+
+def annotate(
+    corpus: str | Path,
+    tree: str | Path | SkillTree,
+    out_dir: str | Path,
+    config: AnnotateConfig | None = None,
+    *,
+    backend: ChatBackend | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> AnnotateResult:
+    """Attribute skills to every item of ``corpus`` and write ``out_dir/skills.parquet``.
+
+    ``corpus``: a corpus Parquet (or a folder holding ``corpus.parquet``) with at least
+    ``id`` and ``question`` (``response`` used when present). ``tree``: a SkillTree, a
+    tree file or a bundled tree name. ``backend``: an already built chat backend to use
+    instead of building one from ``config.llm`` (it is not closed here).
+    Resumes from ``calls.jsonl``; returns at once when the manifest shows the same
+    config and inputs already done (unless ``force``).
+    """
+    t0 = time.time()
+    cfg = config or AnnotateConfig()
+    out = Path(out_dir)
+    corpus_path = _corpus_file(corpus)
+    skill_tree = tree if isinstance(tree, SkillTree) else SkillTree.resolve(tree)
+    template = PromptTemplate.load(cfg.prompt_template)
+
+    inputs = {
+        "corpus": sha256_file(corpus_path),
+        "tree": hash_obj(skill_tree.to_dict()),
+        "template": template.version if cfg.backend != "embedding" else "",
+    }
+    if not force and manifest_matches(out, config=cfg.public_dict(), inputs=inputs) and (out / SKILLS_FILE).exists():
+        log.info("annotate: %s is up to date", out)
+        summary = read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).exists() else {}
+        return AnnotateResult(out, out / SKILLS_FILE, summary, skipped=True)
+
+    table = pq.read_table(corpus_path)
+    ids, texts = _read_items(table, corpus_path, cfg.max_chars)
+
+    own_backend = None
+    if cfg.backend == "embedding":
+        decider: ChatDecider | EmbeddingDecider = EmbeddingDecider(cfg.embedding)
+    else:
+        if backend is None:
+            from .llm.factory import make_backend
+
+            assert cfg.llm is not None
+            backend = own_backend = make_backend(cfg.llm)
+        decider = ChatDecider(backend, cfg, template, skill_tree.root.name)
+
+    try:
+        decisions, counters = _walk(ids, texts, skill_tree, cfg, decider, out / CALLS_FILE, show_progress)
+    finally:
+        if own_backend is not None:
+            own_backend.close()
+
+    text_hashes = [sha256_text(t) for t in texts]
+    keys = _Keys(skill_tree, decider.model_id, decider.version)
+    skills = [_chains_for(skill_tree, cfg.max_depth, lambda p, h=h: decisions.get(keys(p, h))) for h in text_hashes]
+    if "skills" in table.column_names:
+        table = table.drop_columns(["skills"])
+    table = table.append_column("skills", pa.array(skills, type=pa.list_(pa.list_(pa.string()))))
+    write_parquet(out / SKILLS_FILE, table)
+
+    wall = time.time() - t0
+    summary = _summary(ids, skills, decisions, text_hashes, skill_tree, cfg, decider, keys, counters, wall)
+    write_json(out / SUMMARY_FILE, summary)
+    write_manifest(
+        out,
+        config=cfg.public_dict(),
+        inputs=inputs,
+        counts={k: summary[k] for k in ("items", "items_with_skills", "chains", "decisions", "calls_this_run")},
+        wall_time_s=round(wall, 3),
+    )
+    return AnnotateResult(out, out / SKILLS_FILE, summary)
+
+
+def _corpus_file(corpus: str | Path) -> Path:
+    p = Path(corpus)
+    if p.is_dir():
+        p = p / "corpus.parquet"
+    if not p.exists():
+        raise InputError("corpus not found", file=p)
+    return p
+
+
+def _read_items(table: pa.Table, path: Path, max_chars: int) -> tuple[list[str], list[str]]:
+    for col in ("id", "question"):
+        if col not in table.column_names:
+            raise InputError(f"missing column {col!r} (a corpus needs id and question)", file=path, field=col)
+    ids = table.column("id").to_pylist()
+    questions = table.column("question").to_pylist()
+    responses = table.column("response").to_pylist() if "response" in table.column_names else [None] * len(ids)
+    seen: dict[str, int] = {}
+    texts = []
+    for i, (item_id, q, r) in enumerate(zip(ids, questions, responses, strict=True)):
+        if item_id is None or str(item_id) == "":
+            raise InputError("empty id", file=path, row=i + 1, field="id")
+        item_id = str(item_id)
+        if item_id in seen:
+            raise InputError(f"duplicate id {item_id!r} (also row {seen[item_id]})", file=path, row=i + 1, field="id")
+        seen[item_id] = i + 1
+        if not isinstance(q, str) or not q.strip():
+            raise InputError("empty or non-text question", file=path, row=i + 1, field="question")
+        if r is not None and not isinstance(r, str):
+            raise InputError(f"response must be text, got {type(r).__name__}", file=path, row=i + 1, field="response")
+        texts.append(item_text(q, r, max_chars))
+    return [str(x) for x in ids], texts
+
+
+def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
+    """Last record per key wins; a final answer is never replaced by a pending one."""
+    cache: dict[str, dict[str, Any]] = {}
+    for rec in AppendLog(path).iter():
+        key = rec.get("key")
+        if not isinstance(key, str):
+            continue
+        prev = cache.get(key)
+        if prev is not None and prev.get("status") in FINAL and rec.get("status") not in FINAL:
+            continue
+        cache[key] = rec
+    return cache
+
+
+def _walk(
+    ids: list[str],
+    texts: list[str],
+    tree: SkillTree,
+    cfg: AnnotateConfig,
+    decider: ChatDecider | EmbeddingDecider,
+    calls_path: Path,
+    show_progress: bool,
+) -> tuple[dict[str, dict[str, Any]], _RunCounters]:
+    cache = _load_cache(calls_path)
+    counters = _RunCounters()
+    keys = _Keys(tree, decider.model_id, decider.version)
+    text_hashes = [sha256_text(t) for t in texts]
+    n = len(texts)
+    frontier: dict[int, list[Chain]] = {i: [()] for i in range(n)}
+
+    progress = _make_progress(show_progress)
+    log_file = AppendLog(calls_path).open()
+    try:
+        with progress:
+            items_task = progress.add_task("items", total=n, unit="items")
+            depth = 0
+            while frontier:
+                # All questions of this level, for every pending item at once.
+                asks: list[tuple[int, Chain, str]] = []
+                questions: dict[str, Question] = {}
+                key_items: dict[str, list[int]] = collections.defaultdict(list)
+                for i, paths in frontier.items():
+                    for path in paths:
+                        node = tree.node(path)
+                        if node.is_leaf or (cfg.max_depth is not None and len(path) >= cfg.max_depth):
+                            continue
+                        key = keys(path, text_hashes[i])
+                        asks.append((i, path, key))
+                        key_items[key].append(i)
+                        cached = cache.get(key)
+                        if key not in questions and (cached is None or cached.get("status") not in FINAL):
+                            pending = cached if cached is not None and cached.get("status") == PENDING_REPAIR else None
+                            questions[key] = Question(key, texts[i], path, list(node.children), pending)
+
+                # Items finish when their last question of the walk is decided.
+                outstanding = collections.Counter(i for i, _, key in asks if key in questions)
+                more: set[int] = set()
+                for i, path, key in asks:
+                    if key not in questions and _has_inner_child(tree, cfg, path, cache[key]):
+                        more.add(i)
+                # Items whose questions here were all answered before (cache) and lead
+                # nowhere deeper are done now; the rest finish in on_decision below.
+                asked_items = {i for i, _, _ in asks}
+                progress.advance(items_task, sum(1 for i in asked_items if outstanding[i] == 0 and i not in more))
+
+                level_task = progress.add_task(f"depth {depth}", total=len(questions), unit="calls")
+
+                def on_decision(
+                    q: Question, rec: dict[str, Any], key_items=key_items, outstanding=outstanding, more=more
+                ) -> None:
+                    rec = {"key": q.key, "node": chain_str(q.path), "item": ids[key_items[q.key][0]], **rec}
+                    log_file.append(rec)
+                    cache[q.key] = rec
+                    if rec["status"] not in FINAL:
+                        return
+                    counters.new_keys.add(q.key)
+                    counters.calls += rec.get("calls", 0)
+                    counters.prompt_tokens = _add(counters.prompt_tokens, rec.get("prompt_tokens"))
+                    counters.completion_tokens = _add(counters.completion_tokens, rec.get("completion_tokens"))
+                    has_more = _has_inner_child(tree, cfg, q.path, rec)
+                    done = 0
+                    for i in key_items[q.key]:
+                        outstanding[i] -= 1
+                        if has_more:
+                            more.add(i)
+                        if outstanding[i] == 0 and i not in more:
+                            done += 1
+                    if done:
+                        progress.advance(items_task, done)
+
+                def on_progress(k: int, level_task: Any = level_task) -> None:
+                    progress.advance(level_task, k)
+
+                if questions:
+                    decider.decide(list(questions.values()), on_decision, on_progress)
+                progress.remove_task(level_task)
+                if asks:
+                    counters.per_level.append({"depth": depth, "questions": len(asks), "new": len(questions)})
+
+                nxt: dict[int, list[Chain]] = collections.defaultdict(list)
+                for i, path, key in asks:
+                    rec = cache.get(key)
+                    if rec is None or rec.get("status") not in FINAL:
+                        raise RuntimeError(f"no decision for node {chain_str(path) or '<root>'} of item {ids[i]!r}")
+                    for child in rec.get("chosen", []):
+                        nxt[i].append(path + (child,))
+                frontier = dict(nxt)
+                depth += 1
+    finally:
+        log_file.close()
+    return cache, counters
+
+
+def _has_inner_child(tree: SkillTree, cfg: AnnotateConfig, path: Chain, rec: dict[str, Any]) -> bool:
+    for child in rec.get("chosen", []):
+        p = path + (child,)
+        if p in tree and not tree.node(p).is_leaf and (cfg.max_depth is None or len(p) < cfg.max_depth):
+            return True
+    return False
+
+
+def _chains_for(tree: SkillTree, max_depth: int | None, decision: Callable[[Chain], dict[str, Any] | None]) -> list[list[str]]:
+    """Depth-first over the recorded decisions, children in the order chosen."""
+    chains: list[list[str]] = []
+    stack: list[Chain] = [()]
+    while stack:
+        path = stack.pop()
+        node = tree.node(path)
+        if path and (node.is_leaf or (max_depth is not None and len(path) >= max_depth)):
+            chains.append(list(path))
+            continue
+        if node.is_leaf:
+            continue
+        rec = decision(path)
+        if rec is None:
+            continue
+        chosen = [c for c in rec.get("chosen", []) if (path + (c,)) in tree]
+        stack.extend(path + (c,) for c in reversed(chosen))
+    return [list(c) for c in dict.fromkeys(tuple(c) for c in chains)]
+
+
+def _summary(
+    ids: list[str],
+    skills: list[list[list[str]]],
+    cache: dict[str, dict[str, Any]],
+    text_hashes: list[str],
+    tree: SkillTree,
+    cfg: AnnotateConfig,
+    decider: ChatDecider | EmbeddingDecider,
+    keys: _Keys,
+    counters: _RunCounters,
+    wall: float,
+) -> dict[str, Any]:
+    # Outcome over every decision the output rests on (cached or new).
+    used: dict[str, dict[str, Any]] = {}
+    for h in text_hashes:
+        stack: list[Chain] = [()]
+        while stack:
+            path = stack.pop()
+            node = tree.node(path)
+            if node.is_leaf or (cfg.max_depth is not None and len(path) >= cfg.max_depth):
+                continue
+            key = keys(path, h)
+            rec = cache.get(key)
+            if rec is None:
+                continue
+            used[key] = rec
+            stack.extend(path + (c,) for c in rec.get("chosen", []) if (path + (c,)) in tree)
+    statuses = collections.Counter(r.get("status") for r in used.values())
+    unmatched = collections.Counter(name for r in used.values() for name in r.get("unmatched", []))
+    n = len(ids)
+    chains = sum(len(s) for s in skills)
+    return {
+        "items": n,
+        "items_with_skills": sum(1 for s in skills if s),
+        "chains": chains,
+        "chains_per_item": round(chains / n, 3) if n else 0.0,
+        "backend": cfg.backend,
+        "model": decider.model_id,
+        "template": decider.version,
+        "decisions": len(used),
+        "decisions_this_run": sum(1 for k in used if k in counters.new_keys),
+        "decisions_cached": sum(1 for k in used if k not in counters.new_keys),
+        "calls_total": sum(r.get("calls", 0) for r in used.values()),
+        "calls_this_run": counters.calls,
+        "calls_per_item": round(sum(r.get("calls", 0) for r in used.values()) / n, 3) if n else 0.0,
+        "prompt_tokens_this_run": counters.prompt_tokens,
+        "completion_tokens_this_run": counters.completion_tokens,
+        "repaired": sum(1 for r in used.values() if r.get("repair_answer") is not None),
+        "failures": {"unparseable": statuses.get(UNPARSEABLE, 0)},
+        "no_valid_choice": statuses.get(NONE, 0),
+        "unmatched_names": sum(unmatched.values()),
+        "top_unmatched": [[name, count] for name, count in unmatched.most_common(20)],
+        "per_level": counters.per_level,
+        "wall_time_s": round(wall, 3),
+        "items_per_s": round(n / wall, 2) if wall > 0 else None,
+    }
+
+
+def _make_progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task) -> Text:  # type: ignore[override]
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.1f} {task.fields.get('unit', '')}/s" if speed else "", style="cyan")
+
+    from rich.console import Console
+
+    return Progress(
+        TextColumn("[bold]annotate {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Per-node counts
+# ----------------------------------------------------------------------------------
+def annotate_stats(skills: str | Path | pa.Table, tree: str | Path | SkillTree | None = None, *, max_depth: int | None = None) -> list[dict[str, Any]]:
+    """Per-node counts over an annotated table (``skills.parquet``, its folder, or a Table).
+
+    One row per node any chain passes through (every node of ``tree`` when given, zero
+    counts included, in tree order): ``node`` (chain text), ``depth``, ``leaf``,
+    ``items`` (items whose chains pass through it), ``chains`` (chains through it),
+    ``share`` (items / all items).
+    """
+    if not isinstance(skills, pa.Table):
+        p = Path(skills)
+        if p.is_dir():
+            p = p / SKILLS_FILE
+        if not p.exists():
+            raise InputError("annotated table not found", file=p)
+        table = pq.read_table(p, columns=["skills"]) if "skills" in pq.read_schema(p).names else None
+        if table is None:
+            raise InputError("no 'skills' column: run `skilldistill annotate` first", file=p, field="skills")
+    else:
+        table = skills
+    rows = table.column("skills").to_pylist()
+    items: collections.Counter[Chain] = collections.Counter()
+    chains: collections.Counter[Chain] = collections.Counter()
+    for item_chains in rows:
+        seen: set[Chain] = set()
+        for chain in item_chains or []:
+            for d in range(1, len(chain) + 1):
+                prefix = tuple(chain[:d])
+                chains[prefix] += 1
+                if prefix not in seen:
+                    seen.add(prefix)
+                    items[prefix] += 1
+    n = len(rows)
+    t = tree if isinstance(tree, SkillTree) or tree is None else SkillTree.resolve(tree)
+    if t is not None:
+        paths = [p for p, _ in t.nodes() if p]
+        extra = sorted(p for p in items if p not in t)  # chains from another tree version
+        paths += extra
+    else:
+        paths = sorted(items)
+    out = []
+    for p in paths:
+        if max_depth is not None and len(p) > max_depth:
+            continue
+        leaf = t.node(p).is_leaf if (t is not None and p in t) else None
+        out.append({"node": chain_str(p), "depth": len(p), "leaf": leaf, "items": items[p], "chains": chains[p], "share": round(items[p] / n, 4) if n else 0.0})
+    return out

@@ -1,0 +1,149 @@
+"""``skilldistill annotate CORPUS ...`` (same as ``annotate run``) and ``annotate stats``.
+
+``annotate`` is a command group whose default command is ``run``: any first argument
+that is not a sub-command name is taken as ``run``'s corpus path, so
+``skilldistill annotate corpus.parquet --tree skill_mix.json --out runs/x/annotate``
+annotates and ``skilldistill annotate stats runs/x/annotate`` prints per-node counts.
+(A corpus file literally named ``stats`` needs the explicit ``annotate run stats``.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import typer
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from ..errors import ConfigError
+from .app import app, console, user_errors
+
+_HELP_FLAGS = {"--help", "-h"}
+
+
+class _DefaultRunGroup(TyperGroup):
+    """A group that treats ``annotate ARGS`` as ``annotate run ARGS``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in _HELP_FLAGS:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+annotate_app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Attribute skill chains to corpus items (top-down over a skill tree). "
+    "`skilldistill annotate CORPUS ...` runs; `annotate stats DIR` prints per-node counts.",
+    no_args_is_help=True,
+)
+app.add_typer(annotate_app, name="annotate")
+
+
+@annotate_app.command("run")
+@user_errors
+def run(
+    corpus: Path = typer.Argument(..., help="Corpus Parquet (or a folder holding corpus.parquet)."),
+    tree: str = typer.Option("math", "--tree", "-t", help="Skill tree file or bundled tree name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (skills.parquet, calls.jsonl, summary.json)."),
+    backend: str = typer.Option("embedding", "--backend", "-b", help="embedding | openai | vllm | transformers."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Chat model id/path (openai, vllm, transformers)."),
+    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible base URL; repeat for round-robin."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
+    concurrency: int = typer.Option(256, "--concurrency", "-c", help="openai: requests in flight."),
+    max_retries: int = typer.Option(6, "--max-retries", help="openai: retries on timeouts, 429 and 5xx."),
+    timeout: float = typer.Option(600.0, "--timeout", help="openai: seconds per request."),
+    temperature: float = typer.Option(0.3, "--temperature", help="Sampling temperature (paper: 0.3)."),
+    max_tokens: int = typer.Option(512, "--max-tokens", help="Answer budget per decision."),
+    chat_template_kwargs: str | None = typer.Option(None, "--chat-template-kwargs", help='JSON, e.g. \'{"enable_thinking": false}\'.'),
+    template: Path | None = typer.Option(None, "--template", help="Prompt template file (default: bundled attribution_v1)."),
+    max_chars: int = typer.Option(20_000, "--max-chars", help="Cap on teacher-solution characters shown."),
+    max_depth: int | None = typer.Option(None, "--max-depth", help="Do not descend below this depth."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vllm: GPUs per model."),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm."),
+    device: str = typer.Option("auto", "--device", help="transformers / embedding: cpu, cuda, ..."),
+    batch_size: int = typer.Option(8, "--batch-size", help="transformers: conversations per forward pass."),
+    embedding_model: str | None = typer.Option(None, "--embedding-model", help="embedding: sentence-transformers model (default bundled MiniLM)."),
+    top_k: int = typer.Option(2, "--top-k", help="embedding: at most this many children per node."),
+    margin: float = typer.Option(0.03, "--margin", help="embedding: extra children within this of the best score."),
+    embedding_scoring: str = typer.Option("leaves", "--embedding-scoring", help="embedding: 'leaves' (best descendant leaves) or 'text' (the child's own text)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild outputs even when the manifest says done (the cache is still used)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Attribute skill chains to every item of CORPUS; resumable (rerun to continue)."""
+    from ..annotate import AnnotateConfig, annotate
+    from ..llm.base import BackendConfig
+    from ..llm.embedding import EmbeddingConfig
+
+    if backend not in {"embedding", "openai", "vllm", "transformers"}:
+        raise ConfigError(f"--backend must be embedding, openai, vllm or transformers, not {backend!r}")
+    if backend != "embedding" and not model:
+        raise ConfigError(f"--backend {backend} needs --model")
+    try:
+        ct_kwargs = json.loads(chat_template_kwargs) if chat_template_kwargs else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--chat-template-kwargs is not JSON: {e}") from None
+    try:  # pydantic errors become one red line
+        llm = None
+        if backend != "embedding":
+            extra: dict = {"base_urls": base_url} if base_url else {}
+            llm = BackendConfig(
+                kind=backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
+                max_retries=max_retries, request_timeout_s=timeout, tensor_parallel_size=tensor_parallel_size,
+                gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size, **extra,
+            )
+        emb = EmbeddingConfig(model=embedding_model, top_k=top_k, margin=margin, scoring=embedding_scoring,
+                              device="cpu" if device == "auto" else device)
+        cfg = AnnotateConfig(
+            backend=backend, llm=llm, embedding=emb, prompt_template=str(template) if template else None,
+            temperature=temperature, max_tokens=max_tokens, chat_template_kwargs=ct_kwargs,
+            max_chars=max_chars, max_depth=max_depth,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    result = annotate(corpus, tree, out, cfg, force=force, show_progress=progress)
+    s = result.summary
+    if result.skipped:
+        console.print(f"[green]up to date[/green]: {result.skills_path} (use --force to rebuild)")
+        return
+    table = Table(title="annotate", show_header=False)
+    table.add_row("items (with skills)", f"{s['items']} ({s['items_with_skills']})")
+    table.add_row("chains / item", f"{s['chains_per_item']}")
+    table.add_row("decisions (new / cached)", f"{s['decisions']} ({s['decisions_this_run']} / {s['decisions_cached']})")
+    table.add_row("LLM calls this run (per item, all runs)", f"{s['calls_this_run']} ({s['calls_per_item']})")
+    if s.get("prompt_tokens_this_run") is not None:
+        table.add_row("tokens this run (prompt / completion)", f"{s['prompt_tokens_this_run']} / {s['completion_tokens_this_run']}")
+    table.add_row("unparseable / no valid choice / unmatched names", f"{s['failures']['unparseable']} / {s['no_valid_choice']} / {s['unmatched_names']}")
+    table.add_row("wall time", f"{s['wall_time_s']} s ({s['items_per_s']} items/s)")
+    console.print(table)
+    console.print(f"wrote {result.skills_path}")
+
+
+@annotate_app.command("stats")
+@user_errors
+def stats(
+    path: Path = typer.Argument(..., help="annotate output folder or skills.parquet."),
+    tree: str | None = typer.Option(None, "--tree", "-t", help="List every node of this tree, zero counts included."),
+    depth: int | None = typer.Option(None, "--depth", "-d", help="Only nodes down to this depth."),
+    top: int | None = typer.Option(None, "--top", help="Only the N nodes with most items (sorted by items)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON rows on stdout."),
+) -> None:
+    """Per-node counts: items and chains passing through each skill node."""
+    from ..annotate import annotate_stats
+
+    rows = annotate_stats(path, tree, max_depth=depth)
+    if top is not None:
+        rows = sorted(rows, key=lambda r: -r["items"])[:top]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"skills per node: {path}")
+    for col, kw in (("node", {}), ("depth", {"justify": "right"}), ("items", {"justify": "right"}), ("share", {"justify": "right"}), ("chains", {"justify": "right"})):
+        table.add_column(col, **kw)
+    for r in rows:
+        indent = "  " * (r["depth"] - 1) if top is None else ""
+        name = r["node"].rsplit("->", 1)[-1] if top is None else r["node"]
+        table.add_row(indent + escape(name), str(r["depth"]), str(r["items"]), f"{100 * r['share']:.1f}%", str(r["chains"]))
+    console.print(table)
