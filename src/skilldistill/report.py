@@ -282,17 +282,12 @@ def selection_distributions(arms: dict[str, ArmRuns]) -> dict[str, dict[str, flo
 
 
 def _realised_shares(rep: dict[str, Any]) -> dict[str, float]:
-    """Realised leaf shares from a select report (``leaves``: list of per-leaf rows)."""
-    leaves = rep.get("leaves") or rep.get("leaf_distribution") or []
-    if isinstance(leaves, dict):
-        leaves = [{"chain": k, **v} for k, v in leaves.items()]
-    out = {}
-    for row in leaves:
-        chain = row.get("chain") or "->".join(row.get("path", []))
-        share = row.get("realized_share", row.get("realised_share", row.get("realized", row.get("realised"))))
-        if chain and share is not None:
-            out[chain] = float(share)
-    return out
+    """Share of the selected items that sit under each leaf (from the select report's
+    ``leaf_table``; a multi-skill item counts under each of its leaves)."""
+    total = rep.get("selected") or 0
+    if not total:
+        return {}
+    return {row["leaf"]: row.get("selected_under_leaf", 0) / total for row in rep.get("leaf_table", [])}
 
 
 def plot_selection(dists: dict[str, dict[str, float]], path: Path) -> Path | None:

@@ -1,0 +1,397 @@
+"""The demo student: a real tokenizer and a tiny Qwen3-style causal LM, trained on CPU.
+
+``build_base_student(out_dir, seed)`` makes the demo's "base model" once and caches it:
+
+1. trains a byte-level BPE tokenizer (digits always split into single characters, so
+   arithmetic is learnable) on generated demo text, wraps it as a
+   ``PreTrainedTokenizerFast`` with ChatML special tokens and a chat template whose
+   assistant turn sits inside ``{% generation %}`` markers (TRL's ``assistant_only_loss``);
+2. builds a randomly initialised Qwen3 causal LM of well under a million parameters;
+3. fine-tunes it with TRL's ``SFTTrainer`` (assistant-only loss) on a *skewed* mix of demo
+   problems: the leaves in ``weak_leaves`` get ``weak_weight`` times the share of the
+   others, so the base model is strong on most skills and weak on a known few.
+
+The result is an ordinary Hugging Face model folder (``config.json``, weights, tokenizer
+files, ``chat_template.jinja``) that ``AutoModelForCausalLM``/``AutoTokenizer`` load, plus
+``manifest.json``; a second call with the same config and seed returns it at once.
+
+Example::
+
+    from skilldistill.demo.student import build_base_student
+    path = build_base_student("runs/demo/base_student", seed=0)   # ~1 minute on 2 cores
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..artifacts import hash_obj, manifest_matches, read_json, write_json, write_manifest
+from .generator import (
+    GENERATOR_VERSION,
+    SKILLS,
+    WEAK_LEAVES,
+    generate_corpus,
+    generate_eval_set,
+    generate_problems,
+    skewed_weights,
+)
+
+BOS, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS = [BOS, IM_START, IM_END]
+
+# ChatML, with the assistant content and its end-of-turn token inside generation markers
+# so ``return_assistant_tokens_mask`` (TRL ``assistant_only_loss=True``) trains exactly the
+# answer and the stop token.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+class StudentConfig(BaseModel):
+    """Size of the demo student and the recipe of its skewed base training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # tokenizer
+    vocab_size: int = Field(768, ge=300, le=4096)
+    tokenizer_texts: int = Field(3000, ge=100, description="generated problems the tokenizer learns from")
+    # model (Qwen3 architecture)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    max_position_embeddings: int = 512
+    # base training on a skewed mix
+    base_examples: int = Field(3000, ge=16)
+    weak_leaves: list[str] = Field(default_factory=lambda: list(WEAK_LEAVES))
+    weak_weight: float = Field(0.04, ge=0.0, description="share of a weak leaf relative to a strong one")
+    skill_counts: tuple[float, float, float] = (0.6, 0.3, 0.1)
+    epochs: float = 3.0
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    adam_beta2: float = 0.98  # a short memory: faster progress on short tiny-model runs
+    lr_scheduler: str = "linear"
+    max_length: int = 256
+    # the user turn the student sees: the same format the pipeline's generate stage uses
+    prompt_template: str = "{question}"
+    # One thread by default: for matrices this small, a second thread buys little and
+    # collapses (spin-waiting) as soon as anything else uses the CPU; measured in bench/.
+    threads: int | None = Field(1, description="torch CPU threads (None: torch's default)")
+
+
+# ----------------------------------------------------------------------- tokenizer
+def tokenizer_corpus(n: int, seed: int) -> list[str]:
+    """Text the tokenizer learns from: questions, solutions, skill plans of the demo world."""
+    from ..tree import SkillTree
+
+    rows = generate_corpus(n, seed=seed, as_table=False)
+    rows += generate_eval_set(2, seed=seed, as_table=False)
+    texts = [r["question"] + "\n" + r["response"] for r in rows]
+    # skill-aware targets start with a plan "Skills:\nDomain->Leaf": cover those words too
+    chains = ["->".join(c) for c in SkillTree.bundled("demo").leaves()]
+    texts += ["Skills:\n" + c for c in chains] * 4
+    texts += ["<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_start|>system\n"] * 50
+    return texts
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 768):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with single-digit tokens and ChatML."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    # digits first become single characters, then the byte-level split (GPT-2 regex)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=None,
+        eos_token=IM_END,
+        pad_token=BOS,
+        unk_token=None,
+        model_max_length=1024,
+        padding_side="left",  # generation pads on the left
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+# ---------------------------------------------------------------------------- model
+def make_model(tokenizer: Any, cfg: StudentConfig, seed: int = 0):
+    """A randomly initialised Qwen3 causal LM sized by ``cfg``."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.hidden_size // cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+        rope_theta=10000.0,
+    )
+    model = Qwen3ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+    return model
+
+
+def n_params(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------ training
+def to_messages(question: str, response: str, prompt_template: str = "{question}") -> list[dict]:
+    return [
+        {"role": "user", "content": prompt_template.format(question=question)},
+        {"role": "assistant", "content": response},
+    ]
+
+
+def sft_train(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[list[dict]],
+    out_dir: str | Path,
+    *,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    warmup_ratio: float = 0.05,
+    weight_decay: float = 0.0,
+    max_length: int = 256,
+    scheduler: str = "cosine",
+    adam_beta2: float = 0.999,
+    show_progress: bool = False,
+):
+    """TRL ``SFTTrainer`` with assistant-only loss, tuned for a tiny model on CPU.
+
+    Returns the trained model (also left in memory; nothing is saved here).
+    """
+    from datasets import Dataset
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig, SFTTrainer
+
+    hf_logging.set_verbosity_error()
+    args = SFTConfig(
+        output_dir=str(out_dir),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        lr_scheduler_type=scheduler,
+        warmup_steps=warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=weight_decay,
+        adam_beta2=adam_beta2,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=1,
+        max_length=max_length,
+        assistant_only_loss=True,
+        packing=False,
+        activation_checkpointing=False,  # TRL turns it on by default; pure cost on a tiny model
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(1, min(10, int(len(conversations) * epochs / batch_size) // 4)),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        # random batches: length-grouped ones (less padding) learned far slower here
+        disable_tqdm=not show_progress,
+        dataset_num_proc=None,
+    )
+    dataset = Dataset.from_dict({"messages": [list(c) for c in conversations]})
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    return trainer.model, trainer.state
+
+
+def base_training_problems(cfg: StudentConfig, seed: int):
+    """The skewed mix the base student learns from (train split, its own random stream)."""
+    weights = skewed_weights(cfg.weak_weight, weak=cfg.weak_leaves)
+    return generate_problems(cfg.base_examples, seed=10_000 + seed, split="train",
+                             leaf_weights=weights, skill_counts=cfg.skill_counts)
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def build_base_student(
+    out_dir: str | Path,
+    seed: int = 0,
+    config: StudentConfig | dict | None = None,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Build (or reuse) the demo's uneven base model in ``out_dir``; returns the folder.
+
+    The folder is a normal Hugging Face model dir. It is rebuilt only when its
+    ``manifest.json`` is missing or its config/seed differ (or ``force``). The build
+    happens in a temporary sibling folder renamed into place, so a crash leaves no
+    half-written model behind.
+    """
+    cfg = config if isinstance(config, StudentConfig) else StudentConfig(**(config or {}))
+    out_dir = Path(out_dir)
+    inputs = {"generator": GENERATOR_VERSION, "seed": str(seed)}
+    manifest_config = cfg.model_dump(mode="json")
+    if not force and manifest_matches(out_dir, config=manifest_config, inputs=inputs):
+        return out_dir
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _set_threads(cfg.threads)
+    t0 = time.perf_counter()
+    tmp = out_dir.with_name(f".{out_dir.name}.building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("demo student: tokenizer", total=None)
+        tokenizer = train_tokenizer(tokenizer_corpus(cfg.tokenizer_texts, seed), cfg.vocab_size)
+        model = make_model(tokenizer, cfg, seed=seed)
+        problems = base_training_problems(cfg, seed)
+        conversations = [to_messages(p.question, p.response, cfg.prompt_template) for p in problems]
+        progress.update(task, description=f"demo student: base training on {len(problems)} problems "
+                                          f"({n_params(model) / 1e6:.2f}M params)")
+        model, state = sft_train(
+            model, tokenizer, conversations, tmp / "trainer",
+            epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+            seed=seed, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+            max_length=cfg.max_length, scheduler=cfg.lr_scheduler, adam_beta2=cfg.adam_beta2,
+        )
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+
+    leaf_counts: dict[str, int] = {s.name: 0 for s in SKILLS}
+    for p in problems:
+        for chain in p.skills:
+            leaf_counts["->".join(chain)] += 1
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    write_json(tmp / "base_training.json", {
+        "examples": len(problems),
+        "leaf_counts": leaf_counts,
+        "weak_leaves": cfg.weak_leaves,
+        "params": n_params(model),
+        "steps": state.global_step,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "problems_hash": hash_obj([p.question for p in problems]),
+    })
+    wall = time.perf_counter() - t0
+    write_manifest(tmp, config=manifest_config, inputs=inputs,
+                   counts={"examples": len(problems), "params": n_params(model),
+                           "steps": state.global_step}, wall_time_s=round(wall, 2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def base_training_info(model_dir: str | Path) -> dict:
+    """What ``build_base_student`` recorded: leaf counts of the skewed mix, params, loss."""
+    return read_json(Path(model_dir) / "base_training.json")
+
+
+# ---------------------------------------------------------------------- inference
+def load_student(model_dir: str | Path):
+    """(model, tokenizer) from a student folder, model in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model.eval()
+    return model, tokenizer
+
+
+def greedy_generate(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str],
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+    prompt_template: str = "{question}",
+    show_progress: bool = False,
+) -> list[str]:
+    """Greedy answers of a (small) student to ``questions``: a quick look without the pipeline.
+
+    Sorted by prompt length into batches so little padding is computed.
+    """
+    import torch
+    from rich.progress import Progress
+
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt_template.format(question=q)}],
+            tokenize=False, add_generation_prompt=True,
+        )
+        for q in questions
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("generating", total=len(prompts))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                            add_special_tokens=False)
+            with torch.inference_mode():
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
+                out[i] = text
+            progress.advance(task, len(idx))
+    return out

@@ -1,0 +1,396 @@
+"""``skilldistill run RECIPE.yaml``: every stage, in order, into one run folder.
+
+    skilldistill run recipes/demo.yaml
+    skilldistill run recipes/qwen3-4b-openmathreasoning.yaml --set select.budget=500 --from select
+
+Stage order: corpus -> demo (held-out set, base student) -> annotate -> profile ->
+select/<arm>/seed<k> -> format/... -> train/... -> evaluate/base, evaluate/<arm>/seed<k>
+-> report. A stage is skipped when it finished before with the same *fingerprint* (a
+hash of its config and of the fingerprints of the stages it reads), recorded in
+``pipeline_state.json``; change a setting and that stage and everything downstream of
+it rerun, nothing else. A stage that crashed resumes from its own logs (annotation
+cache, generation log, training checkpoints). ``--from STAGE`` forces a rerun from that
+stage on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .artifacts import hash_obj, read_json, write_json, write_manifest, write_parquet, write_text
+from .config import DEMO_STUDENT, ArmConfig, Recipe
+from .errors import ConfigError
+from .tree import SkillTree
+
+log = logging.getLogger(__name__)
+
+STAGES = ("corpus", "demo", "annotate", "profile", "select", "format", "train", "evaluate", "report")
+STATE_FILE = "pipeline_state.json"
+DEMO_EVAL = "demo_eval"
+
+
+class Pipeline:
+    """Runs a recipe's stages, skipping finished ones (see the module docstring)."""
+
+    def __init__(self, recipe: Recipe, *, run_dir: str | Path | None = None, force_from: str | None = None,
+                 console: Console | None = None, show_progress: bool = True) -> None:
+        if force_from is not None and force_from not in STAGES:
+            raise ConfigError(f"--from {force_from!r}: not a stage; stages: {', '.join(STAGES)}")
+        self.recipe = recipe
+        self.run_dir = Path(run_dir) if run_dir else recipe.resolved_run_dir
+        self.force_from = force_from
+        self.console = console or Console(stderr=True)
+        self.show_progress = show_progress
+        self.state_path = self.run_dir / STATE_FILE
+        self.state: dict[str, Any] = read_json(self.state_path) if self.state_path.exists() else {}
+        self.state.setdefault("stages", {})
+        self.timings: dict[str, float] = {}
+        self.ran: list[str] = []
+
+    # -- the generic stage step -----------------------------------------------------
+    def step(self, key: str, kind: str, config: Any, upstream: list[str], fn: Callable[[bool], Any],
+             done_marker: str = "manifest.json") -> str:
+        """Run ``fn(clean)`` unless ``key`` finished with the same fingerprint; return it.
+
+        ``clean`` is True when the stage ran before with other settings (or is forced):
+        the stage then discards its own stale results instead of resuming them.
+        """
+        fp = hash_obj({"kind": kind, "config": config, "upstream": upstream})
+        prev = self.state["stages"].get(key, {})
+        forced = self.force_from is not None and STAGES.index(kind) >= STAGES.index(self.force_from)
+        marker = self.run_dir / key / done_marker
+        if not forced and prev.get("fingerprint") == fp and marker.exists():
+            self.console.print(f"[dim]✓ {key}: up to date[/dim]")
+            return fp
+        clean = forced or (bool(prev) and prev.get("fingerprint") != fp)
+        self.console.print(f"[bold cyan]▶ {key}[/bold cyan]" + (" [dim](settings changed: rerun)[/dim]" if clean and not forced else ""))
+        t0 = time.time()
+        fn(clean)
+        wall = round(time.time() - t0, 2)
+        self.timings[key] = wall
+        self.ran.append(key)
+        self.state["stages"][key] = {"fingerprint": fp, "wall_time_s": wall,
+                                     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        write_json(self.state_path, self.state)
+        self.console.print(f"[green]✓ {key}[/green] [dim]{wall:.1f}s[/dim]")
+        return fp
+
+    # -- paths ----------------------------------------------------------------------
+    def p(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    @property
+    def corpus_path(self) -> Path:
+        return self.p("corpus", "corpus.parquet")
+
+    @property
+    def skills_path(self) -> Path:
+        return self.p("annotate", "skills.parquet")
+
+    def student_model(self) -> str:
+        if self.recipe.student.model == DEMO_STUDENT:
+            return str(self.p("demo", "student").resolve())
+        return self.recipe.student.model
+
+    # -- the run --------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        r = self.recipe
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.p("recipe.yaml"), yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        tree = SkillTree.resolve(r.tree)
+        tree_fp = hash_obj(tree.to_dict())
+
+        fp_corpus = self.step("corpus", "corpus", {"ingest": _dump(r.corpus), "demo": _dump(r.demo, exclude={"student"})},
+                              [], self._corpus)
+        fp_demo = None
+        if r.demo is not None:
+            fp_demo = self.step("demo", "demo", _dump(r.demo), [], self._demo)
+        fp_student = fp_demo or hash_obj(r.student.model_dump(mode="json"))
+
+        fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, tree_fp],
+                             lambda clean: self._annotate(tree, clean))
+        fp_profile = self.step("profile", "profile", self._profile_config().model_dump(mode="json"),
+                               [fp_annot, fp_student], lambda clean: self._profile(tree, clean))
+
+        eval_cfg = self._evaluate_config()
+        if r.evaluate.base:
+            gen = r.generation_for_eval(self.student_model())
+            self.step("evaluate/base", "evaluate", {"eval": eval_cfg.model_dump(mode="json"), "gen": _gen_dump(gen)},
+                      [fp_student, fp_demo or ""], lambda clean: self._evaluate("evaluate/base", gen, eval_cfg, clean),
+                      done_marker="results.json")
+
+        for arm in r.arms:
+            for seed in r.seeds:
+                self._arm(arm, seed, fp_annot, fp_profile, fp_student, fp_demo, eval_cfg)
+
+        # The report reads every artifact above and takes a second: always rebuilt.
+        t0 = time.time()
+        self._report()
+        self.timings["report"] = round(time.time() - t0, 2)
+        self.console.print(f"[green]✓ report[/green] [dim]{self.timings['report']:.1f}s[/dim]")
+        return self.summary()
+
+    def _arm(self, arm: ArmConfig, seed: int, fp_annot: str, fp_profile: str, fp_student: str,
+             fp_demo: str | None, eval_cfg: Any) -> None:
+        r = self.recipe
+        sub = f"{arm.name}/seed{seed}"
+        sel_cfg = r.arm_select(arm, seed)
+        if sel_cfg.max_tokens is not None and sel_cfg.tokenizer is None:
+            sel_cfg = sel_cfg.model_copy(update={"tokenizer": self.student_model()})
+        fp_sel = self.step(f"select/{sub}", "select", sel_cfg.model_dump(mode="json"), [fp_annot, fp_profile],
+                           lambda clean: self._select(sub, sel_cfg, clean))
+        fmt_cfg = r.arm_format(arm)
+        if fmt_cfg.tokenizer is None:
+            fmt_cfg = fmt_cfg.model_copy(update={"tokenizer": self.student_model()})
+        fp_fmt = self.step(f"format/{sub}", "format", fmt_cfg.model_dump(mode="json"), [fp_sel, fp_student],
+                           lambda clean: self._format(sub, fmt_cfg, clean))
+        train_cfg = r.arm_train(arm, seed, self.student_model())
+        fp_train = self.step(f"train/{sub}", "train", train_cfg.model_dump(mode="json"), [fp_fmt, fp_student],
+                             lambda clean: self._train(sub, train_cfg, clean))
+        final = str(self.p("train", sub, "final").resolve())
+        gen = r.generation_for_eval(final)
+        self.step(f"evaluate/{sub}", "evaluate", {"eval": eval_cfg.model_dump(mode="json"), "gen": _gen_dump(gen)},
+                  [fp_train, fp_demo or ""], lambda clean: self._evaluate(f"evaluate/{sub}", gen, eval_cfg, clean),
+                  done_marker="results.json")
+
+    # -- stages ---------------------------------------------------------------------
+    def _corpus(self, clean: bool) -> None:
+        r = self.recipe
+        if r.corpus is not None:
+            from .corpus import ingest
+
+            ingest(r.corpus, self.p("corpus"), progress=self.show_progress)
+            return
+        from .demo.generator import generate_corpus
+
+        assert r.demo is not None
+        t0 = time.time()
+        table = generate_corpus(r.demo.pool_size, r.demo.seed)
+        write_parquet(self.corpus_path, table)
+        write_manifest(self.p("corpus"), config=_dump(r.demo, exclude={"student"}), inputs={},
+                       counts={"rows_written": table.num_rows}, wall_time_s=round(time.time() - t0, 3),
+                       source="skilldistill.demo.generator")
+
+    def _demo(self, clean: bool) -> None:
+        """Held-out evaluation set (with true skills) and the uneven base student."""
+        from .demo.generator import generate_eval_set
+        from .demo.student import build_base_student
+
+        d = self.recipe.demo
+        assert d is not None
+        t0 = time.time()
+        table = generate_eval_set(d.eval_per_leaf, d.seed)
+        # the evaluation stage reads per-skill labels from a `skills` column
+        table = table.append_column("skills", table.column("true_skills"))
+        write_parquet(self.p("demo", "eval.parquet"), table)
+        build_base_student(self.p("demo", "student"), seed=d.seed, config=d.student, force=clean,
+                           show_progress=self.show_progress)
+        write_manifest(self.p("demo"), config=_dump(d), inputs={}, counts={"eval_rows": table.num_rows},
+                       wall_time_s=round(time.time() - t0, 2))
+
+    def _annotate(self, tree: SkillTree, clean: bool) -> None:
+        from .annotate import annotate
+
+        annotate(self.corpus_path, tree, self.p("annotate"), self.recipe.annotate, force=clean,
+                 show_progress=self.show_progress)
+        cols = pq.read_schema(self.skills_path).names
+        if "true_skills" in cols:  # a corpus with known skills (the demo): measure attribution
+            write_json(self.p("annotate", "attribution_accuracy.json"), attribution_accuracy(self.skills_path))
+
+    def _profile_config(self):
+        gen = self.recipe.profile.generation
+        backend = gen.backend.model_copy(update={"model": self.student_model()})
+        return self.recipe.profile.model_copy(update={"generation": gen.model_copy(update={"backend": backend})})
+
+    def _profile(self, tree: SkillTree, clean: bool) -> None:
+        from .profile import run_profile
+
+        run_profile(self.skills_path, self.p("profile"), self._profile_config(), tree=tree, force=clean,
+                    show_progress=self.show_progress)
+
+    def _select(self, sub: str, cfg: Any, clean: bool) -> None:
+        from .select import run_select
+
+        res = run_select(self.skills_path, self.p("select", sub), cfg,
+                         profile_json=self.p("profile", "skill_profile.json"),
+                         item_profile=self.p("profile", "profile.parquet"), force=clean, progress=self.show_progress)
+        if res.n_selected < cfg.budget:
+            self.console.print(f"[yellow]select/{sub}: {res.n_selected} of {cfg.budget} selected[/yellow]")
+
+    def _format(self, sub: str, cfg: Any, clean: bool) -> None:
+        from .format import run_format
+
+        run_format(self.p("select", sub, "selection.parquet"), self.p("format", sub), cfg, force=clean,
+                   progress=self.show_progress)
+
+    def _train(self, sub: str, cfg: Any, clean: bool) -> None:
+        launcher = self.recipe.launcher
+        if launcher.accelerate_config is None:
+            from .train import run_train
+
+            run_train(self.p("format", sub), self.p("train", sub), cfg, overwrite=clean, progress=self.show_progress)
+            return
+        # Multi-GPU: a fresh `accelerate launch` process group per arm (and the GPU memory
+        # of profiling/evaluation engines in this process is not in its way).
+        import subprocess
+        import sys
+
+        cfg_path = self.p("train", sub, "pipeline_train_config.yaml")
+        write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher.accelerate_config,
+               *launcher.extra_args, "-m", "skilldistill.train", str(self.p("format", sub)),
+               "--out", str(self.p("train", sub)), "--config", str(cfg_path), *(["--overwrite"] if clean else [])]
+        self.console.print(f"[dim]$ {' '.join(cmd)}[/dim]")
+        if subprocess.run(cmd).returncode != 0:
+            raise ConfigError(f"train/{sub}: accelerate launch failed (command above); rerun resumes from the last checkpoint")
+
+    def _evaluate_config(self):
+        cfg = self.recipe.evaluate_config()
+        if self.recipe.demo is not None and DEMO_EVAL in cfg.benchmarks:
+            path = str(self.p("demo", "eval.parquet"))
+            cfg = cfg.model_copy(update={"files": cfg.files | {DEMO_EVAL: path},
+                                         "skills": cfg.skills | {DEMO_EVAL: path}})
+        return cfg
+
+    def _evaluate(self, key: str, gen: Any, cfg: Any, clean: bool) -> None:
+        from .evaluate import run_evaluate
+
+        out = self.p(key)
+        if clean and out.exists():
+            import shutil
+
+            shutil.rmtree(out)  # stale samples from other settings must not be resumed
+        run_evaluate(out, cfg, gen, show_progress=self.show_progress)
+
+    def _report(self) -> None:
+        from .report import build_report
+
+        extra = []
+        acc_path = self.p("annotate", "attribution_accuracy.json")
+        if acc_path.exists():
+            acc = read_json(acc_path)
+            extra.append(("Attribution accuracy against the true skills", _attribution_md(acc)))
+        build_report(self.run_dir, baseline=self.recipe.baseline, title=f"skilldistill: {self.recipe.name}",
+                     extra_sections=extra)
+
+    # -- summary --------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        path = self.p("report", "summary.json")
+        return read_json(path) if path.exists() else {}
+
+    def print_summary(self) -> None:
+        s = self.summary().get("benchmarks", {})
+        arms = s.get("arms", {})
+        if not arms:
+            return
+        cols = list(s.get("benchmarks", [])) + ["average"]
+        table = Table("arm", *cols, title=f"{self.recipe.name}: accuracy % (mean ± std over seeds; Δ vs {s.get('baseline')})")
+        order = sorted(arms, key=lambda a: (a != "base", a != s.get("baseline"), a))
+        for arm in order:
+            cells = []
+            for c in cols:
+                cell = arms[arm].get(c) or {}
+                if cell.get("mean") is None:
+                    cells.append("–")
+                    continue
+                txt = f"{100 * cell['mean']:.1f}"
+                if cell.get("n_seeds", 1) > 1:
+                    txt += f" ± {100 * cell['std']:.1f}"
+                if cell.get("delta") is not None and arm != s.get("baseline"):
+                    txt += f" ({100 * cell['delta']:+.1f})"
+                cells.append(txt)
+            table.add_row(arm, *cells)
+        self.console.print(table)
+        weak = self.summary().get("weak_skill_gains", {}).get("by_arm", {})
+        if weak:
+            wt = Table("arm", "Δ weak leaves (pp)", "Δ other leaves (pp)", title="per-leaf gain over base")
+            for arm, g in sorted(weak.items()):
+                wt.add_row(arm, *("–" if g[k] is None else f"{100 * g[k]:+.1f}" for k in ("weak", "strong")))
+            self.console.print(wt)
+
+
+def attribution_accuracy(skills_parquet: str | Path) -> dict[str, Any]:
+    """Agreement of attributed ``skills`` with known ``true_skills`` (leaf chains and top level).
+
+    Per item: leaf precision/recall of the predicted chain set; exact set match; whether
+    the top-level skill sets match. Also the majority-class and uniform-random rates of
+    the top-level skill, the reference points an attribution method must beat.
+    """
+    t = pq.read_table(skills_parquet, columns=["skills", "true_skills"])
+    pred_col, true_col = t.column("skills").to_pylist(), t.column("true_skills").to_pylist()
+    n = len(pred_col)
+    exact = top_exact = 0
+    prec_sum = rec_sum = 0.0
+    first_top_hit = 0
+    top_counts: dict[str, int] = {}
+    leaves: set[tuple[str, ...]] = set()
+    for pred, true in zip(pred_col, true_col, strict=True):
+        p = {tuple(c) for c in pred or []}
+        g = {tuple(c) for c in true or []}
+        leaves |= g
+        exact += p == g
+        prec_sum += len(p & g) / len(p) if p else 0.0
+        rec_sum += len(p & g) / len(g) if g else 0.0
+        pt, gt = {c[0] for c in p}, {c[0] for c in g}
+        top_exact += pt == gt
+        if pred and true:
+            first_top_hit += pred[0][0] in gt
+        for top in gt:
+            top_counts[top] = top_counts.get(top, 0) + 1
+    tops = sorted(top_counts)
+    return {
+        "items": n,
+        "leaf_exact_set": exact / n if n else None,
+        "leaf_precision": prec_sum / n if n else None,
+        "leaf_recall": rec_sum / n if n else None,
+        "top_level_exact_set": top_exact / n if n else None,
+        "top_level_first_chain_hit": first_top_hit / n if n else None,
+        "top_level_majority_rate": max(top_counts.values()) / n if n and top_counts else None,
+        "top_level_random_rate": 1 / len(tops) if tops else None,
+        "leaf_random_rate": 1 / len(leaves) if leaves else None,
+    }
+
+
+def _attribution_md(acc: dict[str, Any]) -> str:
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}%"
+
+    return "\n".join([
+        f"Embedding attribution on the {acc['items']} generated problems, against the generator's skills:",
+        "",
+        "| measure | value |", "|---|---|",
+        f"| leaf chains: exact set match | {pct(acc['leaf_exact_set'])} |",
+        f"| leaf chains: precision / recall | {pct(acc['leaf_precision'])} / {pct(acc['leaf_recall'])} |",
+        f"| top level: exact set match | {pct(acc['top_level_exact_set'])} |",
+        f"| top level: first predicted domain is a true one | {pct(acc['top_level_first_chain_hit'])} |",
+        f"| top level: majority class / random | {pct(acc['top_level_majority_rate'])} / {pct(acc['top_level_random_rate'])} |",
+    ])
+
+
+def _dump(model: Any, exclude: set[str] | None = None) -> Any:
+    return None if model is None else model.model_dump(mode="json", exclude=exclude)
+
+
+def _gen_dump(gen: Any) -> dict[str, Any]:
+    d = gen.model_dump(mode="json")
+    d.get("backend", {}).pop("api_key", None)
+    return d
+
+
+def run_recipe(recipe: Recipe, *, run_dir: str | Path | None = None, force_from: str | None = None,
+               console: Console | None = None, show_progress: bool = True) -> Pipeline:
+    pipe = Pipeline(recipe, run_dir=run_dir, force_from=force_from, console=console, show_progress=show_progress)
+    pipe.run()
+    return pipe
+
+
+__all__ = ["Pipeline", "STAGES", "attribution_accuracy", "run_recipe"]

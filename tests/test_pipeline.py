@@ -1,0 +1,120 @@
+"""Recipes and `skilldistill run`: validation, overrides, skipping finished stages, reruns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skilldistill.config import apply_overrides, load_recipe
+from skilldistill.errors import ConfigError
+from skilldistill.pipeline import Pipeline, attribution_accuracy
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = [REPO / "recipes" / n for n in ("demo.yaml", "demo-quick.yaml", "qwen3-4b-openmathreasoning.yaml", "qwen3-8b-openmathreasoning.yaml")]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_validate(path):
+    r = load_recipe(path)
+    assert len(r.arms) >= 2 and r.baseline in [a.name for a in r.arms]
+    for arm in r.arms:
+        for seed in r.seeds:
+            assert r.arm_select(arm, seed).seed == seed
+
+
+def test_paper_recipe_settings():
+    r = load_recipe(REPO / "recipes" / "qwen3-4b-openmathreasoning.yaml")
+    assert r.select.budget == 1000 and r.select.w_max == 1000 and r.select.temperature == 1.0
+    assert r.annotate.temperature == 0.3 and r.annotate.llm.model == "Qwen/Qwen2.5-32B-Instruct"
+    assert r.profile.generation.temperature == 0.6 and r.profile.generation.max_new_tokens == 8192
+    assert r.profile.generation.backend.model == "Qwen/Qwen3-4B"
+    train = r.arm_train(r.arms[0], 0, "Qwen/Qwen3-4B")
+    assert (train.learning_rate, train.num_train_epochs, train.max_length) == (1e-5, 5, 8192)
+    gen = r.generation_for_eval("runs/x/final")
+    assert gen.max_new_tokens == 16384 and gen.backend.model == "runs/x/final" and gen.backend.kind == "vllm"
+    assert r.evaluate_config().n_for("aime24") == 8 and r.evaluate_config().n_for("math_l5") == 1
+    assert {(a.select["strategy"], a.format["style"]) for a in r.arms} == {
+        ("random", "plain"), ("random", "skill-aware"), ("skill", "plain"), ("skill", "skill-aware")}
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path):
+    data = yaml.safe_load((REPO / "recipes" / "demo-quick.yaml").read_text())
+    data["select"]["budgett"] = 5
+    data["train"]["learning_rate"] = -1
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as e:
+        load_recipe(p)
+    assert "select.budgett: unknown key" in str(e.value) and "train.learning_rate" in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_overrides():
+    data = {"a": {"b": 1}, "arms": [{"name": "x", "select": {}}]}
+    out = apply_overrides(data, ["a.b=2", "arms.0.select.budget=64", "a.c=[1, 2]"])
+    assert out == {"a": {"b": 2, "c": [1, 2]}, "arms": [{"name": "x", "select": {"budget": 64}}]}
+    assert data["a"]["b"] == 1  # not mutated
+    with pytest.raises(ConfigError):
+        apply_overrides(data, ["arms.3.name=y"])
+    with pytest.raises(ConfigError):
+        apply_overrides(data, ["novalue"])
+
+
+def test_attribution_accuracy(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.table({
+        "skills": [[["A", "a"]], [["A", "a"], ["B", "b"]], [["B", "c"]], []],
+        "true_skills": [[["A", "a"]], [["A", "a"]], [["A", "b"]], [["B", "b"]]],
+    })
+    pq.write_table(t, tmp_path / "s.parquet")
+    acc = attribution_accuracy(tmp_path / "s.parquet")
+    assert acc["items"] == 4
+    assert acc["leaf_exact_set"] == pytest.approx(1 / 4)
+    assert acc["leaf_precision"] == pytest.approx((1 + 0.5 + 0 + 0) / 4)
+    assert acc["leaf_recall"] == pytest.approx((1 + 1 + 0 + 0) / 4)
+    assert acc["top_level_exact_set"] == pytest.approx(1 / 4)
+    assert acc["top_level_majority_rate"] == pytest.approx(3 / 4) and acc["top_level_random_rate"] == 0.5
+
+
+TINY = [
+    "demo.pool_size=60", "demo.eval_per_leaf=1",
+    "demo.student.base_examples=48", "demo.student.epochs=1", "demo.student.hidden_size=32",
+    "demo.student.num_layers=1", "demo.student.intermediate_size=64", "demo.student.tokenizer_texts=200",
+    "demo.student.vocab_size=320", "demo.student.batch_size=16",
+    "profile.generation.max_new_tokens=24", "select.budget=8", "train.num_train_epochs=1",
+]
+
+
+@pytest.mark.slow
+def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "demo-quick.yaml", TINY)
+    run_dir = tmp_path / "run"
+    first = Pipeline(recipe, run_dir=run_dir, show_progress=False)
+    first.run()
+    stages = {"corpus", "demo", "annotate", "profile", "evaluate/base"} | {
+        f"{s}/{a}/seed0" for s in ("select", "format", "train", "evaluate") for a in ("random-plain", "skill-skillaware")}
+    assert set(first.ran) == stages
+    assert (run_dir / "report" / "report.html").exists()
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert set(summary["benchmarks"]["arms"]) == {"base", "random-plain", "skill-skillaware"}
+    assert (run_dir / "annotate" / "attribution_accuracy.json").exists()
+
+    again = Pipeline(recipe, run_dir=run_dir, show_progress=False)
+    again.run()
+    assert again.ran == []  # everything up to date
+
+    changed = load_recipe(REPO / "recipes" / "demo-quick.yaml", [*TINY, "arms.1.select.budget=10"])
+    third = Pipeline(changed, run_dir=run_dir, show_progress=False)
+    third.run()
+    assert set(third.ran) == {f"{s}/skill-skillaware/seed0" for s in ("select", "format", "train", "evaluate")}
+    n_sel = len((run_dir / "select" / "skill-skillaware" / "seed0" / "selection.parquet").read_bytes()) > 0
+    assert n_sel
+
+    forced = Pipeline(changed, run_dir=run_dir, force_from="evaluate", show_progress=False)
+    forced.run()
+    assert set(forced.ran) == {"evaluate/base", "evaluate/random-plain/seed0", "evaluate/skill-skillaware/seed0"}
