@@ -1,7 +1,7 @@
 """Is the demo world fit for the method's claim? Build the base student, fine-tune two arms.
 
     python bench/demo_world.py                      # default world, 2 seeds per arm
-    python bench/demo_world.py --seeds 1 --budget 128 --epochs 3 --out /tmp/demo_world
+    python bench/demo_world.py --seeds 1 --budget 128 --epochs 3 --lr 3e-4 --out /tmp/demo_world
 
 1. builds (or reuses) the uneven base student (``skilldistill.demo.student``);
 2. greedy-decodes the held-out eval set (single-skill problems per leaf) and reports the
@@ -123,9 +123,11 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=2000, help="training pool size")
     ap.add_argument("--profile-n", type=int, default=480, help="pool problems profiled")
     ap.add_argument("--eval-per-leaf", type=int, default=20)
-    ap.add_argument("--budget", type=int, default=128)
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--budget", type=int, default=256)
+    ap.add_argument("--epochs", type=float, default=5.0)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--smooth", type=float, default=1.0,
+                    help="Laplace pseudo-count on profile accuracy before 1/acc (0: the raw rule)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--gen-batch", type=int, default=96)
@@ -161,6 +163,9 @@ def main() -> int:
     prof_resp = greedy_generate(model, tok, [r["question"] for r in profile_rows],
                                 max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch)
     prof_acc, prof_overall, prof_counts = per_leaf_accuracy(profile_rows, prof_resp)
+    # (correct + k) / (n + 2k): a leaf with 0 of 20 right gets weight ~22, not w_max = 1000
+    sel_acc = {leaf: (prof_acc[leaf] * prof_counts[leaf] + args.smooth) / (prof_counts[leaf] + 2 * args.smooth)
+               if prof_counts[leaf] else 0.0 for leaf in LEAVES}
     profile_s = time.perf_counter() - t
     print(f"profile: {len(profile_rows)} pool problems in {profile_s:.1f} s, overall {prof_overall:.3f}", flush=True)
     results.update(base_eval_acc=base_acc, base_eval_overall=base_overall, base_eval_s=round(base_eval_s, 1),
@@ -174,7 +179,7 @@ def main() -> int:
             if arm == "random":
                 chosen = select_random(pool, args.budget, seed)
             else:
-                chosen = select_skill(pool, args.budget, seed, prof_acc)
+                chosen = select_skill(pool, args.budget, seed, sel_acc)
             model, tok = load_student(base_dir)
             conv = [to_messages(r["question"], r["response"]) for r in chosen]
             model, state = sft_train(model, tok, conv, out / "arms" / f"{arm}-{seed}", epochs=args.epochs,

@@ -83,14 +83,8 @@ def smollm2_dir() -> Path:
 
 # -- shared, expensive setup ---------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The test machine's 2 cores are shared: one torch thread is faster there than two.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

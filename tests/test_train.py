@@ -39,14 +39,8 @@ SYSTEM = "You are a careful mathematician."
 
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The test machine's cores are shared: one torch thread is several times faster there.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="session")

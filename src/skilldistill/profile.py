@@ -363,7 +363,10 @@ def plot_skill_profile(nodes: Sequence[dict[str, Any]], path: str | Path, *, tit
         color = cmap(gi % 10)
         xs = list(range(x, x + len(members)))
         mean = [m["smoothed_accuracy"] for m in members]
-        err = [[m["smoothed_accuracy"] - m["ci_low"] for m in members], [m["ci_high"] - m["smoothed_accuracy"] for m in members]]
+        # For very skewed posteriors (a few items, a parent near 0) the posterior mean can lie
+        # outside the equal-tailed interval; draw the bar up to the mean then, not backwards.
+        err = [[max(0.0, m["smoothed_accuracy"] - m["ci_low"]) for m in members],
+               [max(0.0, m["ci_high"] - m["smoothed_accuracy"]) for m in members]]
         ax.errorbar(xs, mean, yerr=err, fmt="o", ms=3.5, color=color, ecolor=color, elinewidth=0.8, capsize=1.5, label=top)
         ax.scatter(xs, [m["accuracy"] for m in members], s=14, facecolors="none", edgecolors=color, linewidths=0.7)
         ax.text((xs[0] + xs[-1]) / 2, 1.03, top if len(top) <= 28 else top[:26] + "…", ha="center", va="bottom", fontsize=7, rotation=0 if len(members) > 4 else 30, color=color)

@@ -38,6 +38,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..corpus import CORPUS_SCHEMA as NORMALISED_SCHEMA
 from ..textutil import normalize_question, question_id
 
 GENERATOR_VERSION = "demo-v1"
@@ -619,15 +620,8 @@ def to_rows(problems: Sequence[Problem], *, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-CORPUS_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("question", pa.string()),
-    ("response", pa.string()),
-    ("answer", pa.string()),
-    ("source", pa.string()),
-    ("meta", pa.string()),
-    ("true_skills", pa.list_(pa.list_(pa.string()))),
-])
+# The normalised corpus schema plus the ground truth, typed like annotate's `skills`.
+CORPUS_SCHEMA = NORMALISED_SCHEMA.append(pa.field("true_skills", pa.list_(pa.list_(pa.string()))))
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -18,11 +18,12 @@ files, ``chat_template.jinja``) that ``AutoModelForCausalLM``/``AutoTokenizer`` 
 Example::
 
     from skilldistill.demo.student import build_base_student
-    path = build_base_student("runs/demo/base_student", seed=0)   # ~1 minute on 2 cores
+    path = build_base_student("runs/demo/base_student", seed=0)   # ~3.5 CPU-minutes, 1 thread
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -33,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..artifacts import hash_obj, manifest_matches, read_json, write_json, write_manifest
+from ..train import CHATML_TRAINING_TEMPLATE
 from .generator import (
     GENERATOR_VERSION,
     SKILLS,
@@ -43,24 +45,17 @@ from .generator import (
     skewed_weights,
 )
 
+log = logging.getLogger(__name__)
+
 BOS, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [BOS, IM_START, IM_END]
 
 # ChatML, with the assistant content and its end-of-turn token inside generation markers
 # so ``return_assistant_tokens_mask`` (TRL ``assistant_only_loss=True``) trains exactly the
 # answer and the stop token.
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
-    "{{- '\\n' }}"
-    "{%- else %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
+# The ChatML training template (assistant turn inside {% generation %} markers) is the
+# one the train stage uses for ChatML students: the demo student is trained the same way.
+CHAT_TEMPLATE = CHATML_TRAINING_TEMPLATE
 
 
 class StudentConfig(BaseModel):
@@ -79,13 +74,13 @@ class StudentConfig(BaseModel):
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     # base training on a skewed mix
-    base_examples: int = Field(3000, ge=16)
+    base_examples: int = Field(8000, ge=16)
     weak_leaves: list[str] = Field(default_factory=lambda: list(WEAK_LEAVES))
     weak_weight: float = Field(0.04, ge=0.0, description="share of a weak leaf relative to a strong one")
-    skill_counts: tuple[float, float, float] = (0.6, 0.3, 0.1)
-    epochs: float = 3.0
+    skill_counts: tuple[float, float, float] = (0.7, 0.25, 0.05)
+    epochs: float = 2.0
     learning_rate: float = 3e-3
-    batch_size: int = 32
+    batch_size: int = 16
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     adam_beta2: float = 0.98  # a short memory: faster progress on short tiny-model runs
@@ -237,11 +232,14 @@ def sft_train(
         data_seed=seed,
         dataloader_num_workers=0,
         # random batches: length-grouped ones (less padding) learned far slower here
-        disable_tqdm=not show_progress,
+        disable_tqdm=True,  # our rich bar replaces tqdm (use_rich_progress)
         dataset_num_proc=None,
     )
     dataset = Dataset.from_dict({"messages": [list(c) for c in conversations]})
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    from ..train import use_rich_progress
+
+    use_rich_progress(trainer, enabled=show_progress, description="demo student: base training")
     trainer.train()
     return trainer.model, trainer.state
 
@@ -294,19 +292,19 @@ def build_base_student(
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("demo student: tokenizer", total=None)
+        progress.add_task("demo student: tokenizer and model", total=None)
         tokenizer = train_tokenizer(tokenizer_corpus(cfg.tokenizer_texts, seed), cfg.vocab_size)
         model = make_model(tokenizer, cfg, seed=seed)
         problems = base_training_problems(cfg, seed)
         conversations = [to_messages(p.question, p.response, cfg.prompt_template) for p in problems]
-        progress.update(task, description=f"demo student: base training on {len(problems)} problems "
-                                          f"({n_params(model) / 1e6:.2f}M params)")
-        model, state = sft_train(
-            model, tokenizer, conversations, tmp / "trainer",
-            epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
-            seed=seed, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-            max_length=cfg.max_length, scheduler=cfg.lr_scheduler, adam_beta2=cfg.adam_beta2,
-        )
+    log.info("demo student: base training on %d problems (%.2fM params)", len(problems), n_params(model) / 1e6)
+    model, state = sft_train(
+        model, tokenizer, conversations, tmp / "trainer",
+        epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
+        seed=seed, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length, scheduler=cfg.lr_scheduler, adam_beta2=cfg.adam_beta2,
+        show_progress=show_progress,
+    )
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
