@@ -149,7 +149,9 @@ def benchmark_table(arms: dict[str, ArmRuns], baseline: str | None) -> dict[str,
         row["average"] = {"mean": m, "std": sd, "n_seeds": len(seed_avgs)}
         table[arm.name] = row
     if baseline and baseline in table:
-        for row in table.values():
+        for arm_name, row in table.items():
+            if arm_name == baseline:
+                continue  # no "(+0.0)" against itself
             for b, cell in row.items():
                 base = table[baseline].get(b, {}).get("mean")
                 cell["delta"] = None if base is None or cell["mean"] is None else cell["mean"] - base
