@@ -48,6 +48,9 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import wait as wait_connections
 from typing import Any
 
+# One balanced-brace \boxed{} parser for the project (ingestion uses it too).
+from .textutil import find_boxed
+
 __all__ = [
     "GradeResult",
     "GradingPool",
@@ -89,7 +92,6 @@ class GradeResult:
 # --------------------------------------------------------------------------------------
 # Answer extraction
 # --------------------------------------------------------------------------------------
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])(?P<ws>\s*)")
 # Text allowed between boxes that belong to one answer: "$\boxed{1}$, $\boxed{2}$ and ..."
 _BOX_JOINER_RE = re.compile(
     r"^(?:\s|\$|,|;|&|\\\\|\\quad|\\qquad|\\[,;: ]|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*$",
@@ -110,38 +112,6 @@ _FINAL_LINE_RES = [
     # A "**Final Answer**" heading with the answer on the next non-empty line
     re.compile(r"^[ \t#*]*(?i:final\s+answer)[ \t*:]*\n\s*" + _ANS, re.MULTILINE),
 ]
-
-
-def find_boxed(text: str) -> list[tuple[int, int, str]]:
-    """Every complete ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``: (start, end, content).
-
-    Braces are balanced (escaped ``\\{``/``\\}`` do not count); ``\\boxed 5`` (no braces)
-    takes the next token. A box that never closes (output cut mid-box) is left out.
-    """
-    found: list[tuple[int, int, str]] = []
-    for m in _BOX_RE.finditer(text):
-        pos = m.end()
-        if pos < len(text) and text[pos] == "{":
-            depth, i = 0, pos
-            while i < len(text):
-                ch = text[i]
-                if ch == "\\":
-                    i += 2
-                    continue
-                if ch == "{":
-                    depth += 1
-                elif ch == "}":
-                    depth -= 1
-                    if depth == 0:
-                        found.append((m.start(), i + 1, text[pos + 1 : i]))
-                        break
-                i += 1
-        elif m.group("ws"):
-            # "\boxed 5": the token up to whitespace, "$" or a closing delimiter
-            tok = re.match(r"[^\s$}\\]+", text[pos:])
-            if tok:
-                found.append((m.start(), pos + tok.end(), tok.group(0)))
-    return found
 
 
 def _clean_answer(ans: str) -> str | None:

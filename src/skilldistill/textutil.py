@@ -6,44 +6,48 @@ import hashlib
 import re
 import unicodedata
 
-_BOXED_CMDS = ("\\boxed", "\\fbox")
 _THINK_END = "</think>"
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces), else None.
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])(?P<ws>\s*)")
 
-    Also accepts the brace-less form ``\\boxed 5`` that some models write.
+
+def find_boxed(text: str) -> list[tuple[int, int, str]]:
+    """Every complete ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``: (start, end, content).
+
+    Braces are balanced (escaped ``\\{``/``\\}`` do not count); ``\\boxed 5`` (no braces)
+    takes the next token. A box that never closes (output cut mid-box) is left out.
     """
-    best_pos = -1
-    best: str | None = None
-    for cmd in _BOXED_CMDS:
-        start = 0
-        while (pos := text.find(cmd, start)) != -1:
-            start = pos + len(cmd)
-            content = _boxed_content(text, pos + len(cmd))
-            if content is not None and pos > best_pos:
-                best_pos, best = pos, content
-    return best
+    found: list[tuple[int, int, str]] = []
+    for m in _BOX_RE.finditer(text):
+        pos = m.end()
+        if pos < len(text) and text[pos] == "{":
+            depth, i = 0, pos
+            while i < len(text):
+                ch = text[i]
+                if ch == "\\":
+                    i += 2
+                    continue
+                if ch == "{":
+                    depth += 1
+                elif ch == "}":
+                    depth -= 1
+                    if depth == 0:
+                        found.append((m.start(), i + 1, text[pos + 1 : i]))
+                        break
+                i += 1
+        elif m.group("ws"):
+            # "\boxed 5": the token up to whitespace, "$" or a closing delimiter
+            tok = re.match(r"[^\s$}\\]+", text[pos:])
+            if tok:
+                found.append((m.start(), pos + tok.end(), tok.group(0)))
+    return found
 
 
-def _boxed_content(text: str, i: int) -> str | None:
-    n = len(text)
-    if i < n and text[i] == "{":
-        depth = 0
-        for j in range(i, n):
-            c = text[j]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[i + 1 : j].strip()
-        return None  # unbalanced: the answer was cut off
-    if i < n and text[i] == " ":
-        m = re.match(r" +([^\s$]+)", text[i:])
-        return m.group(1) if m else None
-    return None
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` / ``\\fbox{...}``, else None."""
+    boxes = find_boxed(text)
+    return boxes[-1][2].strip() if boxes else None
 
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
