@@ -6,9 +6,6 @@ import hashlib
 import re
 import unicodedata
 
-_THINK_END = "</think>"
-
-
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])(?P<ws>\s*)")
 
 
@@ -59,13 +56,6 @@ def gsm8k_final(text: str) -> str | None:
     if not m:
         return None
     return m.group(1).strip().replace(",", "")
-
-
-def final_solution(response: str) -> str:
-    """The text after ``</think>`` when there is one (the part graders and annotators read)."""
-    if _THINK_END in response:
-        return response.rsplit(_THINK_END, 1)[1].strip()
-    return response
 
 
 _WS = re.compile(r"\s+")
