@@ -34,8 +34,7 @@ def test_demo_quick_end_to_end_then_cached(tmp_path):
     assert len(state) == 13
     print(f"demo --quick wall time: {wall:.0f}s")
 
-    t0 = time.time()
+    # the second run finds every stage up to date (no timing assertion: see bench/)
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "(0 stages ran)" in second.stderr + second.stdout
-    assert time.time() - t0 < 60
