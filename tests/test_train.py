@@ -269,9 +269,7 @@ def test_final_model_reloads_and_generates(trained, format_dir, tiny_student):
 def test_rerun_after_success_does_nothing(trained, format_dir):
     out = trained["out"]
     before = (out / "final" / "model.safetensors").stat().st_mtime_ns
-    t0 = time.time()
     assert run_train(format_dir, out, trained["config"], progress=False) == trained["final"]
-    assert time.time() - t0 < 5
     assert (out / "final" / "model.safetensors").stat().st_mtime_ns == before
 
 
@@ -452,9 +450,10 @@ def test_cli_train_with_yaml_config_finds_the_finished_run(trained, format_dir, 
     cfg.pop("max_steps")
     path = tmp_path / "train.yaml"
     path.write_text(json.dumps({"train": cfg}))  # JSON is YAML
-    t0 = time.time()
+    before = (trained["out"] / "final" / "model.safetensors").stat().st_mtime_ns
     result = CliRunner().invoke(app, ["train", str(format_dir), "--out", str(trained["out"]), "--config", str(path),
                                       "--max-steps", "16"])
     assert result.exit_code == 0, result.output
-    assert time.time() - t0 < 10  # nothing retrained: same config, same data
+    # nothing retrained: same config, same data
+    assert (trained["out"] / "final" / "model.safetensors").stat().st_mtime_ns == before
     assert "final model" in result.output
