@@ -181,16 +181,21 @@ def test_overlong_examples_are_dropped_with_a_real_tokenizer(tmp_path: Path, smo
     assert all(d["n_tokens"] > 200 for d in res.report["dropped"])
     kept = [json.loads(line) for line in (res.out_dir / "train.jsonl").read_text().splitlines()]
     assert [k["id"] for k in kept] == ["q0", "q2", "q4"]
-    # the counts are the lengths the trainer sees: rendered with the training template
-    # (for SmolLM2: ChatML without the tokenizer's default system turn, 21 tokens fewer)
-    from skilldistill.train import resolve_chat_template
+    # the counts are the lengths the trainer sees: the training template with the model's
+    # implicit system turn, which is exactly what SmolLM2's own template renders
+    from skilldistill.train import (
+        implicit_system_prompt,
+        resolve_chat_template,
+        with_implicit_system,
+    )
 
     template, name = resolve_chat_template(smollm_tokenizer, "auto")
-    assert name == "chatml"
-    direct = smollm_tokenizer.apply_chat_template(kept[0]["messages"], tokenize=True, return_dict=True,
-                                                  chat_template=template)["input_ids"]
+    system = implicit_system_prompt(smollm_tokenizer)
+    assert name == "chatml" and system.startswith("You are a helpful AI assistant named SmolLM")
+    direct = smollm_tokenizer.apply_chat_template(with_implicit_system(kept[0]["messages"], system), tokenize=True,
+                                                  return_dict=True, chat_template=template)["input_ids"]
     own = smollm_tokenizer.apply_chat_template(kept[0]["messages"], tokenize=True, return_dict=True)["input_ids"]
-    assert len(own) == len(direct) + 21
+    assert own == direct
     lengths = pq.read_table(res.out_dir / "examples.parquet").to_pylist()
     assert lengths[0]["n_tokens"] == len(direct) and lengths[1]["kept"] is False
     assert res.report["tokens"]["max"] <= 200

@@ -332,8 +332,11 @@ def test_assistant_only_mask_covers_exactly_the_assistant_turn(trained, format_d
         _train_config(str(trained["out"] / "student"), None),
         progress=False,
     )
-    tok, trainer = setup.tokenizer, setup.trainer
+    tok, trainer = setup.tokenizer, setup.trainer  # tok carries the training template now
     assert setup.chat_template_name == "chatml"  # SmolLM2's own template has no generation markers
+    from transformers import AutoTokenizer
+
+    own = AutoTokenizer.from_pretrained(trained["out"] / "student")  # SmolLM2's own template
     rows = load_conversations(format_dir)
     n = len(rows)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
@@ -341,10 +344,10 @@ def test_assistant_only_mask_covers_exactly_the_assistant_turn(trained, format_d
     for i, row in enumerate(rows):
         messages = row["messages"]
         ids, labels = batch["input_ids"][i].tolist(), batch["labels"][i].tolist()
-        # The prompt with the generation prompt is a prefix of the rendered example.
-        prompt_ids = tok.apply_chat_template(
+        # The prompt as SmolLM2's own template renders it (default system turn included),
+        # with the generation prompt, is a prefix of the trained example.
+        prompt_ids = own.apply_chat_template(
             messages[:-1],
-            chat_template=CHATML_TRAINING_TEMPLATE,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
@@ -389,12 +392,14 @@ def test_trained_model_reloads_through_the_backend_and_generates(trained, gen_co
         BackendConfig(kind="transformers", model=str(trained["final"]), device="cpu")
     )
     try:
-        # Saved with the template it was trained on: no default system turn, verbatim ChatML.
+        # Saved with SmolLM2's own template, so it is prompted exactly like the base model
+        # (default system turn included), which is also the text it was trained on.
         tok = backend.tokenizer
-        assert tok.chat_template == CHATML_TRAINING_TEMPLATE
+        assert tok.chat_template != CHATML_TRAINING_TEMPLATE
         conversation = gen_config.conversation(PROBLEMS[0][1])
         prompt = backend.render(conversation)
         assert prompt == (
+            f"<|im_start|>system\n{SMOLLM_DEFAULT_SYSTEM}<|im_end|>\n"
             f"<|im_start|>user\n{conversation[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
         )
         [[c]] = backend.chat([conversation], SamplingParams(temperature=0.0, max_tokens=8))

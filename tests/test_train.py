@@ -146,11 +146,11 @@ def test_assistant_only_loss_masks_system_user_and_template_tokens(tiny_student,
         ids = batch["input_ids"][i].tolist()
         labels = batch["labels"][i].tolist()
         n = int(batch["attention_mask"][i].sum())
-        # Where the assistant turn starts, computed independently: the rendered prompt
-        # with the generation prompt ("<|im_start|>assistant\n") is a prefix of the example.
+        # Where the assistant turn starts, computed independently: the prompt as the model's
+        # own template renders it (its default system turn included), with the generation
+        # prompt ("<|im_start|>assistant\n"), is a prefix of the trained example.
         prompt_ids = tokenizer.apply_chat_template(
-            messages[:-1], chat_template=CHATML_TRAINING_TEMPLATE, add_generation_prompt=True, tokenize=True,
-            return_dict=True,
+            messages[:-1], add_generation_prompt=True, tokenize=True, return_dict=True,
         )["input_ids"]
         p = len(prompt_ids)
         assert ids[:p] == list(prompt_ids)
@@ -241,8 +241,16 @@ def test_final_model_reloads_and_generates(trained, format_dir, tiny_student):
     final = trained["final"]
     model = AutoModelForCausalLM.from_pretrained(final)
     tok = AutoTokenizer.from_pretrained(final)
-    assert tok.chat_template == CHATML_TRAINING_TEMPLATE  # saved with the template it was trained on
+    # final/ keeps the student's own template (so base and trained model are prompted alike),
+    # and that template renders exactly the text training saw (ChatML + implicit system turn)
+    from skilldistill.train import implicit_system_prompt, with_implicit_system
+
+    own = AutoTokenizer.from_pretrained(tiny_student)
+    assert tok.chat_template == own.chat_template != CHATML_TRAINING_TEMPLATE
     messages = load_conversations(format_dir)[0]["messages"]
+    trained_text = tok.apply_chat_template(with_implicit_system(messages, implicit_system_prompt(own)),
+                                           chat_template=CHATML_TRAINING_TEMPLATE, tokenize=False)
+    assert tok.apply_chat_template(messages, tokenize=False) == trained_text
     prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True, return_dict=True,
                                      return_tensors="pt")
     with torch.no_grad():

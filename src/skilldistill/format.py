@@ -157,16 +157,17 @@ def load_tokenizer(spec: str, gguf_file: str | None = None) -> Any:
 def count_tokens(tokenizer: Any, conversations: Sequence[list[dict[str, str]]], batch_size: int = 32,
                  chat_template: str = "auto") -> list[int]:
     """Token count of each conversation as the trainer sees it: rendered with the training
-    chat template the train stage picks (``chat_template`` as in ``TrainConfig``), which
-    can differ from the tokenizer's own (e.g. no default system turn)."""
-    from .train import resolve_chat_template
+    chat template the train stage picks (``chat_template`` as in ``TrainConfig``), with the
+    model's implicit system turn added the way the train stage adds it."""
+    from .train import implicit_system_prompt, resolve_chat_template, with_implicit_system
 
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the tokenizer has no chat template: cannot measure chat examples")
-    template, _ = resolve_chat_template(tokenizer, chat_template)
+    template, name = resolve_chat_template(tokenizer, chat_template)
+    system = implicit_system_prompt(tokenizer) if name == "chatml" else None
     out: list[int] = []
     for start in range(0, len(conversations), batch_size):
-        batch = list(conversations[start:start + batch_size])
+        batch = [with_implicit_system(list(c), system) for c in conversations[start:start + batch_size]]
         enc = tokenizer.apply_chat_template(batch, tokenize=True, return_dict=True, chat_template=template)
         out.extend(len(ids) for ids in enc["input_ids"])
     return out

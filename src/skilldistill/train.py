@@ -431,6 +431,40 @@ def is_chatml(tokenizer: Any) -> bool:
     return bool(template) and "<|im_start|>" in template and "<|im_start|>" in vocab and "<|im_end|>" in vocab
 
 
+_CHATML_SYSTEM = re.compile(r"^<\|im_start\|>system\n(.*?)<\|im_end\|>\n", re.S)
+
+
+def implicit_system_prompt(tokenizer: Any) -> str | None:
+    """The system turn a ChatML model's own template inserts when a conversation has none
+    (SmolLM2: "You are a helpful AI assistant named SmolLM...", Qwen2.5: "You are Qwen...").
+
+    The ChatML training template does not invent one, so training conversations get it
+    explicitly (:func:`with_implicit_system`): the trained text is then what the model's
+    own template renders, at training and at inference alike.
+    """
+    own = tokenizer.chat_template
+    if isinstance(own, dict):
+        own = own.get("default")
+    if not own or "<|im_start|>" not in own:
+        return None
+    marker = "\u2063probe\u2063"  # text no template writes by itself
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False)
+    except Exception:  # a template that needs more than a user turn: no default to copy
+        return None
+    m = _CHATML_SYSTEM.match(text)
+    if m and marker not in m.group(1):
+        return m.group(1)
+    return None
+
+
+def with_implicit_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
+    """``messages`` with ``system`` as a first system turn when they have none."""
+    if not system or (messages and messages[0].get("role") == "system"):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
 def resolve_chat_template(tokenizer: Any, spec: str = "auto") -> tuple[str, str]:
     """The training chat template (with generation markers) and a name saying where it came from.
 
@@ -595,6 +629,7 @@ class TrainSetup:
     inputs: dict[str, str]
     is_main: bool
     model_path: str
+    inference_chat_template: str | None = None  # saved with final/
 
 
 def build_trainer(
@@ -633,9 +668,14 @@ def build_trainer(
 
     model_path = _student_path(config, out_dir, is_main=is_main)
     tokenizer = _load_tokenizer(model_path, config)
+    own_template = tokenizer.chat_template
     template, template_name = resolve_chat_template(tokenizer, config.chat_template)
-    # The trained model is saved with the template it was trained on, so inference renders
-    # prompts exactly as training did.
+    if template_name == "chatml":
+        # Train on the text the model's own template renders (its default system turn
+        # included), so final/ can keep that template: the base and the trained model are
+        # then prompted identically at evaluation, and as in training.
+        system = implicit_system_prompt(tokenizer)
+        rows = [{**r, "messages": with_implicit_system(r["messages"], system)} for r in rows]
     tokenizer.chat_template = template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -663,7 +703,11 @@ def build_trainer(
         peft_config=config.lora_config(),
     )
     use_rich_progress(trainer, enabled=progress and is_main)
-    return TrainSetup(trainer, args, tokenizer, template_name, data_stats, src, inputs, is_main, model_path)
+    # What final/ is saved with: the model's own template where training used an equivalent
+    # one (chatml / trl); an explicitly given template file stays.
+    inference_template = own_template if (own_template and template_name in ("chatml", "trl")) else template
+    return TrainSetup(trainer, args, tokenizer, template_name, data_stats, src, inputs, is_main, model_path,
+                      inference_template)
 
 
 def use_rich_progress(trainer: Any, *, enabled: bool = True, description: str = "train") -> None:
@@ -755,6 +799,8 @@ def run_train(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     # Every rank takes part in saving (ZeRO-3 gathers the sharded weights).
+    if setup.inference_chat_template:
+        setup.tokenizer.chat_template = setup.inference_chat_template
     save_dir = out_dir / ADAPTER_DIR if (config.lora and config.merge_lora) else final_dir
     trainer.save_model(str(save_dir))
     trainer.accelerator.wait_for_everyone()
