@@ -348,7 +348,7 @@ def build_report(run_dir: str | Path, *, baseline: str | None = None, out_dir: s
     summary = {"benchmarks": bench, "per_skill": skills, "weak_skill_gains": weak, "selection": dists}
     write_json(out / "summary.json", summary)
 
-    title = title or f"skilldistill report: {run_dir.name}"
+    title = title or f"skilldistill report: {run_dir.resolve().name}"
     md: list[str] = [f"# {title}", ""]
     md += _md_bench(bench)
     if weak:
