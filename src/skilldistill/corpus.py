@@ -1,4 +1,4 @@
-"""Corpus ingestion: teacher-solution datasets -> one normalised Parquet table.
+r"""Corpus ingestion: teacher-solution datasets -> one normalised Parquet table.
 
     skilldistill ingest nvidia/OpenMathReasoning --preset openmathreasoning --split cot \
         --limit 100000 --exclude benchmarks/*.jsonl --out runs/omr/corpus
@@ -16,7 +16,7 @@ id         stable id: the source's id when it has one, else a content hash of
            the normalised question
 question   the problem statement
 response   the teacher solution, ``<think>`` block kept intact
-answer     gold final answer (the answer field, or extracted from ``\\boxed{}``
+answer     gold final answer (the answer field, or extracted from ``\boxed{}``
            or GSM8K's ``####`` when the source has no separate field)
 source     where the row came from (the row's own source field, else the
            dataset id or file name)

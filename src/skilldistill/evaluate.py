@@ -1,4 +1,4 @@
-"""Evaluation: avg@n accuracy of a model on math benchmarks, with per-skill breakdowns.
+r"""Evaluation: avg@n accuracy of a model on math benchmarks, with per-skill breakdowns.
 
     skilldistill evaluate --model runs/demo/train/skill/final --benchmarks aime24,math500 \
         --data-dir ../shared/data/benchmarks --out runs/x/evaluate/skill

@@ -1,6 +1,6 @@
 """Stage 2: profile the student per skill (what it gets right, node by node).
 
-    skilldistill profile runs/x/annotate/skills.parquet runs/x/profile \\
+    skilldistill profile runs/x/annotate/skills.parquet -o runs/x/profile \\
         --model Qwen/Qwen3-4B --backend vllm --max-new-tokens 8192 --tree skill_mix.json
 
     from skilldistill.profile import ProfileConfig, run_profile
