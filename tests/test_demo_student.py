@@ -121,3 +121,18 @@ def test_changed_config_rebuilds(tmp_path):
     assert base_training_info(out)["examples"] == 64
     assert json.loads((out / "manifest.json").read_text())["config"]["base_examples"] == 64
     assert first is not None
+
+
+def test_plan_share_shows_the_skill_plan_form_on_a_seeded_share():
+    from skilldistill.demo.generator import generate_problems
+    from skilldistill.demo.student import _with_plan
+
+    problems = generate_problems(300, seed=3, split="train")
+    with_plans = [_with_plan(p, 0.3, 0, i) for i, p in enumerate(problems)]
+    planned = [(p, r) for p, r in zip(problems, with_plans, strict=True) if r != p.response]
+    assert 0.2 < len(planned) / len(problems) < 0.4
+    p, r = planned[0]
+    plan = "Skills:\n" + "\n".join("->".join(c) for c in p.skills) + "\n"
+    assert r == plan + p.response  # exactly the format stage's skill-aware target
+    assert with_plans == [_with_plan(p, 0.3, 0, i) for i, p in enumerate(problems)]  # seeded
+    assert all(_with_plan(p, 0.0, 0, i) == p.response for i, p in enumerate(problems))

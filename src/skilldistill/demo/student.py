@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
 import time
 from collections.abc import Sequence
@@ -91,6 +92,10 @@ class StudentConfig(BaseModel):
     # One thread by default: for matrices this small, a second thread buys little and
     # collapses (spin-waiting) as soon as anything else uses the CPU; measured in bench/.
     threads: int | None = Field(1, description="torch CPU threads (None: torch's default)")
+    # A real student can already write text such as a skill plan; a 0.9M model cannot.
+    # This share of the base mix shows the plan form (as the format stage writes it),
+    # so skill-aware fine-tuning teaches which skills, not the form. 0: never.
+    plan_share: float = Field(0.0, ge=0.0, le=1.0, description="share of base examples with a skill plan")
 
 
 # ----------------------------------------------------------------------- tokenizer
@@ -244,6 +249,15 @@ def sft_train(
     return trainer.model, trainer.state
 
 
+def _with_plan(problem: Any, share: float, seed: int, index: int) -> str:
+    """The response, prefixed with its skill plan for a seeded ``share`` of the mix."""
+    if share <= 0 or random.Random(f"plan-{seed}-{index}").random() >= share:
+        return problem.response
+    from ..format import ExampleFormat, assistant_target
+
+    return assistant_target(problem.response, problem.skills, ExampleFormat(style="skill-aware", instruction=None))
+
+
 def base_training_problems(cfg: StudentConfig, seed: int):
     """The skewed mix the base student learns from (train split, its own random stream)."""
     weights = skewed_weights(cfg.weak_weight, weak=cfg.weak_leaves)
@@ -296,7 +310,8 @@ def build_base_student(
         tokenizer = train_tokenizer(tokenizer_corpus(cfg.tokenizer_texts, seed), cfg.vocab_size)
         model = make_model(tokenizer, cfg, seed=seed)
         problems = base_training_problems(cfg, seed)
-        conversations = [to_messages(p.question, p.response, cfg.prompt_template) for p in problems]
+        conversations = [to_messages(p.question, _with_plan(p, cfg.plan_share, seed, i), cfg.prompt_template)
+                         for i, p in enumerate(problems)]
     log.info("demo student: base training on %d problems (%.2fM params)", len(problems), n_params(model) / 1e6)
     model, state = sft_train(
         model, tokenizer, conversations, tmp / "trainer",
