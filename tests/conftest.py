@@ -52,6 +52,15 @@ def smollm2_gguf() -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
+def smollm_tokenizer():
+    """SmolLM2-135M-Instruct's real tokenizer and chat template, from the offline GGUF."""
+    from skilldistill.format import load_tokenizer
+
+    folder, gguf = smollm2_gguf()
+    return load_tokenizer(str(folder), gguf)
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama with SmolLM2's real tokenizer and chat template, saved as
     a normal transformers folder (loads in about a second, generates gibberish fast)."""

