@@ -190,7 +190,7 @@ class OpenAIStub:
             request = json.loads(body)
         except json.JSONDecodeError:
             return 400, b'{"error": {"message": "bad json"}}', {}
-        record = {"path": path, "body": request, "authorized": "authorization" in headers, "time": time.monotonic()}
+        record = {"path": path, "body": request, "authorized": "authorization" in headers, "headers": headers, "time": time.monotonic()}
         with self._lock:
             self.requests.append(record)
             reply: Reply | str | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import logging
 import sys
 import threading
@@ -36,16 +38,31 @@ def backend(urls: list[str], **kw) -> OpenAIBackend:
     return OpenAIBackend(cfg, backoff_base_s=0.01, backoff_max_s=0.05)
 
 
+# Every request path: the SDK's aiohttp or httpx transport, each through the fast path
+# (the SDK client's HTTP client and headers) or the SDK's own client.post().
+REQUEST_PATHS = {
+    "aiohttp-fast": {"http_transport": "aiohttp", "fast_requests": True},
+    "aiohttp-sdk": {"http_transport": "aiohttp", "fast_requests": False},
+    "httpx-fast": {"http_transport": "httpx", "fast_requests": True},
+    "httpx-sdk": {"http_transport": "httpx", "fast_requests": False},
+}
+
+
+@pytest.fixture(params=list(REQUEST_PATHS))
+def path_kw(request) -> dict:
+    return REQUEST_PATHS[request.param]
+
+
 @pytest.fixture
 def stub():
     with OpenAIStub(responder=echo) as s:
         yield s
 
 
-def test_results_in_input_order_with_usage_and_callbacks(stub):
+def test_results_in_input_order_with_usage_and_callbacks(stub, path_kw):
     delivered: dict[int, str] = {}
     progressed = []
-    with backend([stub.base_url]) as b:
+    with backend([stub.base_url], **path_kw) as b:
         assert isinstance(b, ChatBackend)
         out = b.chat(convs(50), SamplingParams(temperature=0.3, max_tokens=16, seed=1),
                      on_result=lambda i, c: delivered.__setitem__(i, c[0].text), progress=progressed.append)
@@ -69,9 +86,9 @@ def test_factory_builds_it(stub):
         b.close()
 
 
-def test_retries_429_500_and_dropped_connections(stub):
+def test_retries_429_500_and_dropped_connections(stub, path_kw):
     stub.add_faults(Reply(status=429), Reply(status=500), Reply(status=0), Reply(status=503, headers={"retry-after": "0"}))
-    with backend([stub.base_url]) as b:
+    with backend([stub.base_url], **path_kw) as b:
         out = b.chat(convs(10), SamplingParams())
     assert sorted(o[0].text for o in out) == sorted(f"echo:q{i}" for i in range(10))
     assert b.stats["retries"] == 4
@@ -79,39 +96,93 @@ def test_retries_429_500_and_dropped_connections(stub):
     assert stub.status_counts[429] == 1 and stub.status_counts[500] == 1 and stub.status_counts[503] == 1
 
 
-def test_timeout_is_retried(stub):
+def test_timeout_is_retried(stub, path_kw):
     stub.add_faults(Reply(content='["late"]', delay_s=2.0))
-    with backend([stub.base_url], request_timeout_s=0.3) as b:
+    with backend([stub.base_url], request_timeout_s=0.3, **path_kw) as b:
         out = b.chat(convs(1), SamplingParams())
     assert out[0][0].text == "echo:q0"
     assert b.stats["retries"] == 1
 
 
-def test_gives_up_after_max_retries(stub):
+def test_gives_up_after_max_retries(stub, path_kw):
     stub.add_faults(*[Reply(status=500)] * 3)
-    with backend([stub.base_url], max_retries=2, max_concurrency=1) as b:
+    with backend([stub.base_url], max_retries=2, max_concurrency=1, **path_kw) as b:
         with pytest.raises(openai.InternalServerError):
             b.chat(convs(1), SamplingParams())
     assert stub.chat_calls == 3  # first try + 2 retries: the client's own retries are off
 
 
-def test_non_retryable_error_raises_after_delivering_finished_work(stub):
+def test_non_retryable_error_raises_after_delivering_finished_work(stub, path_kw):
     stub.add_replies(*[Reply(content="ok", delay_s=0.0)] * 5)
     stub.add_replies(Reply(status=400))
     delivered = []
-    with backend([stub.base_url], max_concurrency=1) as b:
+    with backend([stub.base_url], max_concurrency=1, **path_kw) as b:
         with pytest.raises(openai.BadRequestError):
             b.chat(convs(20), SamplingParams(), on_result=lambda i, c: delivered.append(i))
     assert delivered == [0, 1, 2, 3, 4]
     assert stub.chat_calls == 6  # no retry of a 400, and the rest of the batch is not sent
 
 
-def test_malformed_body_raises(stub):
+def test_malformed_body_raises(stub, path_kw):
     stub.add_faults(Reply(body="{this is not json"))
-    with backend([stub.base_url], max_concurrency=1) as b:
-        with pytest.raises(Exception) as info:
+    with backend([stub.base_url], max_concurrency=1, **path_kw) as b:
+        with pytest.raises(ValueError) as info:  # json.JSONDecodeError is a ValueError too
             b.chat(convs(1), SamplingParams())
-    assert not isinstance(info.value, AssertionError)
+    assert "not json" in str(info.value).lower() or isinstance(info.value, json.JSONDecodeError)
+    assert stub.chat_calls == 1  # an unreadable 200 is not retried
+
+
+def test_fast_path_sends_what_the_sdk_sends():
+    """Same URL, body and headers (auth, user agent, SDK platform headers) as client.post(),
+    except the headers the SDK computes per attempt (retry count, timeout)."""
+    seen = {}
+    for name, kw in REQUEST_PATHS.items():
+        with OpenAIStub(responder=echo) as s:
+            with backend([s.base_url], **kw) as b:
+                b.chat(convs(1), SamplingParams(temperature=0.3, max_tokens=16))
+                assert b.transport == kw["http_transport"]
+            (req,) = s.requests
+        per_attempt = {"x-stainless-retry-count", "x-stainless-read-timeout", "x-stainless-timeout", "content-length"}
+        seen[name] = (req["path"], req["body"], {k: v for k, v in req["headers"].items() if k not in per_attempt and k != "host"})
+    assert seen["aiohttp-fast"] == seen["aiohttp-sdk"]
+    assert seen["httpx-fast"] == seen["httpx-sdk"]
+    path, body, headers = seen["aiohttp-fast"]
+    assert path == "/v1/chat/completions" and body["messages"] == convs(1)[0]
+    assert headers["authorization"] == f"Bearer {SECRET}"
+    assert headers["user-agent"].startswith("AsyncOpenAI/Python")
+    assert headers["content-type"] == "application/json"
+
+
+def test_event_loop_choice():
+    uvloop = pytest.importorskip("uvloop")
+    with OpenAIStub(responder=echo) as s:
+        with backend([s.base_url], event_loop="auto") as b:
+            b.chat(convs(1), SamplingParams())
+            assert isinstance(b._loop, uvloop.Loop)
+        with backend([s.base_url], event_loop="asyncio") as b:
+            b.chat(convs(1), SamplingParams())
+            assert not isinstance(b._loop, uvloop.Loop)
+
+
+def test_gc_settings_restored_after_batches_even_overlapping(stub):
+    """The backend freezes the heap and raises the young-generation threshold while its
+    requests run, and puts both back when the last overlapping batch ends."""
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    during = []
+
+    def look(i, c):
+        during.append((gc.get_threshold()[0], gc.get_freeze_count() > 0))
+
+    with backend([stub.base_url], max_concurrency=4) as b:
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda k: b.chat(convs(20), SamplingParams(), on_result=look), range(3)))
+        with pytest.raises(openai.BadRequestError):
+            stub.add_faults(Reply(status=400))
+            b.chat(convs(1), SamplingParams())
+    assert len(during) == 60 and all(t >= 20_000 and frozen for t, frozen in during)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 def test_concurrency_is_bounded_and_used():
@@ -158,3 +229,16 @@ def test_usable_from_threads_and_inside_an_event_loop(stub):
         assert asyncio.run(inside_loop()) == "echo:q1"
         assert b.chat(convs(1), SamplingParams())[0][0].text == "echo:q0"  # loop still alive
     assert not any(t.name == "openai-backend" and t.is_alive() for t in threading.enumerate())
+
+
+def test_transport_without_the_aiohttp_extra(stub, monkeypatch):
+    """'auto' falls back to httpx; asking for aiohttp says how to install it."""
+    import skilldistill.llm.openai_backend as ob
+
+    monkeypatch.setattr(ob, "_sdk_has_aiohttp", lambda: False)
+    with backend([stub.base_url]) as b:
+        assert b.chat(convs(1), SamplingParams())[0][0].text == "echo:q0"
+        assert b.transport == "httpx"
+    with backend([stub.base_url], http_transport="aiohttp") as b:
+        with pytest.raises(RuntimeError, match=r"openai\[aiohttp\]"):
+            b.chat(convs(1), SamplingParams())

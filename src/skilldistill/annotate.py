@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import collections
 import difflib
+import functools
 import json
 import logging
 import re
@@ -185,8 +186,14 @@ class PromptTemplate:
     def render(self, item: str, node_path: Chain, children: Sequence[SkillNode], root_name: str) -> str:
         skills = "\n".join(f"- {c.name}: {c.description}" if c.description else f"- {c.name}" for c in children)
         values = {"item": item, "skills": skills, "node": " -> ".join((root_name, *node_path))}
-        # One pass: text substituted in is never scanned again (items contain braces).
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.text)
+        # Pieces alternate literal text and placeholder names, split once: text
+        # substituted in is never scanned again (items contain braces).
+        pieces = self._pieces
+        return "".join(values[p] if i % 2 else p for i, p in enumerate(pieces))
+
+    @functools.cached_property
+    def _pieces(self) -> list[str]:
+        return _PLACEHOLDER.split(self.text)
 
 
 def repair_message(children: Sequence[SkillNode]) -> str:

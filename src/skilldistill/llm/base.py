@@ -102,6 +102,14 @@ class BackendConfig(BaseModel):
     max_retries: int = Field(6, ge=0)
     request_timeout_s: float = Field(600.0, gt=0)
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Sent with every request (e.g. top_k).")
+    http_transport: Literal["auto", "aiohttp", "httpx"] = Field(
+        "auto", description="The openai SDK's HTTP transport: 'aiohttp' (openai[aiohttp], the fast one), 'httpx' "
+        "(the SDK default), or 'auto' (aiohttp when installed).")
+    fast_requests: bool = Field(
+        True, description="Send each request through the SDK client's own HTTP client and headers, skipping its "
+        "per-request option building (about half the client CPU per call); false: client.post() for every request.")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="Event loop of the client thread: 'auto' uses uvloop when installed.")
 
     # vllm: in-process vllm.LLM
     tensor_parallel_size: int = Field(1, ge=1)
