@@ -43,6 +43,7 @@ class Reply:
     finish_reason: str = "stop"
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None  # raw response body, overrides everything (malformed JSON...)
+    raw: bytes | None = None  # raw bytes written instead of an HTTP response, then the connection closes
     prompt_tokens: int | None = None  # default: prompt characters // 4
     completion_tokens: int | None = None  # default: content characters // 4
 
@@ -169,6 +170,10 @@ class OpenAIStub:
                 answer = await self._dispatch(method, path, headers, body)
                 if answer is None:  # scripted dropped connection
                     return
+                if isinstance(answer, bytes):  # scripted broken HTTP
+                    writer.write(answer)
+                    await writer.drain()
+                    return
                 status, payload, extra = answer
                 self.status_counts[status] += 1
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "content-type: application/json", f"content-length: {len(payload)}", "connection: keep-alive"]
@@ -181,7 +186,7 @@ class OpenAIStub:
             self._handlers.discard(task)
             writer.close()
 
-    async def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]] | None:
+    async def _dispatch(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, dict[str, str]] | bytes | None:
         if method == "GET" and path.rstrip("/").endswith("/models"):
             return 200, json.dumps({"object": "list", "data": [{"id": self.model, "object": "model"}]}).encode(), {}
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
@@ -210,6 +215,8 @@ class OpenAIStub:
                 await asyncio.sleep(delay)
         finally:
             self._in_flight -= 1
+        if reply.raw is not None:
+            return reply.raw
         if reply.status == 0:
             return None
         if reply.body is not None:

@@ -242,3 +242,53 @@ def test_transport_without_the_aiohttp_extra(stub, monkeypatch):
     with backend([stub.base_url], http_transport="aiohttp") as b:
         with pytest.raises(RuntimeError, match=r"openai\[aiohttp\]"):
             b.chat(convs(1), SamplingParams())
+
+
+def test_broken_http_responses_are_retried(stub, path_kw):
+    """A garbled status line or an undecodable gzip body is a connection-level fault:
+    retried like a dropped connection, on every transport and request path."""
+    stub.add_faults(
+        Reply(raw=b"NOT HTTP AT ALL\r\n\r\n"),
+        Reply(raw=b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: 5\r\n\r\nabcde"),
+    )
+    with backend([stub.base_url], max_concurrency=1, **path_kw) as b:
+        out = b.chat(convs(3), SamplingParams())
+    assert [o[0].text for o in out] == ["echo:q0", "echo:q1", "echo:q2"]
+    assert b.stats["retries"] == 2
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_refused_connection_is_a_connection_error_not_a_timeout(transport):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with backend([f"http://127.0.0.1:{port}/v1"], max_retries=0, http_transport=transport) as b:
+        with pytest.raises(openai.APIConnectionError) as info:
+            b.chat(convs(1), SamplingParams())
+    assert not isinstance(info.value, openai.APITimeoutError)
+
+
+def test_a_callers_own_gc_freeze_is_kept(stub):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with backend([stub.base_url]) as b:
+            b.chat(convs(5), SamplingParams())
+        # Still frozen (a few frozen objects may be freed by reference counting meanwhile).
+        assert frozen > 0 and gc.get_freeze_count() > 0.9 * frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_a_backend_dropped_without_close_closes_its_connections(stub, caplog):
+    caplog.set_level(logging.DEBUG)
+    b = backend([stub.base_url])
+    assert b.chat(convs(3), SamplingParams())[2][0].text == "echo:q2"
+    thread = b._state.thread
+    del b
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert "Unclosed" not in caplog.text

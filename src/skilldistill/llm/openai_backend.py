@@ -33,11 +33,15 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import random
+import ssl
+import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import anyio
 
 from .base import BackendConfig, Completion, Conversation, ResultCallback, SamplingParams
 
@@ -71,9 +75,11 @@ class OpenAIBackend:
         self.model = cfg.model
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._clients: list[Any] = []
+        # Loop, thread and clients live in a holder the finalizer can reach without
+        # keeping the backend alive: a backend dropped without close() still closes its
+        # connections (aiohttp logs "Unclosed client session" otherwise).
+        self._state = _LoopState()
+        self._finalizer = weakref.finalize(self, self._state.shutdown)
         # Per client, for the fast path: (its HTTP client, chat URL, headers), parsed once.
         self._routes: list[tuple[Any, Any, Any]] = []
         self._timeout_ext: dict[str, Any] = {}
@@ -86,14 +92,23 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self.model!r}, base_urls={self.cfg.base_urls!r})"
 
     # -- event loop ----------------------------------------------------------------
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._state.loop
+
+    @property
+    def _clients(self) -> list[Any]:
+        return self._state.clients
+
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None:
+            st = self._state
+            if st.loop is None:
                 loop = _new_event_loop(self.cfg.event_loop)
                 thread = threading.Thread(target=loop.run_forever, name="openai-backend", daemon=True)
                 thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
+                st.loop, st.thread = loop, thread
+            return st.loop
 
     def _make_clients(self) -> list[Any]:
         """AsyncOpenAI clients, interleaved by base URL, built on the backend's loop
@@ -105,11 +120,7 @@ class OpenAIBackend:
         """
         import openai
 
-        try:  # openai >= 3 ships on httpx2; older releases on httpx
-            import httpx2 as httpx_mod
-        except ImportError:  # pragma: no cover - depends on the installed openai
-            import httpx as httpx_mod
-        self._httpx = httpx_mod
+        httpx_mod = self._httpx = _sdk_httpx()
 
         transport = self.cfg.http_transport
         if transport == "auto":
@@ -195,26 +206,8 @@ class OpenAIBackend:
             return await asyncio.wrap_future(fut)
 
     def close(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None:
-            return
-        if self._clients:
-            clients = self._clients
-
-            async def _close() -> None:
-                for c in clients:
-                    await c.close()
-
-            try:
-                asyncio.run_coroutine_threadsafe(_close(), loop).result(timeout=10)
-            except Exception:  # closing is best effort
-                log.debug("error while closing openai clients", exc_info=True)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-        self._clients = []
+        """Close the clients' connections and stop the event loop; a later call starts afresh."""
+        self._state.shutdown()
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -230,8 +223,8 @@ class OpenAIBackend:
         on_result: ResultCallback | None,
         progress: Callable[[int], None] | None,
     ) -> list[list[Completion]]:
-        if not self._clients:
-            self._clients = self._make_clients()
+        if not self._state.clients:
+            self._state.clients = self._make_clients()
         results: list[list[Completion] | None] = [None] * len(conversations)
         request_body = self._request_body(params)
         todo = iter(range(len(conversations)))
@@ -298,14 +291,7 @@ class OpenAIBackend:
             c = (worker + attempt) % len(self._clients)
             self.stats["requests"] += 1
             try:
-                if self.cfg.fast_requests:
-                    data = await self._post_fast(c, {"messages": messages, **body})
-                else:
-                    # The SDK's whole request path, with a plain JSON body and a raw
-                    # response (no response models).
-                    resp = await self._clients[c].post("/chat/completions", body={"messages": messages, **body},
-                                                       cast_to=self._httpx.Response)
-                    data = resp.json()
+                data = await self._request(c, {"messages": messages, **body})
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as e:
                 if not _retryable(e) or attempt >= self.cfg.max_retries:
                     raise
@@ -317,6 +303,23 @@ class OpenAIBackend:
                 continue
             return self._completions(data, n)
 
+    async def _request(self, c: int, payload: dict[str, Any]) -> Any:
+        """One chat-completion request through client ``c``: the parsed JSON body."""
+        import openai
+
+        if self.cfg.fast_requests:
+            return await self._post_fast(c, payload)
+        try:
+            # The SDK's whole request path, with a plain JSON body and a raw response
+            # (no response models).
+            resp = await self._clients[c].post("/chat/completions", body=payload, cast_to=self._httpx.Response)
+        except Exception as e:
+            if _is_aiohttp_error(e):  # passed through unmapped by the SDK's aiohttp layer
+                raise openai.APIConnectionError(message=f"Connection error: {e}",
+                                                request=self._httpx.Request("POST", self._routes[c][1])) from e
+            raise
+        return resp.json()
+
     async def _post_fast(self, c: int, payload: dict[str, Any]) -> Any:
         """POST through client ``c``'s HTTP client with its headers; SDK-typed errors."""
         import openai
@@ -325,14 +328,23 @@ class OpenAIBackend:
         # A Request built from the parsed URL and headers kept per client: the same
         # request http_client.build_request() makes here (the SDK's headers override
         # the HTTP client's defaults; no cookies, params or base URL), at a third of
-        # its CPU.
+        # its CPU. The API key is a fixed string (cfg), so headers built once stay valid.
         request = self._httpx.Request("POST", url, content=json.dumps(payload).encode(), headers=headers, extensions=self._timeout_ext)
         try:
             response = await http_client.send(request)
         except self._httpx.TimeoutException as e:
+            cause = e.__cause__
+            if _is_aiohttp_error(cause) and not isinstance(cause, TimeoutError):
+                # The SDK's aiohttp layer reports every connection failure (refused,
+                # dropped, bad certificate) as a connect timeout; say what happened.
+                raise openai.APIConnectionError(message=f"Connection error: {cause}", request=request) from e
             raise openai.APITimeoutError(request=request) from e
-        except self._httpx.TransportError as e:
+        except (self._httpx.RequestError, ssl.SSLError, anyio.EndOfStream) as e:  # as the SDK's own request path
             raise openai.APIConnectionError(request=request) from e
+        except Exception as e:
+            if _is_aiohttp_error(e):  # passed through unmapped by the SDK's aiohttp layer (malformed responses)
+                raise openai.APIConnectionError(message=f"Connection error: {e}", request=request) from e
+            raise
         if not response.is_success:
             raise _status_error(self._clients[c], response)
         try:
@@ -378,6 +390,7 @@ class OpenAIBackend:
 _GC_LOCK = threading.Lock()
 _GC_USERS = 0
 _GC_SAVED: tuple[int, int, int] | None = None
+_GC_FROZE = False
 _GC_GEN0 = 20_000
 
 
@@ -392,14 +405,14 @@ def _fewer_gc_passes() -> Iterator[None]:
     bench/attribution_throughput.py. Reference-counted, so overlapping batches from
     several threads restore the settings once, when the last one ends.
     """
-    global _GC_USERS, _GC_SAVED
-    if os.environ.get("SD_GC"):
-        yield
-        return
+    global _GC_USERS, _GC_SAVED, _GC_FROZE
     with _GC_LOCK:
         if _GC_USERS == 0:
             _GC_SAVED = gc.get_threshold()
-            gc.freeze()
+            # A caller that froze its heap itself (e.g. before forking) keeps its freeze.
+            _GC_FROZE = gc.get_freeze_count() == 0
+            if _GC_FROZE:
+                gc.freeze()
             if _GC_SAVED[0] > 0:  # 0 = the caller switched collection off; leave it off
                 gc.set_threshold(max(_GC_SAVED[0], _GC_GEN0), *_GC_SAVED[1:])
         _GC_USERS += 1
@@ -410,16 +423,76 @@ def _fewer_gc_passes() -> Iterator[None]:
             _GC_USERS -= 1
             if _GC_USERS == 0 and _GC_SAVED is not None:
                 gc.set_threshold(*_GC_SAVED)
-                gc.unfreeze()
+                if _GC_FROZE:
+                    gc.unfreeze()
                 _GC_SAVED = None
+
+
+class _LoopState:
+    """The backend's event loop, its thread and the clients built on it."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.clients: list[Any] = []
+
+    def shutdown(self) -> None:
+        """Close the clients, stop the loop, join its thread. Idempotent; also runs as the
+        backend's finalizer (garbage collection or interpreter exit)."""
+        loop, thread, clients = self.loop, self.thread, self.clients
+        self.loop, self.thread, self.clients = None, None, []
+        if loop is None:
+            return
+        on_loop_thread = thread is threading.current_thread()
+
+        async def close_clients() -> None:
+            for c in clients:
+                await c.close()
+
+        if clients and not loop.is_closed():
+            fut = asyncio.run_coroutine_threadsafe(close_clients(), loop)
+            if not on_loop_thread:  # from the loop's own thread, waiting would deadlock
+                try:
+                    fut.result(timeout=10)
+                except Exception:  # closing is best effort
+                    log.debug("error while closing openai clients", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        if on_loop_thread:
+            return  # the loop stops after this callback; its thread ends, a daemon
+        if thread is not None:
+            thread.join(timeout=10)
+        if not thread or not thread.is_alive():
+            loop.close()
 
 
 def _sdk_has_aiohttp() -> bool:
     """Whether the installed openai SDK has its aiohttp transport (``openai[aiohttp]``)."""
+    import importlib.util
+
     import openai
 
     cls = getattr(openai, "DefaultAioHttpClient", None)
-    return cls is not None and "Missing" not in cls.__name__
+    return cls is not None and "Missing" not in cls.__name__ and importlib.util.find_spec("aiohttp") is not None
+
+
+def _sdk_httpx() -> Any:
+    """The httpx module the installed SDK is built on: httpx2 (openai >= 3) or httpx."""
+    import openai
+
+    try:
+        import httpx2
+    except ImportError:
+        httpx2 = None
+    if httpx2 is not None and issubclass(openai.DefaultAsyncHttpxClient, httpx2.AsyncClient):
+        return httpx2
+    import httpx
+
+    return httpx
+
+
+def _is_aiohttp_error(e: BaseException | None) -> bool:
+    aiohttp = sys.modules.get("aiohttp")
+    return e is not None and aiohttp is not None and isinstance(e, aiohttp.ClientError)
 
 
 def _new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
