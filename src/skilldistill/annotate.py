@@ -464,17 +464,22 @@ def children_signature(node: SkillNode) -> str:
 
 
 class _Keys:
-    """decision_key with the per-node children signatures computed once."""
+    """decision_key with the per-node children signatures computed once, and each key
+    remembered: the walk, the chains and the summary all look the same keys up."""
 
     def __init__(self, tree: SkillTree, model_id: str, version: str) -> None:
         self.tree, self.model_id, self.version = tree, model_id, version
         self._sig: dict[Chain, str] = {}
+        self._memo: dict[tuple[Chain, str], str] = {}
 
     def __call__(self, path: Chain, text_hash: str) -> str:
-        sig = self._sig.get(path)
-        if sig is None:
-            sig = self._sig[path] = children_signature(self.tree.node(path))
-        return decision_key(self.model_id, self.version, path, text_hash, sig)
+        key = self._memo.get((path, text_hash))
+        if key is None:
+            sig = self._sig.get(path)
+            if sig is None:
+                sig = self._sig[path] = children_signature(self.tree.node(path))
+            key = self._memo[(path, text_hash)] = decision_key(self.model_id, self.version, path, text_hash, sig)
+        return key
 
 
 def annotate(
@@ -528,13 +533,13 @@ def annotate(
         decider = ChatDecider(backend, cfg, template, skill_tree.root.name)
 
     try:
-        decisions, counters = _walk(ids, texts, skill_tree, cfg, decider, out / CALLS_FILE, show_progress)
+        text_hashes = [sha256_text(t) for t in texts]
+        keys = _Keys(skill_tree, decider.model_id, decider.version)
+        decisions, counters = _walk(ids, texts, text_hashes, keys, skill_tree, cfg, decider, out / CALLS_FILE, show_progress)
     finally:
         if own_backend is not None:
             own_backend.close()
 
-    text_hashes = [sha256_text(t) for t in texts]
-    keys = _Keys(skill_tree, decider.model_id, decider.version)
     skills = [_chains_for(skill_tree, cfg.max_depth, lambda p, h=h: decisions.get(keys(p, h))) for h in text_hashes]
     if "skills" in table.column_names:
         table = table.drop_columns(["skills"])
@@ -604,6 +609,8 @@ def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
 def _walk(
     ids: list[str],
     texts: list[str],
+    text_hashes: list[str],
+    keys: _Keys,
     tree: SkillTree,
     cfg: AnnotateConfig,
     decider: ChatDecider | EmbeddingDecider,
@@ -612,8 +619,6 @@ def _walk(
 ) -> tuple[dict[str, dict[str, Any]], _RunCounters]:
     cache = _load_cache(calls_path)
     counters = _RunCounters()
-    keys = _Keys(tree, decider.model_id, decider.version)
-    text_hashes = [sha256_text(t) for t in texts]
     n = len(texts)
     frontier: dict[int, list[Chain]] = {i: [()] for i in range(n)}
 
