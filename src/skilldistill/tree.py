@@ -1,5 +1,8 @@
 """Hierarchical skill trees: load, validate, walk, render.
 
+    skilldistill tree validate skill_mix.json     # errors name the node path
+    skilldistill tree show math --max-depth 1     # bundled trees: math, demo
+
 A tree is nested nodes ``{"name": str, "description": str (optional), "children": [...]}``
 (the format of the method paper's released trees). Hand-written YAML trees use the same
 keys, and a child may be a bare string for a leaf without description.
