@@ -373,7 +373,14 @@ def test_cli_annotate_default_command_and_stats(tmp_path, tree, corpus):
         result = runner.invoke(app, args, env=env)
         assert result.exit_code == 0, result.output
         assert all(r["authorized"] for r in stub.requests)
+        # The slower request path, asked for on the command line, gives the same output.
+        slow = [a if a != str(tmp_path / "cli") else str(tmp_path / "cli-sdk") for a in args]
+        result = runner.invoke(app, [*slow, "--http-transport", "httpx", "--sdk-requests"], env=env)
+        assert result.exit_code == 0, result.output
     assert len(read_skills(tmp_path / "cli" / "skills.parquet")) == 24
+    assert read_skills(tmp_path / "cli-sdk" / "skills.parquet") == read_skills(tmp_path / "cli" / "skills.parquet")
+    llm_cfg = json.loads((tmp_path / "cli-sdk" / "manifest.json").read_text())["config"]["llm"]
+    assert llm_cfg["fast_requests"] is False and llm_cfg["http_transport"] == "httpx"
     assert SECRET not in (tmp_path / "cli" / "manifest.json").read_text()
     result = runner.invoke(app, ["annotate", "stats", str(tmp_path / "cli"), "--tree", str(tree_file), "--json"])
     assert result.exit_code == 0, result.output

@@ -55,6 +55,8 @@ def run(
     concurrency: int = typer.Option(256, "--concurrency", "-c", help="openai: requests in flight."),
     max_retries: int = typer.Option(6, "--max-retries", help="openai: retries on timeouts, 429 and 5xx."),
     timeout: float = typer.Option(600.0, "--timeout", help="openai: seconds per request."),
+    http_transport: str = typer.Option("auto", "--http-transport", help="openai: the SDK's transport, auto | aiohttp | httpx."),
+    sdk_requests: bool = typer.Option(False, "--sdk-requests", help="openai: every request through the SDK's client.post() (slower; see docs/annotate.md)."),
     temperature: float = typer.Option(0.3, "--temperature", help="Sampling temperature (paper: 0.3)."),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Answer budget per decision."),
     chat_template_kwargs: str | None = typer.Option(None, "--chat-template-kwargs", help='JSON, e.g. \'{"enable_thinking": false}\'.'),
@@ -91,7 +93,8 @@ def run(
             extra: dict = {"base_urls": base_url} if base_url else {}
             llm = BackendConfig(
                 kind=backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
-                max_retries=max_retries, request_timeout_s=timeout, tensor_parallel_size=tensor_parallel_size,
+                max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
+                fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size, **extra,
             )
         emb = EmbeddingConfig(model=embedding_model, top_k=top_k, margin=margin, scoring=embedding_scoring,
