@@ -104,6 +104,13 @@ def test_timeout_is_retried(stub, path_kw):
     assert b.stats["retries"] == 1
 
 
+def test_a_real_timeout_stays_a_timeout(stub, path_kw):
+    stub.add_faults(Reply(content='["late"]', delay_s=2.0))
+    with backend([stub.base_url], max_retries=0, request_timeout_s=0.3, **path_kw) as b:
+        with pytest.raises(openai.APITimeoutError):
+            b.chat(convs(1), SamplingParams())
+
+
 def test_gives_up_after_max_retries(stub, path_kw):
     stub.add_faults(*[Reply(status=500)] * 3)
     with backend([stub.base_url], max_retries=2, max_concurrency=1, **path_kw) as b:
@@ -257,14 +264,13 @@ def test_broken_http_responses_are_retried(stub, path_kw):
     assert b.stats["retries"] == 2
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-def test_refused_connection_is_a_connection_error_not_a_timeout(transport):
+def test_refused_connection_is_a_connection_error_not_a_timeout(path_kw):
     import socket
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with backend([f"http://127.0.0.1:{port}/v1"], max_retries=0, http_transport=transport) as b:
+    with backend([f"http://127.0.0.1:{port}/v1"], max_retries=0, **path_kw) as b:
         with pytest.raises(openai.APIConnectionError) as info:
             b.chat(convs(1), SamplingParams())
     assert not isinstance(info.value, openai.APITimeoutError)

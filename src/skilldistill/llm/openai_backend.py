@@ -304,17 +304,28 @@ class OpenAIBackend:
             return self._completions(data, n)
 
     async def _request(self, c: int, payload: dict[str, Any]) -> Any:
-        """One chat-completion request through client ``c``: the parsed JSON body."""
+        """One chat-completion request through client ``c``: the parsed JSON body.
+
+        Both request paths share the fixes for the SDK's aiohttp layer here: errors it
+        passes through unmapped (malformed responses) become connection errors, and a
+        connection failure it calls a timeout (refused, dropped, bad certificate) is
+        reported as what it was. Both are retried either way.
+        """
         import openai
 
-        if self.cfg.fast_requests:
-            return await self._post_fast(c, payload)
         try:
+            if self.cfg.fast_requests:
+                return await self._post_fast(c, payload)
             # The SDK's whole request path, with a plain JSON body and a raw response
             # (no response models).
             resp = await self._clients[c].post("/chat/completions", body=payload, cast_to=self._httpx.Response)
+        except openai.APITimeoutError as e:
+            cause = _aiohttp_cause(e)
+            if cause is not None and not isinstance(cause, TimeoutError):
+                raise openai.APIConnectionError(message=f"Connection error: {cause}", request=e.request) from e
+            raise
         except Exception as e:
-            if _is_aiohttp_error(e):  # passed through unmapped by the SDK's aiohttp layer
+            if _is_aiohttp_error(e):
                 raise openai.APIConnectionError(message=f"Connection error: {e}",
                                                 request=self._httpx.Request("POST", self._routes[c][1])) from e
             raise
@@ -333,18 +344,9 @@ class OpenAIBackend:
         try:
             response = await http_client.send(request)
         except self._httpx.TimeoutException as e:
-            cause = e.__cause__
-            if _is_aiohttp_error(cause) and not isinstance(cause, TimeoutError):
-                # The SDK's aiohttp layer reports every connection failure (refused,
-                # dropped, bad certificate) as a connect timeout; say what happened.
-                raise openai.APIConnectionError(message=f"Connection error: {cause}", request=request) from e
             raise openai.APITimeoutError(request=request) from e
         except (self._httpx.RequestError, ssl.SSLError, anyio.EndOfStream) as e:  # as the SDK's own request path
             raise openai.APIConnectionError(request=request) from e
-        except Exception as e:
-            if _is_aiohttp_error(e):  # passed through unmapped by the SDK's aiohttp layer (malformed responses)
-                raise openai.APIConnectionError(message=f"Connection error: {e}", request=request) from e
-            raise
         if not response.is_success:
             raise _status_error(self._clients[c], response)
         try:
@@ -493,6 +495,17 @@ def _sdk_httpx() -> Any:
 def _is_aiohttp_error(e: BaseException | None) -> bool:
     aiohttp = sys.modules.get("aiohttp")
     return e is not None and aiohttp is not None and isinstance(e, aiohttp.ClientError)
+
+
+def _aiohttp_cause(e: BaseException) -> BaseException | None:
+    """The aiohttp error behind ``e`` (down its ``__cause__`` chain), if there is one."""
+    seen = 0
+    cause = e.__cause__
+    while cause is not None and seen < 10:
+        if _is_aiohttp_error(cause):
+            return cause
+        cause, seen = cause.__cause__, seen + 1
+    return None
 
 
 def _new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
