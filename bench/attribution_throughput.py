@@ -14,7 +14,12 @@ both schemes make the same calls and must produce the same chains.
     imap over items, sequential HTTP calls per item);
 (b) skilldistill: ``annotate()`` with the openai backend at its defaults (the SDK's
     aiohttp transport, fast request path, uvloop), one batch per tree level,
-    ``--concurrency`` requests in flight; run ``--repeats`` times, median reported.
+    ``--concurrency`` requests in flight; run ``--repeats`` times, median reported;
+(c) the same through the CLI, ``skilldistill annotate ... --backend openai`` in a
+    subprocess, as users run it (its logging included: at INFO the SDK's HTTP client logs
+    a line per request unless silenced). Client CPU per call is the CLI's CPU time on the
+    full run minus a 20-item run (start-up and imports), over the calls in between.
+    Target: <= 0.5 ms client CPU per call.
 
 Prints items/s, calls/item and the speed-up (b)/(a). Target: >= 25x at equal calls/item.
 Once latency is hidden, (b) is bound by the client's CPU per request (printed as client
@@ -139,6 +144,33 @@ def _warm_sdk(url: str) -> None:
     asyncio.run(build())
 
 
+def _cli_run(corpus: Path, out: Path, url: str, concurrency: int) -> tuple[float, float, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "skilldistill.cli", "annotate", str(corpus), "--tree", str(TREE),
+                        "--out", str(out), "--backend", "openai", "--model", "stub-model", "--base-url", url,
+                        "--api-key-env", "NO_KEY_NEEDED", "--concurrency", str(concurrency)],
+                       capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        raise SystemExit(f"CLI failed: {r.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, r.stderr + r.stdout
+
+
+def cli_scheme(corpus: Path, work: Path, url: str, concurrency: int, n: int) -> dict:
+    small = work / "corpus-small.parquet"
+    pq.write_table(pq.read_table(corpus).slice(0, 20), small)
+    _, cpu_small, _ = _cli_run(small, work / "cli-small", url, concurrency)
+    calls_small = json.loads((work / "cli-small" / "summary.json").read_text())["calls_this_run"]
+    wall, cpu, output = _cli_run(corpus, work / "cli", url, concurrency)
+    calls = json.loads((work / "cli" / "summary.json").read_text())["calls_this_run"]
+    return {"wall_s": wall, "cpu_s": cpu, "calls": calls, "startup_cpu_s": cpu_small,
+            "cpu_ms_per_call": 1000 * (cpu - cpu_small) / max(1, calls - calls_small),
+            "log_lines": len(output.splitlines())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=2000)
@@ -193,6 +225,9 @@ def main() -> None:
         calls_b = res.summary["calls_this_run"]
         ours = {r["id"]: r["skills"] for r in pq.read_table(res.skills_path, columns=["id", "skills"]).to_pylist()}
 
+        cli = cli_scheme(corpus, work, url, args.concurrency, len(ids))
+        print(f"(c) CLI done in {cli['wall_s']:.2f}s", flush=True)
+
         ref, wall_a, calls_a = reference_scheme(ids, questions, responses, url)
         print(f"(a) done in {wall_a:.1f}s", flush=True)
     finally:
@@ -213,10 +248,15 @@ def main() -> None:
     walls = sorted(r[0] for r in runs)
     print(f"(b) runs: {', '.join(f'{w:.2f}s' for w in walls)}; speed-up range {n / walls[-1] / a['items_per_s']:.1f}x"
           f" to {n / walls[0] / a['items_per_s']:.1f}x")
+    print(f"{'(c) skilldistill annotate (CLI subprocess)':<44}{n / cli['wall_s']:>10.1f}{cli['calls'] / n:>12.3f}"
+          f"{cli['calls'] / cli['wall_s']:>10.0f}{cli['wall_s']:>9.1f}")
+    print(f"(c) client CPU {cli['cpu_ms_per_call']:.2f} ms/call (target <= 0.5; start-up {cli['startup_cpu_s']:.1f}s CPU "
+          f"excluded); log lines written: {cli['log_lines']}")
     print(f"speed-up (b)/(a), median run: {ratio:.1f}x (target >= 25x); identical chains for {same}/{n} items; "
           f"client CPU {b['client_cpu_ms_per_call']:.2f} ms/call in (b); server max in flight {server.get('max_in_flight')}")
     if args.json:
-        args.json.write_text(json.dumps({"items": n, "latency_s": args.latency, "reference": a, "skilldistill": b, "speedup": ratio,
+        args.json.write_text(json.dumps({"items": n, "latency_s": args.latency, "reference": a, "skilldistill": b,
+                                         "cli": cli, "speedup": ratio,
                                          "identical_items": same, "cpus": os.cpu_count()}, indent=2))
 
 

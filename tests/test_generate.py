@@ -27,8 +27,9 @@ class CountingBackend:
         self.fail_after = fail_after
         self.delivered = 0
 
-    def chat(self, conversations, params, *, on_result=None, progress=None):
+    def chat(self, conversations, params, *, on_result=None, progress=None, seeds=None):
         self.calls.append((len(conversations), params.n))
+        self.seeds = seeds
 
         def relay(i, comps):
             if self.fail_after is not None and self.delivered >= self.fail_after:
@@ -36,7 +37,7 @@ class CountingBackend:
             self.delivered += 1
             on_result(i, comps)
 
-        return self.inner.chat(conversations, params, on_result=relay, progress=progress)
+        return self.inner.chat(conversations, params, on_result=relay, progress=progress, seeds=seeds)
 
     def close(self):
         pass

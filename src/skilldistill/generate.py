@@ -22,6 +22,7 @@ finished run rerun gives the same file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -30,16 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .artifacts import AppendLog, hash_obj, write_parquet
 from .errors import InputError
 from .llm.base import BackendConfig, ChatBackend, Completion, Conversation, SamplingParams
+from .textutil import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_user_prompt
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 GENERATIONS_LOG = "generations.jsonl"
+# How samples are seeded (part of the log's settings hash: rows seeded another way are not reused).
+SEEDING = "per-sample-sha256-v1"
 GENERATIONS_PARQUET = "generations.parquet"
 
 GENERATIONS_SCHEMA = pa.schema(
@@ -55,6 +59,7 @@ GENERATIONS_SCHEMA = pa.schema(
         ("model", pa.string()),
         ("backend", pa.string()),
         ("seed", pa.int64()),
+        ("sample_seed", pa.int64()),
         ("temperature", pa.float64()),
         ("top_p", pa.float64()),
         ("max_new_tokens", pa.int64()),
@@ -76,6 +81,8 @@ class GenerationConfig(BaseModel):
     n: int = Field(1, ge=1, description="Samples per item.")
     seed: int | None = Field(0, description="Sampling seed (recorded with every row).")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="Appended to each question; '' for none.")
+    prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="The user turn: {question} and {instruction}; "
+                                 "the paper's authors: '{instruction}\\n\\nQuestion: {question}'.")
     system_prompt: str | None = Field(None, description="Optional system message.")
     enable_thinking: bool | None = Field(
         None, description="Passed to the chat template (Qwen3 thinking switch); None leaves the template default."
@@ -95,8 +102,13 @@ class GenerationConfig(BaseModel):
             chat_template_kwargs=kwargs,
         )
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        return check_prompt_template(v)
+
     def user_prompt(self, question: str) -> str:
-        return f"{question.strip()}\n\n{self.instruction}" if self.instruction else question.strip()
+        return render_user_prompt(question, self.instruction, self.prompt_template)
 
     def conversation(self, question: str) -> Conversation:
         """The messages sent for one question."""
@@ -118,11 +130,21 @@ class GenerationConfig(BaseModel):
                 "max_new_tokens": self.max_new_tokens,
                 "seed": self.seed,
                 "instruction": self.instruction,
+                "prompt_template": self.prompt_template,
                 "system_prompt": self.system_prompt,
                 "enable_thinking": self.enable_thinking,
                 "chat_template_kwargs": self.chat_template_kwargs,
+                "seeding": SEEDING,
             }
         )
+
+    def sample_seed(self, item_id: str, sample: int) -> int | None:
+        """The seed of sample ``sample`` of item ``item_id``: a hash of (seed, id, index), so
+        every sample has its own random stream and asking again for sample k gives sample k."""
+        if self.seed is None:
+            return None
+        digest = hashlib.sha256(f"{self.seed}\x1f{item_id}\x1f{sample}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def _validate_items(items: Iterable[Mapping[str, Any]], source: str | None) -> list[tuple[str, str]]:
@@ -162,12 +184,14 @@ def run_generation(
     backend: ChatBackend | None = None,
     source: str | None = None,
     show_progress: bool = True,
+    label: str | None = None,
 ) -> pa.Table:
     """Sample ``config.n`` responses per item; write and return ``generations.parquet``.
 
     ``items``: dicts, objects with ``id``/``question`` attributes, or a DataFrame. ``backend``: an
     already built backend (else one is made from ``config.backend`` before any work).
     Rows already in ``out_dir/generations.jsonl`` for the same settings are kept.
+    ``label`` names the work in progress lines (default: the last two parts of ``out_dir``).
     """
     if hasattr(items, "to_dict"):
         items = items.to_dict("records")
@@ -197,7 +221,8 @@ def run_generation(
 
             backend = make_backend(config.backend)  # fails here, before any work, if the model cannot load
         try:
-            _sample_missing(pairs, missing, config, backend, log, gen_hash, show_progress)
+            _sample_missing(pairs, missing, config, backend, log, gen_hash, show_progress,
+                            label or "/".join(out_dir.parts[-2:]))
         finally:
             log.close()
             if own_backend:
@@ -224,16 +249,18 @@ def _sample_missing(
     log: AppendLog,
     gen_hash: str,
     show_progress: bool,
+    label: str,
 ) -> None:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+
+    from .progress import StageProgress
 
     console = Console(stderr=True)  # the CLI's own console lives in cli.app; stderr either way
 
@@ -245,8 +272,8 @@ def _sample_missing(
     tokens = 0
     started = time.monotonic()
 
-    with Progress(
-        TextColumn("[bold]generate[/bold] {task.fields[model]}"),
+    with StageProgress(
+        TextColumn("[bold]{task.description}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[tok_s]:.0f} tok/s"),
@@ -256,7 +283,7 @@ def _sample_missing(
         disable=not show_progress,
         transient=False,
     ) as bar:
-        task = bar.add_task("generate", total=n_todo, model=config.backend.model, tok_s=0.0)
+        task = bar.add_task(f"generate {label}", total=n_todo, model=config.backend.model, tok_s=0.0, unit="samples")
         for n_missing, ids in sorted(groups.items(), reverse=True):
             params = config.sampling_params(n=n_missing)
             conversations = [config.conversation(question_of[i]) for i in ids]
@@ -272,9 +299,12 @@ def _sample_missing(
                 log.append_many(records)
                 tokens += sum(c.completion_tokens or 0 for c in completions)
                 elapsed = max(time.monotonic() - started, 1e-6)
-                bar.update(task, advance=len(records), tok_s=tokens / elapsed)
+                bar.update(task, advance=len(records), tok_s=tokens / elapsed, status=f"{tokens / elapsed:,.0f} tok/s")
 
-            results = backend.chat(conversations, params, on_result=on_result)
+            seeds = None
+            if config.seed is not None:
+                seeds = [[config.sample_seed(i, k) for k in missing[i]] for i in ids]
+            results = backend.chat(conversations, params, on_result=on_result, seeds=seeds)
             if any(len(r) != n_missing for r in results):
                 raise RuntimeError(f"backend returned the wrong number of samples (expected {n_missing} per item)")
     elapsed = time.monotonic() - started
@@ -294,6 +324,7 @@ def _record(item_id: str, sample: int, c: Completion, config: GenerationConfig, 
         "model": config.backend.model,
         "backend": getattr(backend, "name", config.backend.kind),
         "seed": config.seed,
+        "sample_seed": config.sample_seed(item_id, sample),
         "temperature": config.temperature,
         "top_p": config.top_p,
         "max_new_tokens": config.max_new_tokens,

@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ..errors import ConfigError
-from .app import app, console, user_errors
+from .app import app, console, engine_kwargs, user_errors
 
 _HELP_FLAGS = {"--help", "-h"}
 
@@ -65,6 +65,12 @@ def run(
     max_depth: int | None = typer.Option(None, "--max-depth", help="Do not descend below this depth."),
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vllm: GPUs per model."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm."),
+    data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vllm: engines, each on its own GPUs."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vllm: context length."),
+    dtype: str = typer.Option("auto", "--dtype", help="vllm / transformers: auto | bfloat16 | float16 | float32."),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs / compilation (faster start)."),
+    kv_cache_gb: float | None = typer.Option(None, "--kv-cache-gb", help="vllm: KV-cache GiB per engine (CPU build: RAM)."),
+    engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
     device: str = typer.Option("auto", "--device", help="transformers / embedding: cpu, cuda, ..."),
     batch_size: int = typer.Option(8, "--batch-size", help="transformers: conversations per forward pass."),
     embedding_model: str | None = typer.Option(None, "--embedding-model", help="embedding: sentence-transformers model (default bundled MiniLM)."),
@@ -95,7 +101,10 @@ def run(
                 kind=backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
                 max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
                 fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size, **extra,
+                gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size,
+                data_parallel_size=data_parallel_size, max_model_len=max_model_len, dtype=dtype,
+                enforce_eager=enforce_eager, kv_cache_memory_gb=kv_cache_gb, model_kwargs=engine_kwargs(engine_arg),
+                **extra,
             )
         emb = EmbeddingConfig(model=embedding_model, top_k=top_k, margin=margin, scoring=embedding_scoring,
                               device="cpu" if device == "auto" else device)

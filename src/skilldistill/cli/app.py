@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import SkilldistillError
+from ..progress import NOISY_LOGGERS
 
 app = typer.Typer(
     name="skilldistill",
@@ -43,7 +44,7 @@ def _root(
         force=True,
     )
     # Third-party chatter (HTTP requests, tokenizer warnings) stays out of the way.
-    for noisy in ("httpx", "openai", "urllib3", "filelock", "datasets", "sentence_transformers"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -65,3 +66,20 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def engine_kwargs(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` options (values parsed as YAML) for the engine: vllm.LLM / EngineArgs
+    keywords with --backend vllm, from_pretrained keywords with --backend transformers."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in pairs:
+        if "=" not in item:
+            raise typer.BadParameter(f"--engine-arg takes KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"--engine-arg {key}: not a YAML value: {e}") from None
+    return out

@@ -10,7 +10,7 @@ from rich.table import Table
 from ..evaluate import BENCHMARKS, PAPER_BENCHMARKS, EvaluateConfig, run_evaluate
 from ..generate import GenerationConfig
 from ..llm.base import BackendConfig
-from .app import app, console, user_errors
+from .app import app, console, engine_kwargs, user_errors
 
 
 @app.command("evaluate")
@@ -33,10 +33,20 @@ def evaluate_cmd(
     instruction: str | None = typer.Option(None, help="Instruction appended to each problem (default: the paper's)."),
     enable_thinking: bool | None = typer.Option(None, "--thinking/--no-thinking", help="Qwen3 thinking switch."),
     tensor_parallel_size: int = typer.Option(1, "--tp", help="vLLM tensor parallel size."),
+    data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vLLM engines, each on its own GPUs."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vLLM context length."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32."),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no CUDA graphs / compilation (faster start)."),
+    kv_cache_gb: float | None = typer.Option(None, "--kv-cache-gb", help="vLLM: KV-cache GiB per engine (CPU build: RAM)."),
+    engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
+    device: str = typer.Option("auto", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
     batch_size: int = typer.Option(8, help="transformers backend batch size."),
 ) -> None:
     """Generate n samples per problem, grade with math-verify, report avg@n and per-skill accuracy."""
     backend_cfg = BackendConfig(kind=backend, model=model, tensor_parallel_size=tensor_parallel_size,  # type: ignore[arg-type]
+                                data_parallel_size=data_parallel_size, max_model_len=max_model_len, dtype=dtype,
+                                enforce_eager=enforce_eager, kv_cache_memory_gb=kv_cache_gb, device=device,
+                                model_kwargs=engine_kwargs(engine_arg),
                                 batch_size=batch_size, **({"base_urls": base_url} if base_url else {}))
     gen = GenerationConfig(backend=backend_cfg, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                            seed=seed, enable_thinking=enable_thinking, **({"instruction": instruction} if instruction is not None else {}))

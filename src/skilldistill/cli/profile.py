@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from ..errors import ConfigError, InputError
-from .app import app, console, user_errors
+from .app import app, console, engine_kwargs, user_errors
 
 
 @app.command("profile")
@@ -38,6 +38,10 @@ def profile_cmd(
     tensor_parallel_size: int = typer.Option(1, "--tp", min=1, help="vllm: tensor-parallel GPUs per engine."),
     data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vllm: engines (each on its own GPUs)."),
     max_model_len: int | None = typer.Option(None, "--max-model-len", help="vllm: context length."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32."),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs / compilation (faster start)."),
+    kv_cache_gb: float | None = typer.Option(None, "--kv-cache-gb", help="vllm: KV-cache GiB per engine (CPU build: RAM)."),
+    engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
     base_url: list[str] = typer.Option([], "--base-url", help="openai: server URL (repeatable)."),
     grading_processes: int | None = typer.Option(None, "--grading-processes", help="Grading workers (default: all cores)."),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
@@ -50,7 +54,8 @@ def profile_cmd(
     try:
         backend_kwargs: dict = {"kind": backend, "model": model, "gguf_file": gguf_file, "device": device, "batch_size": batch_size,
                                 "tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
-                                "max_model_len": max_model_len}
+                                "max_model_len": max_model_len, "dtype": dtype, "enforce_eager": enforce_eager,
+                                "kv_cache_memory_gb": kv_cache_gb, "model_kwargs": engine_kwargs(engine_arg)}
         if base_url:
             backend_kwargs["base_urls"] = base_url
         cfg = ProfileConfig(
@@ -109,22 +114,17 @@ def grade_cmd(
     timeout_s: float = typer.Option(20.0, "--timeout", help="Hard limit per answer in seconds."),
 ) -> None:
     """Grade responses against gold answers (math-verify, last \\boxed{} after </think>)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from ..artifacts import write_jsonl, write_parquet
     from ..grading import grade_many
+    from ..progress import StageProgress
 
     rows = _read_rows(path)
     for field in (gold_field, response_field):
         if rows and field not in rows[0]:
             raise InputError(f"missing column (has: {', '.join(rows[0])})", file=path, field=field)
-    with Progress(TextColumn("[bold]grade[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+    with StageProgress(TextColumn("[bold]grade[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("grade", total=len(rows))
         results = grade_many([r.get(gold_field) for r in rows], [r.get(response_field) for r in rows],
                              processes=processes, timeout_s=timeout_s, progress=lambda k: bar.advance(task, k))

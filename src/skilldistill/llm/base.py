@@ -64,11 +64,14 @@ class ChatBackend(Protocol):
         *,
         on_result: ResultCallback | None = None,
         progress: Callable[[int], None] | None = None,
+        seeds: Sequence[Sequence[int | None]] | None = None,
     ) -> list[list[Completion]]:
         """Return ``params.n`` completions per conversation, in input order.
 
         ``on_result`` is called once per conversation as soon as it is done (any order);
         ``progress`` is called with the number of conversations just finished.
+        ``seeds[i][k]``: the seed of sample k of conversation i (each sample its own
+        random stream, whatever else is in the batch); without it, ``params.seed``.
         A conversation that failed for good raises, unless the backend documents
         otherwise; callers persist what ``on_result`` delivered before the error.
         """
@@ -108,6 +111,10 @@ class BackendConfig(BaseModel):
     fast_requests: bool = Field(
         True, description="Send each request through the SDK client's own HTTP client and headers, skipping its "
         "per-request option building (about half the client CPU per call); false: client.post() for every request.")
+    routing: Literal["affinity", "round-robin"] = Field(
+        "affinity", description="Several base URLs: 'affinity' sends requests with the same routing key (attribution: "
+        "the calls of one item) to the same server, whose prefix cache then serves their shared text; "
+        "'round-robin' spreads every request.")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop of the client thread: 'auto' uses uvloop when installed.")
 
@@ -118,6 +125,15 @@ class BackendConfig(BaseModel):
     enable_prefix_caching: bool = True
     max_model_len: int | None = None
     dtype: str = "auto"
+    enforce_eager: bool = Field(False, description="vLLM: no CUDA graphs / torch.compile (faster start, slower decode).")
+    kv_cache_memory_gb: float | None = Field(
+        None, gt=0, description="vLLM KV-cache size per engine in GiB (CPU build: the RAM it reserves; "
+        "default there: gpu_memory_utilization of the machine's memory).")
+    enable_chunked_prefill: bool | None = Field(
+        None, description="vLLM chunked prefill; null: vLLM's default on GPUs, off on the CPU build "
+        "(seeded sampling needs it off there).")
+    vllm_chunk_size: int | None = Field(None, ge=1, description="vLLM: requests per chunk at most (default 1024; "
+                                        "smaller chunks when the work is small, so every engine is busy).")
 
     # transformers: local model on CPU or GPU
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -133,3 +149,14 @@ class BackendConfig(BaseModel):
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         return os.environ.get(self.api_key_env, "EMPTY")  # local vLLM servers accept any key
+
+
+# Fields that only one backend kind reads (the rest, e.g. kind, model, dtype, are shared):
+# a report shows a backend without the settings of the kinds it does not use.
+BACKEND_KIND_FIELDS: dict[str, set[str]] = {
+    "openai": {"base_urls", "api_key_env", "api_key", "max_concurrency", "max_retries", "request_timeout_s",
+               "extra_body", "http_transport", "fast_requests", "event_loop", "routing"},
+    "vllm": {"tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "enable_prefix_caching",
+             "max_model_len", "enforce_eager", "kv_cache_memory_gb", "enable_chunked_prefill", "vllm_chunk_size"},
+    "transformers": {"device", "batch_size", "gguf_file"},
+}

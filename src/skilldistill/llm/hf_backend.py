@@ -109,7 +109,16 @@ class TransformersBackend:
         *,
         on_result: ResultCallback | None = None,
         progress: Callable[[int], None] | None = None,
+        seeds: Sequence[Sequence[int | None]] | None = None,
     ) -> list[list[Completion]]:
+        """``params.n`` completions per conversation, in input order.
+
+        Sampling draws each sample from its own random stream (a ``torch.Generator`` per
+        sample, seeded with ``seeds[i][k]``, else ``params.seed + k`` mixed with the
+        conversation's index), so a sample does not depend on what else is in its batch:
+        the next token is the argmax of the temperature-scaled, top-p-filtered logits plus
+        Gumbel noise from that stream, which is an exact draw from the same distribution.
+        """
         import torch
 
         prompts = [self.render(c, params.chat_template_kwargs) for c in conversations]
@@ -118,21 +127,19 @@ class TransformersBackend:
         # error shows up on the first batch, not after an hour.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         results: list[list[Completion] | None] = [None] * len(conversations)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         do_sample = params.temperature > 0
-        # Greedy decoding gives one answer; transformers refuses num_return_sequences > 1
-        # without sampling, so decode once and repeat it n times (what vLLM returns too).
+        if seeds is not None and (len(seeds) != len(conversations) or any(len(s) != params.n for s in seeds)):
+            raise ValueError(f"seeds must give {params.n} seed(s) for each of the {len(conversations)} conversations")
+        # Greedy decoding gives one answer; decode once and repeat it n times (what vLLM returns too).
         n_seq = params.n if do_sample else 1
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens,
-            "do_sample": do_sample,
-            "num_return_sequences": n_seq,
+            "do_sample": False,  # sampling is done by the Gumbel processor below, per sample
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.eos_token_ids,
         }
-        if do_sample:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        # The model's generation_config must not add its own sampling settings to greedy search.
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         if params.stop:
             gen_kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
 
@@ -140,10 +147,16 @@ class TransformersBackend:
         for start in range(0, len(order), bs):
             batch = order[start : start + bs]
             enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, padding=True, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items()}
+            # n samples of a prompt: n rows (greedy search takes no num_return_sequences)
+            enc = {k: v.repeat_interleave(n_seq, dim=0).to(self.device) for k, v in enc.items()}
             prompt_len = enc["input_ids"].shape[1]
+            kwargs = dict(gen_kwargs)
+            if do_sample:
+                row_seeds = [_row_seed(seeds[i][k] if seeds is not None else None, params.seed, i, k)
+                             for i in batch for k in range(n_seq)]
+                kwargs["logits_processor"] = _sampling_processors(params, row_seeds, self.device)
             with torch.inference_mode():
-                out = self._model.generate(**enc, **gen_kwargs)
+                out = self._model.generate(**enc, **kwargs)
             new = out[:, prompt_len:].tolist()
             for j, i in enumerate(batch):
                 comps = [self._completion(new[j * n_seq + (k % n_seq)], len(ids[i]), params) for k in range(params.n)]
@@ -174,3 +187,40 @@ class TransformersBackend:
         self._model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _row_seed(explicit: int | None, base: int | None, conversation: int, sample: int) -> int | None:
+    if explicit is not None:
+        return explicit
+    if base is None:
+        return None
+    return (base * 1_000_003 + conversation * 8191 + sample) % (2**63 - 1)
+
+
+def _sampling_processors(params: SamplingParams, row_seeds: list[int | None], device: str) -> Any:
+    """Temperature, top-p, then per-row Gumbel noise: argmax of the result samples each row
+    from softmax(top_p(logits / T)) with that row's own generator."""
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    gens = []
+    for s in row_seeds:
+        g = torch.Generator(device=device)
+        if s is None:
+            g.seed()
+        else:
+            g.manual_seed(int(s))
+        gens.append(g)
+
+    class PerRowGumbel:
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            noise = torch.empty_like(scores, dtype=torch.float32)
+            for r, g in enumerate(gens):
+                noise[r].exponential_(generator=g)  # Gumbel(0,1) = -log(Exp(1))
+            return scores.float() - torch.log(noise)
+
+    procs = [TemperatureLogitsWarper(params.temperature)]
+    if params.top_p < 1.0:
+        procs.append(TopPLogitsWarper(params.top_p))
+    procs.append(PerRowGumbel())
+    return LogitsProcessorList(procs)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -171,8 +172,18 @@ class OpenAIBackend:
         *,
         on_result: ResultCallback | None = None,
         progress: Callable[[int], None] | None = None,
+        seeds: Sequence[Sequence[int | None]] | None = None,
+        routing_keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         """Send every conversation; return ``params.n`` completions each, in input order.
+
+        ``routing_keys``: conversations with the same key go to the same server (a stable
+        hash of the key over the base URLs; with ``routing: affinity``), so a server's prefix
+        cache serves what they share (attribution: all calls of one item share its text).
+
+        With ``seeds``, sample k of conversation i is its own request (``n = 1``, seed
+        ``seeds[i][k]``): a server such as vLLM gives the k-th sample of one ``n``-request
+        the seed ``seed + k``, so asking again for some samples of an item would repeat others.
 
         ``on_result`` and ``progress`` run on the backend's event-loop thread as each
         request finishes. A request that fails for good (non-retryable error, or
@@ -184,7 +195,9 @@ class OpenAIBackend:
             return []
         loop = self._ensure_loop()
         with _fewer_gc_passes():
-            fut = asyncio.run_coroutine_threadsafe(self._run(list(conversations), params, on_result, progress), loop)
+            routes = self._routes_for(routing_keys, len(conversations))
+            fut = asyncio.run_coroutine_threadsafe(self._run(list(conversations), params, on_result, progress, seeds,
+                                                             routes), loop)
             try:
                 return fut.result()
             except BaseException:
@@ -222,9 +235,13 @@ class OpenAIBackend:
         params: SamplingParams,
         on_result: ResultCallback | None,
         progress: Callable[[int], None] | None,
+        seeds: Sequence[Sequence[int | None]] | None = None,
+        routes: list[int] | None = None,
     ) -> list[list[Completion]]:
         if not self._state.clients:
             self._state.clients = self._make_clients()
+        if seeds is not None:
+            return await self._run_seeded(conversations, params, on_result, progress, seeds, routes)
         results: list[list[Completion] | None] = [None] * len(conversations)
         request_body = self._request_body(params)
         todo = iter(range(len(conversations)))
@@ -238,7 +255,7 @@ class OpenAIBackend:
                 if failure:
                     return
                 try:
-                    out = await self._one(conversations[i], request_body, params.n, w)
+                    out = await self._one(conversations[i], request_body, params.n, w, None if routes is None else routes[i])
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 - re-raised by chat()
@@ -260,6 +277,56 @@ class OpenAIBackend:
             raise failure[0]
         return [r if r is not None else [] for r in results]
 
+    async def _run_seeded(
+        self,
+        conversations: list[Conversation],
+        params: SamplingParams,
+        on_result: ResultCallback | None,
+        progress: Callable[[int], None] | None,
+        seeds: Sequence[Sequence[int | None]],
+        routes: list[int] | None = None,
+    ) -> list[list[Completion]]:
+        """One request per (conversation, sample), each with its own seed."""
+        if len(seeds) != len(conversations) or any(len(s) != params.n for s in seeds):
+            raise ValueError(f"seeds must give {params.n} seed(s) for each of the {len(conversations)} conversations")
+        one = dataclasses.replace(params, n=1, seed=None)
+        body = self._request_body(one)
+        results: list[list[Completion | None]] = [[None] * params.n for _ in conversations]
+        left = [params.n] * len(conversations)
+        todo = iter([(i, k) for i in range(len(conversations)) for k in range(params.n)])
+        failure: list[BaseException] = []
+
+        async def worker(w: int) -> None:
+            for i, k in todo:
+                if failure:
+                    return
+                seeded = body if seeds[i][k] is None else {**body, "seed": seeds[i][k]}
+                try:
+                    [out] = await self._one(conversations[i], seeded, 1, w, None if routes is None else routes[i])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - re-raised by chat()
+                    failure.append(e)
+                    return
+                results[i][k] = out
+                left[i] -= 1
+                if left[i]:
+                    continue
+                if on_result is not None:
+                    try:
+                        on_result(i, list(results[i]))  # type: ignore[arg-type]
+                    except BaseException as e:  # a callback error stops the batch
+                        failure.append(e)
+                        return
+                if progress is not None:
+                    progress(1)
+
+        n_workers = min(self.cfg.max_concurrency, len(conversations) * params.n)
+        await asyncio.gather(*(worker(w) for w in range(n_workers)))
+        if failure:
+            raise failure[0]
+        return [list(r) for r in results]  # type: ignore[misc]
+
     def _request_body(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -280,7 +347,20 @@ class OpenAIBackend:
         body.update(extra)
         return body
 
-    async def _one(self, messages: Conversation, body: dict[str, Any], n: int, worker: int) -> list[Completion]:
+    def _routes_for(self, keys: Sequence[str] | None, n: int) -> list[int] | None:
+        """Base-URL index per conversation from its routing key (None: by worker)."""
+        if keys is None or self.cfg.routing != "affinity" or len(self.cfg.base_urls) < 2:
+            return None
+        if len(keys) != n:
+            raise ValueError(f"{len(keys)} routing keys for {n} conversations")
+        import hashlib
+
+        servers = len(self.cfg.base_urls)
+        return [int.from_bytes(hashlib.blake2b(k.encode("utf-8"), digest_size=8).digest(), "big") % servers
+                for k in keys]
+
+    async def _one(self, messages: Conversation, body: dict[str, Any], n: int, worker: int,
+                   route: int | None = None) -> list[Completion]:
         import openai
 
         attempt = 0
@@ -288,7 +368,14 @@ class OpenAIBackend:
             # Worker w sticks to client w (so each pool holds a bounded number of
             # requests); consecutive workers alternate base URLs, and a retry moves on
             # to the next URL in case this server is the one in trouble.
-            c = (worker + attempt) % len(self._clients)
+            if route is None:
+                c = (worker + attempt) % len(self._clients)
+            else:
+                # the server this conversation's key maps to (retries move on from it); one
+                # client per server and worker slot keeps a pool's load bounded as before
+                per = len(self._clients) // len(self.cfg.base_urls)
+                server = (route + attempt) % len(self.cfg.base_urls)
+                c = server + len(self.cfg.base_urls) * (worker % per)
             self.stats["requests"] += 1
             try:
                 data = await self._request(c, {"messages": messages, **body})

