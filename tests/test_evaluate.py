@@ -49,7 +49,7 @@ def test_gsm8k_from_explicit_file_and_limit(shared_data):
 def test_paper_benchmarks_and_sample_counts():
     assert set(PAPER_BENCHMARKS) <= set(BENCHMARKS)
     cfg = EvaluateConfig(n_samples={"math500": 4})
-    assert cfg.n_for("aime24") == 8 and cfg.n_for("amc23") == 8 and cfg.n_for("math_l5") == 1
+    assert cfg.n_for("aime24") == 8 and cfg.n_for("amc23") == 8 and cfg.n_for("math_l5") == 8 and cfg.n_for("olympiadbench") == 1
     assert cfg.n_for("math500") == 4
     with pytest.raises(ConfigError):
         cfg.n_for("nope")

@@ -35,9 +35,44 @@ def test_paper_recipe_settings():
     assert (train.learning_rate, train.num_train_epochs, train.max_length) == (1e-5, 5, 8192)
     gen = r.generation_for_eval("runs/x/final")
     assert gen.max_new_tokens == 16384 and gen.backend.model == "runs/x/final" and gen.backend.kind == "vllm"
-    assert r.evaluate_config().n_for("aime24") == 8 and r.evaluate_config().n_for("math_l5") == 1
+    ev = r.evaluate_config()
+    assert [ev.n_for(b) for b in ("aime24", "aime25", "amc23", "math_l5", "olympiadbench")] == [8, 8, 8, 8, 1]
     assert {(a.select["strategy"], a.format["style"]) for a in r.arms} == {
         ("random", "plain"), ("random", "skill-aware"), ("skill", "plain"), ("skill", "skill-aware")}
+    # the authors' evaluation (eval_checkpoints.py): instruction first, "Question: ...",
+    # temperature 0.6, top_p unset, 16,384 new tokens; the same user turn in training
+    authors = "{instruction}\n\nQuestion: {question}"
+    assert gen.prompt_template == authors and gen.temperature == 0.6 and gen.top_p == 1.0
+    assert gen.user_prompt("What is 1+1?").endswith("\\boxed{}.\n\nQuestion: What is 1+1?")
+    assert r.format.prompt_template == authors
+    # every arm trains on its full budget; checkpoints go once final/ is written
+    assert r.select.max_tokens == 8192 and train.delete_checkpoints
+    # the accelerate config is found beside the recipe, wherever the run starts
+    assert r.launcher.accelerate_config == str(REPO / "recipes" / "accelerate" / "zero3.yaml")
+    r8 = load_recipe(REPO / "recipes" / "qwen3-8b-openmathreasoning.yaml")
+    assert (r8.student.data_parallel_size, r8.student.tensor_parallel_size) == (8, 1)
+
+
+def test_select_measures_lengths_in_each_arms_own_format(tmp_path):
+    r = load_recipe(REPO / "recipes" / "qwen3-4b-openmathreasoning.yaml")
+    pipe = Pipeline(r, run_dir=tmp_path)
+    for arm in r.arms:
+        sel = r.arm_select(arm, 0)
+        assert sel.max_tokens == 8192
+    seen = {}
+
+    def fake_step(key, kind, config, upstream, fn, done_marker="manifest.json"):
+        seen[key] = config
+        raise StopIteration
+
+    pipe.step = fake_step
+    for arm in r.arms:
+        with pytest.raises(StopIteration):
+            pipe._arm(arm, 0, "a", "p", "s", None, None)
+    styles = {k.split("/")[1]: v["example"]["style"] for k, v in seen.items()}
+    assert styles == {"random-plain": "plain", "random-skillaware": "skill-aware", "skill-plain": "plain",
+                      "skill-skillaware": "skill-aware"}
+    assert all(v["tokenizer"] == "Qwen/Qwen3-4B" for v in seen.values())
 
 
 def test_unknown_keys_and_bad_values_are_named(tmp_path):

@@ -353,7 +353,11 @@ def test_paper_preset_maps_onto_sft_config(tmp_path):
     assert kw["learning_rate"] == 1e-5 and kw["lr_scheduler_type"] == "cosine"
     assert kw["warmup_steps"] == 0.1 and kw["num_train_epochs"] == 5 and kw["max_length"] == 8192
     assert kw["per_device_train_batch_size"] == 1 and kw["gradient_accumulation_steps"] == 1
-    assert kw["assistant_only_loss"] is True and kw["activation_checkpointing"] is True
+    assert kw["assistant_only_loss"] is True
+    # transformers >= 5.23 names it activation_checkpointing; 5.19-5.22 gradient_checkpointing
+    flag = "activation_checkpointing" if "activation_checkpointing" in kw else "gradient_checkpointing"
+    assert kw[flag] is True and kw[f"{flag}_kwargs"] == {"use_reentrant": False}
+    assert not ({"activation_checkpointing", "gradient_checkpointing"} - {flag}) & set(kw)  # one pair only
     assert cfg.lora is False and cfg.lora_config() is None
     # Effective batch 8 = per-device x accumulation x world size, on any GPU count.
     assert cfg.sft_kwargs(tmp_path, world_size=1)["gradient_accumulation_steps"] == 8
@@ -465,3 +469,63 @@ def test_cli_train_with_yaml_config_finds_the_finished_run(trained, format_dir, 
     # nothing retrained: same config, same data
     assert (trained["out"] / "final" / "model.safetensors").stat().st_mtime_ns == before
     assert "final model" in result.output
+
+
+@pytest.mark.parametrize("new_names", [True, False], ids=["transformers>=5.23", "transformers<5.23"])
+def test_checkpointing_fields_for_either_transformers(new_names):
+    from skilldistill.train import checkpointing_kwargs
+
+    fields = {"activation_checkpointing", "activation_checkpointing_kwargs", "gradient_checkpointing"} if new_names \
+        else {"gradient_checkpointing", "gradient_checkpointing_kwargs"}
+    on = checkpointing_kwargs(fields, True, use_reentrant=True, extra={"offload": False})
+    off = checkpointing_kwargs(fields, False, use_reentrant=True)
+    name = "activation_checkpointing" if new_names else "gradient_checkpointing"
+    assert on == {name: True, f"{name}_kwargs": {"use_reentrant": True, "offload": False}}
+    assert off == {name: False}
+
+
+def test_lora_under_zero3_gets_reentrant_checkpointing_that_reaches_the_trainer(tmp_path, monkeypatch):
+    # TRL's PEFT + ZeRO-3 guard edits gradient_checkpointing_kwargs in place; on
+    # transformers >= 5.23 that only reaches the Trainer when the dict we pass is the one
+    # both names share (a non-empty dict). Here: the flag is set and visible under both names.
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    cfg = TrainConfig(model="m", lora=True, bf16=False, gradient_checkpointing=True)
+    assert cfg.use_reentrant() is True
+    kw = cfg.sft_kwargs(tmp_path, world_size=1)
+    kw.pop("model_init_kwargs")
+    from trl import SFTConfig
+
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")  # building SFTConfig must not start DeepSpeed here
+    args = SFTConfig(**kw)
+    assert args.gradient_checkpointing_kwargs["use_reentrant"] is True
+    if hasattr(args, "activation_checkpointing_kwargs"):
+        assert args.activation_checkpointing_kwargs is args.gradient_checkpointing_kwargs
+    monkeypatch.delenv("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    assert TrainConfig(model="m", lora=True, bf16=False).use_reentrant() is False  # no ZeRO-3: non-reentrant
+
+
+def test_unmerged_lora_final_is_evaluated_as_base_plus_adapter(tiny_student, format_dir, tmp_path):
+    # merge_lora: false leaves only an adapter in final/; evaluation merges it into its base
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from skilldistill.evaluate import evaluable_model
+
+    cfg = _tiny_config(tiny_student, max_steps=2, lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                       learning_rate=1e-2, merge_lora=False, save_strategy="steps", save_steps=1,
+                       delete_checkpoints=True)
+    out = tmp_path / "lora"
+    final = run_train(format_dir, out, cfg, progress=False)
+    assert (final / "adapter_config.json").is_file() and not (final / "config.json").exists()
+    assert not list(out.glob("checkpoint-*"))  # delete_checkpoints: gone once final/ is written
+    merged = evaluable_model(str(final))
+    assert merged == str(final.with_name("final-merged")) and (Path(merged) / "config.json").is_file()
+    assert evaluable_model(str(final)) == merged  # merged once
+    assert evaluable_model(str(tiny_student)) == str(tiny_student)  # a full model passes through
+    x = torch.tensor([[1, 9690, 198, 504, 2988, 314]])
+    with torch.no_grad():
+        ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_student), final)(input_ids=x).logits
+        got = AutoModelForCausalLM.from_pretrained(merged)(input_ids=x).logits
+    assert torch.allclose(ref, got, atol=1e-4)

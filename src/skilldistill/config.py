@@ -75,6 +75,7 @@ class ReportSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     baseline: str | None = Field(None, description="Arm the deltas are taken against (default: the first arm).")
+    method: str | None = Field(None, description="Arm the report's verdict is about (default: the last arm).")
 
 
 class Recipe(BaseModel):
@@ -85,6 +86,10 @@ class Recipe(BaseModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     run_dir: str | None = Field(None, description="Default: runs/<name>.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Each arm is run once per seed.")
+    jobs: int = Field(1, ge=1, le=64, description="Arm runs (select -> format -> train -> evaluate of one arm and "
+                      "seed) going at once, each in its own worker process. CPU: one per core, with threads: 1.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None: torch's default). "
+                                "Tiny models on CPU run fastest on one thread per process.")
     demo: DemoSection | None = None
     corpus: IngestConfig | None = Field(None, description="Where the pool comes from (absent: the demo generates it).")
     tree: str = Field("math", description="Skill tree file or bundled name.")
@@ -127,6 +132,8 @@ class Recipe(BaseModel):
             raise ValueError("'student' is required unless the recipe has a 'demo' section")
         if self.report.baseline and self.report.baseline not in names + ["base"]:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not an arm ({names})")
+        if self.report.method and self.report.method not in names:
+            raise ValueError(f"report.method {self.report.method!r} is not an arm ({names})")
         # arm overrides must be valid stage configs
         for arm in self.arms:
             self.arm_select(arm, self.seeds[0])
@@ -219,7 +226,24 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of sections")
     data = apply_overrides(data, overrides or [])
-    return validate_recipe(data, source=str(path))
+    recipe = validate_recipe(data, source=str(path))
+    return _resolve_recipe_paths(recipe, path)
+
+
+def _resolve_recipe_paths(recipe: Recipe, path: Path) -> Recipe:
+    """A relative accelerate config is relative to the recipe's folder (else to the
+    working directory, where older recipes expected it)."""
+    cfg = recipe.launcher.accelerate_config
+    if cfg is None or Path(cfg).is_absolute():
+        return recipe
+    beside = (path.parent / cfg).resolve()
+    if beside.exists():
+        launcher = recipe.launcher.model_copy(update={"accelerate_config": str(beside)})
+        return recipe.model_copy(update={"launcher": launcher})
+    if Path(cfg).exists():
+        return recipe
+    raise ConfigError(f"{path}: launcher.accelerate_config {cfg!r} is neither beside the recipe ({beside}) "
+                      "nor in the working directory")
 
 
 def validate_recipe(data: dict[str, Any], *, source: str = "recipe") -> Recipe:

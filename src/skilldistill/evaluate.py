@@ -54,7 +54,7 @@ class BenchmarkSpec:
     subject_field: str | None = None
     # row filter: (field, allowed values); e.g. MATH-L5 keeps level 5 of MATH-500
     keep_if: tuple[str, tuple[Any, ...]] | None = None
-    n_samples: int = 1  # the paper: 8 for AIME and AMC, 1 for the rest
+    n_samples: int = 1  # the paper: 8 for AIME24/25, AMC23 and MATH-L5, 1 for MATH-500 and OlympiadBench
     description: str = ""
 
 
@@ -68,7 +68,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", id_field="unique_id", subject_field="subject",
                       description="MATH-500 (PRM800K split of MATH)"),
         BenchmarkSpec("math_l5", "HuggingFaceH4/MATH-500", local_name="math500", id_field="unique_id",
-                      subject_field="subject", keep_if=("level", (5, "5", "Level 5")),
+                      subject_field="subject", keep_if=("level", (5, "5", "Level 5")), n_samples=8,
                       description="the 134 level-5 problems of MATH-500"),
         BenchmarkSpec("olympiadbench", "Hothan/OlympiadBench", hf_split="train", hf_config="OE_TO_maths_en_COMP",
                       answer_field="final_answer", id_field="id", subject_field="subfield",
@@ -82,6 +82,16 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ]
 }
 PAPER_BENCHMARKS = ("aime24", "aime25", "amc23", "math_l5", "olympiadbench")
+
+
+# One row per problem x sample; `skills` holds the problem's skill chains when the
+# benchmark is annotated (EvaluateConfig.skills), else null.
+SAMPLES_SCHEMA = pa.schema([
+    ("id", pa.string()), ("sample", pa.int64()), ("question", pa.string()), ("answer", pa.string()),
+    ("response", pa.string()), ("pred", pa.string()), ("correct", pa.bool_()), ("truncated", pa.bool_()),
+    ("finish_reason", pa.string()), ("completion_tokens", pa.int64()), ("seed", pa.int64()),
+    ("skills", pa.list_(pa.list_(pa.string()))),
+])
 
 
 @dataclass
@@ -271,16 +281,21 @@ def evaluate_benchmark(
     golds = [by_id[r["id"]].answer for r in rows]
     grades = grade_many(golds, [r["response"] for r in rows], processes=config.grading_processes,
                         timeout_s=config.grading_timeout_s)
+    item_skills = load_item_skills(config.skills[name], items) if name in config.skills else {}
     samples = []
     for r, g in zip(rows, grades, strict=True):
+        # Cut off by the token cap (or an unclosed <think>): wrong, whatever it boxed before the cut.
+        truncated = bool(g.truncated or r.get("finish_reason") == "length")
         samples.append({
             "id": r["id"], "sample": int(r["sample"]), "question": by_id[r["id"]].question,
-            "answer": by_id[r["id"]].answer, "response": r["response"], "pred": g.pred, "correct": bool(g.correct),
-            "truncated": bool(g.truncated or r.get("finish_reason") == "length"),
+            "answer": by_id[r["id"]].answer, "response": r["response"], "pred": g.pred,
+            "correct": bool(g.correct) and not truncated,
+            "truncated": truncated,
             "finish_reason": r.get("finish_reason"), "completion_tokens": r.get("completion_tokens"),
             "seed": r.get("seed"),
+            "skills": item_skills.get(r["id"]),
         })
-    write_parquet(out_dir / "samples.parquet", pa.Table.from_pylist(samples))
+    write_parquet(out_dir / "samples.parquet", pa.Table.from_pylist(samples, schema=SAMPLES_SCHEMA))
 
     correct: dict[str, list[bool]] = {}
     for s in sorted(samples, key=lambda s: (s["id"], s["sample"])):
@@ -292,9 +307,7 @@ def evaluate_benchmark(
     for it in items:
         if it.subject and it.id in item_acc:
             by_subject.setdefault(it.subject, []).append(item_acc[it.id])
-    per_skill = {}
-    if name in config.skills:
-        per_skill = per_skill_accuracy(item_acc, load_item_skills(config.skills[name], items))
+    per_skill = per_skill_accuracy(item_acc, item_skills) if name in config.skills else {}
     results = {
         "benchmark": name,
         "n_problems": len(ordered),
@@ -359,7 +372,57 @@ def read_results(eval_dir: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def evaluable_model(model: str) -> str:
+    """A model folder every backend can load. A LoRA adapter folder (``adapter_config.json``,
+    no ``config.json``; what ``train`` leaves in final/ with ``merge_lora: false``) is merged
+    into its base once, into a sibling ``<name>-merged`` folder, which is returned."""
+    import json as _json
+
+    path = Path(model)
+    if not (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
+        return model
+    from .artifacts import read_json, sha256_file
+    from .train import _merge_lora
+
+    weights = next((path / n for n in ("adapter_model.safetensors", "adapter_model.bin") if (path / n).exists()), None)
+    if weights is None:
+        raise InputError("LoRA adapter folder without adapter weights", file=path)
+    stamp = {"adapter": sha256_file(weights)}
+    merged = path.with_name(f"{path.name}-merged")
+    if (merged / "merged_from.json").exists() and read_json(merged / "merged_from.json") == stamp:
+        return str(merged)
+    base = _json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise InputError("adapter_config.json names no base model", file=path, field="base_model_name_or_path")
+    from transformers import AutoTokenizer
+
+    log.info("evaluate: %s is a LoRA adapter of %s: merging it into %s", path, base, merged)
+    _merge_lora(base, path, merged, AutoTokenizer.from_pretrained(str(path)), dtype="float32", trust_remote_code=False)
+    write_json(merged / "merged_from.json", stamp)
+    return str(merged)
+
+
 def run_evaluate(
+    out_dir: str | Path,
+    config: EvaluateConfig,
+    generation: GenerationConfig,
+    *,
+    backend: ChatBackend | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``generation.backend.model`` on every configured benchmark.
+
+    Writes ``out_dir/<benchmark>/{generations.jsonl, generations.parquet, samples.parquet,
+    results.json}`` and ``out_dir/results.json`` (summary + all benchmarks). Generation
+    resumes from each benchmark's log, so a killed run repeats no finished sample.
+    """
+    from .artifacts import FolderLock
+
+    with FolderLock(out_dir, what="evaluate"):
+        return _run_evaluate_unlocked(out_dir, config, generation, backend=backend, show_progress=show_progress)
+
+
+def _run_evaluate_unlocked(
     out_dir: str | Path,
     config: EvaluateConfig,
     generation: GenerationConfig,
@@ -381,6 +444,10 @@ def run_evaluate(
         name: load_benchmark(name, data_dir=config.data_dir, path=config.files.get(name), limit=config.limit)
         for name in config.benchmarks
     }  # all loaded (and validated) before the model is
+    if backend is None:
+        model = evaluable_model(generation.backend.model)
+        if model != generation.backend.model:
+            generation = generation.model_copy(update={"backend": generation.backend.model_copy(update={"model": model})})
     own = backend is None
     backend = backend or make_backend(generation.backend)
     info = run_info_for(generation.backend.model, generation.model_dump(mode="json", exclude={"backend": {"api_key"}}))

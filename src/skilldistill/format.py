@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .artifacts import (
     manifest_matches,
@@ -47,6 +47,7 @@ from .errors import ConfigError, InputError
 
 # The instruction of profiling and evaluation: one definition for the three stages.
 from .generate import DEFAULT_INSTRUCTION
+from .textutil import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_user_prompt
 from .tree import CHAIN_SEP
 
 log = logging.getLogger(__name__)
@@ -59,16 +60,15 @@ Depth = Literal["full", "top", "leaf"]
 ExportKind = Literal["jsonl", "hf", "llamafactory"]
 
 
-def build_user_prompt(question: str, instruction: str | None = DEFAULT_INSTRUCTION) -> str:
-    """The user turn: the problem, a blank line, then the instruction (if any).
+def build_user_prompt(question: str, instruction: str | None = DEFAULT_INSTRUCTION,
+                      template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """The user turn: ``template`` with the problem and the instruction (the bare problem
+    when there is no instruction).
 
     The same form as ``GenerationConfig`` in :mod:`skilldistill.generate` renders for
     profiling and evaluation, so the student sees one prompt at every stage.
     """
-    question = question.strip()
-    if not instruction:
-        return question
-    return f"{question}\n\n{instruction}"
+    return render_user_prompt(question, instruction, template)
 
 
 class ExampleFormat(BaseModel):
@@ -79,6 +79,8 @@ class ExampleFormat(BaseModel):
     style: Style = Field("skill-aware", description="plain: response unchanged; skill-aware: skill plan first.")
     system_prompt: str | None = Field(None, description="Optional system turn.")
     instruction: str | None = Field(DEFAULT_INSTRUCTION, description="Appended to the problem in the user turn.")
+    prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="The user turn: {question} and {instruction}; "
+                                 "the paper's authors: '{instruction}\\n\\nQuestion: {question}'.")
     depth: Depth = Field("full", description="Chain window in the plan: full chain, top level only, or leaf only.")
     separator: str = Field(CHAIN_SEP, min_length=1, description="Joins the levels of a chain in the plan.")
     plan_position: Literal["before_think", "inside_think"] = Field(
@@ -86,6 +88,12 @@ class ExampleFormat(BaseModel):
         description="before_think (the paper): plan, then the response with its <think> block; "
         "inside_think: the plan opens the <think> block (for chat templates that drop text before <think>).",
     )
+
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _check_template(cls, v: str) -> str:
+        return check_prompt_template(v)
 
 
 def chain_window(chain: Sequence[str], depth: Depth) -> tuple[str, ...]:
@@ -133,7 +141,7 @@ def build_messages(question: str, response: str, chains: Sequence[Sequence[str]]
     messages = []
     if fmt.system_prompt:
         messages.append({"role": "system", "content": fmt.system_prompt})
-    messages.append({"role": "user", "content": build_user_prompt(question, fmt.instruction)})
+    messages.append({"role": "user", "content": build_user_prompt(question, fmt.instruction, fmt.prompt_template)})
     messages.append({"role": "assistant", "content": assistant_target(response, chains, fmt)})
     return messages
 
@@ -208,6 +216,26 @@ REPORT = "report.json"
 
 
 def run_format(
+    selection_parquet: str | Path,
+    out_dir: str | Path,
+    config: FormatConfig | None = None,
+    *,
+    tokenizer: Any = None,
+    force: bool = False,
+    progress: bool = True,
+) -> FormatResult:
+    """Format ``selection_parquet`` (id, question, response, skills) into SFT exports in ``out_dir``.
+
+    ``tokenizer``: an already loaded tokenizer (else ``config.tokenizer`` is loaded when
+    token counts are needed). Skips the work when ``out_dir`` holds a matching manifest.
+    """
+    from .artifacts import FolderLock
+
+    with FolderLock(out_dir, what="format"):
+        return _run_format_unlocked(selection_parquet, out_dir, config, tokenizer=tokenizer, force=force, progress=progress)
+
+
+def _run_format_unlocked(
     selection_parquet: str | Path,
     out_dir: str | Path,
     config: FormatConfig | None = None,
@@ -318,9 +346,9 @@ def _export_path(kind: str, name: str) -> str:
 
 
 def _count_with_progress(tokenizer: Any, conversations: list, progress: bool, batch_size: int = 32):
-    from rich.progress import Progress
+    from .progress import StageProgress
 
-    with Progress(disable=not progress, transient=True) as bar:
+    with StageProgress(disable=not progress, transient=True) as bar:
         task = bar.add_task("counting tokens", total=len(conversations))
         for start in range(0, len(conversations), batch_size):
             batch = conversations[start:start + batch_size]

@@ -416,6 +416,31 @@ def run_profile(
     :class:`~skilldistill.errors.ConfigError` first). A finished run with the same
     config and inputs is not redone unless ``force``.
     """
+    from .artifacts import FolderLock
+
+    with FolderLock(out_dir, what="profile"):
+        return _run_profile_unlocked(skills_parquet, out_dir, config, tree=tree, backend=backend, force=force, progress=progress, show_progress=show_progress)
+
+
+def _run_profile_unlocked(
+    skills_parquet: str | Path,
+    out_dir: str | Path,
+    config: ProfileConfig,
+    *,
+    tree: SkillTree | str | Path | None = None,
+    backend: ChatBackend | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+    show_progress: bool = True,
+) -> ProfileResult:
+    """Sample the student on the pool, grade, and write the per-item and per-skill profile.
+
+    ``tree``: a :class:`SkillTree`, a tree file / bundled name, or None (the tree is then
+    the set of chains found in the data). ``backend``: a ready backend (else built from
+    ``config.generation.backend`` before any work; a model that cannot load raises
+    :class:`~skilldistill.errors.ConfigError` first). A finished run with the same
+    config and inputs is not redone unless ``force``.
+    """
     t0 = time.time()
     skills_parquet = Path(skills_parquet)
     out_dir = Path(out_dir)
@@ -436,6 +461,8 @@ def run_profile(
         accuracy = (sp.get("overall") or {}).get("accuracy")
         return ProfileResult(out_dir, m.get("counts", {}), accuracy, per_leaf, skipped=True)
 
+    # From here on the folder's files change: the old manifest no longer certifies them.
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     with_gold = [it for it in items if _has_gold(it["answer"])]
     n_no_gold = len(items) - len(with_gold)
     if n_no_gold:
@@ -460,14 +487,16 @@ def run_profile(
     )
     grade_rows = []
     for g, r in zip(gens, grades, strict=True):
+        # A sample is truncated when <think> never closed or the token cap was hit; a
+        # truncated sample is wrong even when a \boxed{} before the cut matches the gold.
+        truncated = r.truncated or g["finish_reason"] == "length"
         grade_rows.append(
             {
                 "id": g["id"],
                 "sample": g["sample"],
                 "pred": r.pred,
-                "correct": r.correct,
-                # A sample is truncated when <think> never closed or the token cap was hit.
-                "truncated": r.truncated or g["finish_reason"] == "length",
+                "correct": bool(r.correct) and not truncated,
+                "truncated": truncated,
                 "finish_reason": g["finish_reason"],
                 "error": r.error,
             }
@@ -545,15 +574,11 @@ def run_profile(
 
 def _grade_with_progress(golds, responses, config: ProfileConfig, progress, show_progress: bool):
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    with Progress(
+    from .progress import StageProgress
+
+    with StageProgress(
         TextColumn("[bold]grade[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=Console(stderr=True), disable=not show_progress,
     ) as bar:

@@ -192,6 +192,8 @@ class TrainConfig(BaseModel):
     save_strategy: Literal["steps", "epoch", "no"] = "steps"
     save_steps: float = Field(0.1, gt=0, description="Below 1: a ratio of the total steps.")
     save_total_limit: int | None = Field(1, ge=1)
+    delete_checkpoints: bool = Field(False, description="Remove checkpoint-*/ once final/ and the manifest are "
+                                     "written (nothing is left to resume; full checkpoints of a 4B model are ~45 GB each).")
     report_to: str | list[str] = "none"
     dataset_num_proc: int | None = None
     sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra SFTConfig fields, applied last.")
@@ -263,17 +265,18 @@ class TrainConfig(BaseModel):
             init["device_map"] = None
         kwargs["model_init_kwargs"] = init
         valid = {f.name for f in dataclasses.fields(_sft_config_cls())}
-        if "activation_checkpointing" in valid:
-            # transformers 5 renamed gradient_checkpointing (TRL's name, kept here) to this.
-            kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")
+        overrides = dict(self.sft_overrides)
+        kwargs.pop("gradient_checkpointing")
+        kwargs.update(checkpointing_kwargs(valid, self.gradient_checkpointing, use_reentrant=self.use_reentrant(),
+                                           extra=_pop_checkpointing_kwargs(overrides)))
         if self.save_strategy == "no":
             kwargs.pop("save_steps")
-        overrides = dict(self.sft_overrides)
-        if "activation_checkpointing" in valid:
-            for old_name, new_name in (("gradient_checkpointing", "activation_checkpointing"),
-                                       ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-                if old_name in overrides:
-                    overrides[new_name] = overrides.pop(old_name)
+        new_names = "activation_checkpointing" in valid
+        if "gradient_checkpointing" in overrides or "activation_checkpointing" in overrides:
+            flag = overrides.pop("activation_checkpointing", overrides.pop("gradient_checkpointing", None))
+            kwargs.update(checkpointing_kwargs(valid, bool(flag), use_reentrant=self.use_reentrant(),
+                                               extra=kwargs.get("activation_checkpointing_kwargs" if new_names
+                                                                else "gradient_checkpointing_kwargs")))
         unknown = sorted(set(overrides) - valid)
         if unknown:
             raise ConfigError(f"sft_overrides: not SFTConfig fields: {', '.join(unknown)}")
@@ -283,6 +286,14 @@ class TrainConfig(BaseModel):
             overrides["model_init_kwargs"] = {**init, **overrides["model_init_kwargs"]}
         kwargs.update(overrides)
         return kwargs
+
+    def use_reentrant(self) -> bool:
+        """Reentrant activation checkpointing for LoRA under DeepSpeed ZeRO-3 (frozen, partitioned
+        base weights break non-reentrant recomputation: trl#2514, DeepSpeed#4332); else the
+        non-reentrant kind transformers defaults to."""
+        zero3 = (os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
+                 and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+        return bool(self.lora and zero3)
 
     def to_sft_config(self, output_dir: str | Path, *, world_size: int | None = None) -> Any:
         """Build TRL's ``SFTConfig`` from this config."""
@@ -306,6 +317,37 @@ class TrainConfig(BaseModel):
             bias="none",
             task_type="CAUSAL_LM",
         )
+
+
+def checkpointing_kwargs(sft_fields: set[str], enabled: bool, *, use_reentrant: bool,
+                         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Activation-checkpointing fields of ``SFTConfig`` for the installed transformers.
+
+    transformers 5.23 renamed ``gradient_checkpointing(_kwargs)`` to
+    ``activation_checkpointing(_kwargs)`` (the old names warn; 5.19-5.22 know only them), so
+    the field is detected, not the version, and only one pair is set. The flag is always
+    explicit (TRL's default of True warns on 5.23+). When enabled, the kwargs dict is never
+    empty and always says ``use_reentrant``: on 5.23+ both names then share this one dict,
+    so TRL's in-place switch to reentrant checkpointing for PEFT + ZeRO-3 reaches what the
+    Trainer reads (with an empty dict TRL makes a new one under the old name, and it is lost).
+    """
+    new = "activation_checkpointing" in sft_fields
+    flag, kw = (("activation_checkpointing", "activation_checkpointing_kwargs") if new
+                else ("gradient_checkpointing", "gradient_checkpointing_kwargs"))
+    out: dict[str, Any] = {flag: bool(enabled)}
+    if enabled:
+        out[kw] = {"use_reentrant": bool(use_reentrant), **(extra or {})}
+    return out
+
+
+def _pop_checkpointing_kwargs(overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """A user's checkpointing kwargs from ``sft_overrides`` under either name (removed there)."""
+    got = None
+    for name in ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"):
+        if name in overrides:
+            value = overrides.pop(name)
+            got = {**(got or {}), **(value or {})}
+    return got
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -541,13 +583,15 @@ def prepare_examples(
     keeps only what follows ``<think>``, which drops a skill plan written before it) or
     marks no assistant token. Returns the kept rows and statistics.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from .progress import StageProgress
 
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
     lengths: list[int] = []
     assistant_tokens = 0
-    with Progress(
+    with StageProgress(
         TextColumn("[bold]tokenizing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress, transient=True,
     ) as bar:
@@ -639,6 +683,7 @@ def build_trainer(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    label: str | None = None,
 ) -> TrainSetup:
     """Load, check and tokenize the data, then build TRL's ``SFTTrainer`` (no training yet)."""
     if not config.model:
@@ -702,7 +747,7 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=config.lora_config(),
     )
-    use_rich_progress(trainer, enabled=progress and is_main)
+    use_rich_progress(trainer, enabled=progress and is_main, description=f"train {label}" if label else "train")
     # What final/ is saved with: the model's own template where training used an equivalent
     # one (chatml / trl); an explicitly given template file stays.
     inference_template = own_template if (own_template and template_name in ("chatml", "trl")) else template
@@ -734,17 +779,19 @@ def _rich_progress_callback_class():
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                Progress,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
 
-            self._progress = Progress(TextColumn(f"[bold]{self.description}"), BarColumn(), MofNCompleteColumn(),
+            from .progress import StageProgress
+
+            self._progress = StageProgress(TextColumn(f"[bold]{self.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("steps {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                       transient=True)
             self._progress.start()
-            self._task = self._progress.add_task(self.description, total=state.max_steps, completed=state.global_step, loss="")
+            self._task = self._progress.add_task(self.description, total=state.max_steps, completed=state.global_step,
+                                                 loss="", unit="steps")
 
         def on_step_end(self, args, state, control, **kwargs):
             if self._progress is not None:
@@ -752,7 +799,8 @@ def _rich_progress_callback_class():
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self._progress is not None and logs and "loss" in logs:
-                self._progress.update(self._task, loss=f"loss {float(logs['loss']):.3f}")
+                self._progress.update(self._task, loss=f"loss {float(logs['loss']):.3f}",
+                                      status=f"loss {float(logs['loss']):.3f}")
 
         def on_train_end(self, args, state, control, **kwargs):
             if self._progress is not None:
@@ -774,6 +822,30 @@ def run_train(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    label: str | None = None,
+) -> Path:
+    """Fine-tune ``config.model`` on a formatted dataset; return the path of the final model.
+
+    Resumes from the last complete checkpoint in ``out_dir``; returns at once when the
+    stage already finished with the same config and data. ``overwrite`` discards
+    checkpoints left by a different config (otherwise that is an error).
+    """
+    from .artifacts import FolderLock
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch the main process holds the folder
+        return _run_train_unlocked(dataset_path, out_dir, config, overwrite=overwrite, progress=progress, label=label)
+    with FolderLock(out_dir, what="train"):
+        return _run_train_unlocked(dataset_path, out_dir, config, overwrite=overwrite, progress=progress, label=label)
+
+
+def _run_train_unlocked(
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    label: str | None = None,
 ) -> Path:
     """Fine-tune ``config.model`` on a formatted dataset; return the path of the final model.
 
@@ -791,7 +863,7 @@ def run_train(
             log.info("train: %s is complete for this config and data; nothing to do", out_dir)
             return final_dir
 
-    setup = build_trainer(dataset_path, out_dir, config, overwrite=overwrite, progress=progress)
+    setup = build_trainer(dataset_path, out_dir, config, overwrite=overwrite, progress=progress, label=label)
     trainer, args = setup.trainer, setup.args
     resume = last_complete_checkpoint(out_dir)
     if resume is not None:
@@ -843,6 +915,10 @@ def run_train(
             chat_template=setup.chat_template_name,
         )
         log.info("train: wrote %s", final_dir)
+        if config.delete_checkpoints:
+            for ckpt in _checkpoints(out_dir):
+                shutil.rmtree(ckpt, ignore_errors=True)
+            log.info("train: removed the checkpoints (delete_checkpoints)")
     trainer.accelerator.wait_for_everyone()
     return final_dir
 
