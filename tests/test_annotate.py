@@ -237,14 +237,14 @@ class CrashAfter:
         self.inner, self.k, self.seen = inner, k, 0
         self.name, self.model = inner.name, inner.model
 
-    def chat(self, conversations, params, *, on_result=None, progress=None):
+    def chat(self, conversations, params, *, on_result=None, progress=None, **kw):
         def cb(i, comps):
             if self.seen >= self.k:
                 raise RuntimeError("simulated crash")
             self.seen += 1
             on_result(i, comps)
 
-        return self.inner.chat(conversations, params, on_result=cb, progress=progress)
+        return self.inner.chat(conversations, params, on_result=cb, progress=progress, **kw)
 
     def close(self):
         self.inner.close()

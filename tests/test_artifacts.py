@@ -50,3 +50,31 @@ def test_manifest_matches_config_and_inputs(tmp_path):
     assert not manifest_matches(tmp_path, config={"a": 1, "b": [1, 2]}, inputs={"f": "changed"})
     m = read_json(tmp_path / "manifest.json")
     assert m["counts"] == {"rows": 2} and "torch" in m["versions"] and m["finished_at"].endswith("Z")
+
+
+def test_a_second_process_on_a_folder_is_refused_and_a_dead_holder_is_taken_over(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from skilldistill.artifacts import FolderLock
+    from skilldistill.errors import ConfigError
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from skilldistill.artifacts import FolderLock\n"
+        f"l = FolderLock({str(tmp_path)!r}, what='annotate').acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError) as e:
+            FolderLock(tmp_path, what="profile").acquire()
+        msg = str(e.value)
+        assert f"pid {holder.pid}" in msg and "annotate" in msg and "since 20" in msg and str(tmp_path) in msg
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    with FolderLock(tmp_path, what="profile"):  # the kernel released the killed holder's lock
+        assert "profile" in (tmp_path / FolderLock.NAME).read_text()

@@ -171,7 +171,8 @@ def test_hard_timeout_kills_a_stuck_worker_and_the_run_goes_on():
         assert pool.n_killed == 1
         # the replacement worker is healthy
         assert pool.map(["2"], ["\\boxed{2}"])[0].correct
-    assert res[1].error == "timeout after 2s" and res[1].pred == "99999999!" and not res[1].correct
+    # the parent does not redo the extraction that may have hung: no pred, the reason recorded
+    assert res[1].error == "timeout after 2s" and res[1].pred is None and not res[1].correct
     assert [r.correct for r in res] == [True, False, True, False]
     assert res[3].error is None
 
@@ -273,3 +274,37 @@ def test_olympiadbench_final_answer_lists(shared_data):
         assert grade(answers, stated).correct, (answers, stated)
         assert grade(json.dumps(answers), "\\boxed{" + ", ".join(a.replace("$", "") for a in answers) + "}").correct
     assert not grade(["$69$,$84$"], "\\boxed{69}").correct
+
+
+def test_grade_many_works_from_a_plain_script_without_a_main_guard(tmp_path):
+    # spawn/forkserver children re-run an unguarded script and die: every answer came
+    # back "wrong" with error "worker died". Grading workers are fresh processes now.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "quick.py"
+    script.write_text("from skilldistill.grading import grade_many\n"
+                      "res = grade_many(['1', '2'], ['\\\\boxed{1}', '\\\\boxed{3}'], processes=2)\n"
+                      "print('VERDICTS', [r.correct for r in res], [r.error for r in res])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "VERDICTS [True, False] [None, None]" in r.stdout
+
+
+def test_workers_that_keep_dying_raise_instead_of_marking_everything_wrong(monkeypatch):
+    from skilldistill import grading
+
+    pool = grading.GradingPool(1, timeout_s=30)
+    real_start = pool._start_worker
+
+    def broken():
+        w = real_start()
+        w.process.kill()  # dies before it grades anything
+        return w
+
+    monkeypatch.setattr(pool, "_start_worker", broken)
+    with pytest.raises(RuntimeError, match="keep dying"):
+        pool.map(["1"] * 5, ["\\boxed{1}"] * 5)
+    pool.close()

@@ -127,7 +127,7 @@ class ScriptedStudent:
         self.solutions, self.correct_ids, self.model = solutions, correct_ids, model
         self.calls = 0
 
-    def chat(self, conversations, params, *, on_result=None, progress=None):
+    def chat(self, conversations, params, *, on_result=None, progress=None, seeds=None):
         self.calls += 1
         out = []
         for i, conv in enumerate(conversations):

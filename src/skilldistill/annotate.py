@@ -350,7 +350,7 @@ class ChatDecider:
 
         if fresh:
             convs = [[{"role": "user", "content": self._prompt(q)}] for q in fresh]
-            self.backend.chat(convs, self.params, on_result=first)
+            self.backend.chat(convs, self.params, on_result=first, **self._routing(fresh))
 
         for attempt in range(1, self.cfg.repair_retries + 1):
             if not repairs:
@@ -385,11 +385,18 @@ class ChatDecider:
                 ]
                 for q, prev in batch
             ]
-            self.backend.chat(convs, self.params, on_result=repaired)
+            self.backend.chat(convs, self.params, on_result=repaired, **self._routing([q for q, _ in batch]))
             repairs = next_round
 
     def _prompt(self, q: Question) -> str:
         return self.template.render(q.text, q.path, q.children, self.root_name)
+
+    def _routing(self, questions: list[Question]) -> dict[str, Any]:
+        """Every call about one item goes to one server (OpenAI-compatible backends): the
+        template puts the item text first, so that server's prefix cache serves it."""
+        if getattr(self.backend, "name", None) != "openai":
+            return {}
+        return {"routing_keys": [sha256_text(q.text) for q in questions]}
 
     def _finish(self, q: Question, rec: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
         if names is None:
@@ -412,18 +419,24 @@ class EmbeddingDecider:
         self.model_id = self.attributor.model_id
         self.version = self.attributor.rule_version
 
+    # Decisions are made (and recorded, and shown) a chunk at a time, so the progress bar
+    # and the cache follow the work instead of jumping from 0 to done at the end.
+    chunk_size = 256
+
     def decide(self, questions: list[Question], on_decision: OnDecision, progress: Callable[[int], None]) -> None:
-        picks = self.attributor.select([(q.text, q.path, q.children) for q in questions])
-        for q, chosen in zip(questions, picks, strict=True):
-            rec = {
-                "status": OK if chosen else NONE,
-                "chosen": [name for name, _ in chosen],
-                "scores": {name: round(score, 4) for name, score in chosen},
-                "unmatched": [],
-                "calls": 0,
-            }
-            on_decision(q, rec)
-            progress(1)
+        for start in range(0, len(questions), self.chunk_size):
+            chunk = questions[start : start + self.chunk_size]
+            picks = self.attributor.select([(q.text, q.path, q.children) for q in chunk])
+            for q, chosen in zip(chunk, picks, strict=True):
+                rec = {
+                    "status": OK if chosen else NONE,
+                    "chosen": [name for name, _ in chosen],
+                    "scores": {name: round(score, 4) for name, score in chosen},
+                    "unmatched": [],
+                    "calls": 0,
+                }
+                on_decision(q, rec)
+            progress(len(chunk))
 
 
 def _add(a: int | None, b: int | None) -> int | None:
@@ -483,6 +496,31 @@ class _Keys:
 
 
 def annotate(
+    corpus: str | Path,
+    tree: str | Path | SkillTree,
+    out_dir: str | Path,
+    config: AnnotateConfig | None = None,
+    *,
+    backend: ChatBackend | None = None,
+    force: bool = False,
+    show_progress: bool = True,
+) -> AnnotateResult:
+    """Attribute skills to every item of ``corpus`` and write ``out_dir/skills.parquet``.
+
+    ``corpus``: a corpus Parquet (or a folder holding ``corpus.parquet``) with at least
+    ``id`` and ``question`` (``response`` used when present). ``tree``: a SkillTree, a
+    tree file or a bundled tree name. ``backend``: an already built chat backend to use
+    instead of building one from ``config.llm`` (it is not closed here).
+    Resumes from ``calls.jsonl``; returns at once when the manifest shows the same
+    config and inputs already done (unless ``force``).
+    """
+    from .artifacts import FolderLock
+
+    with FolderLock(out_dir, what="annotate"):
+        return _annotate_unlocked(corpus, tree, out_dir, config, backend=backend, force=force, show_progress=show_progress)
+
+
+def _annotate_unlocked(
     corpus: str | Path,
     tree: str | Path | SkillTree,
     out_dir: str | Path,
@@ -626,7 +664,7 @@ def _walk(
     log_file = AppendLog(calls_path).open()
     try:
         with progress:
-            items_task = progress.add_task("items", total=n, unit="items")
+            items_task = progress.add_task("annotate items", total=n, unit="items")
             depth = 0
             while frontier:
                 # All questions of this level, for every pending item at once.
@@ -657,7 +695,7 @@ def _walk(
                 asked_items = {i for i, _, _ in asks}
                 progress.advance(items_task, sum(1 for i in asked_items if outstanding[i] == 0 and i not in more))
 
-                level_task = progress.add_task(f"depth {depth}", total=len(questions), unit="calls")
+                level_task = progress.add_task(f"annotate depth {depth}", total=len(questions), unit="decisions")
 
                 def on_decision(
                     q: Question, rec: dict[str, Any], key_items=key_items, outstanding=outstanding, more=more
@@ -792,30 +830,16 @@ def _summary(
 
 
 def _make_progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    class _Rate(ProgressColumn):
-        def render(self, task) -> Text:  # type: ignore[override]
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.1f} {task.fields.get('unit', '')}/s" if speed else "", style="cyan")
+    from .progress import AverageRate, StageProgress
 
-    from rich.console import Console
-
-    return Progress(
-        TextColumn("[bold]annotate {task.description}"),
+    return StageProgress(
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        _Rate(),
+        AverageRate(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
         disable=not enabled,
         transient=False,
     )

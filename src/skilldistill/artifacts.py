@@ -25,6 +25,15 @@ import pyarrow.parquet as pq
 MANIFEST = "manifest.json"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` on success."""
@@ -35,6 +44,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; artifacts get the mode any new file gets (0644 under umask 022).
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -221,3 +232,69 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, set | frozenset):
         return sorted(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class FolderLock:
+    """One process at a time on an output folder (``<folder>/.skilldistill.lock``).
+
+    An exclusive ``flock`` on the lock file, taken without waiting: a second process on the
+    same folder is refused with who holds it and since when. The kernel drops the lock
+    when its holder dies (``kill -9`` included), so a lock left by a killed process is
+    simply taken over; the file only records the last holder.
+
+        with FolderLock(out_dir, what="annotate"):
+            ...
+    """
+
+    NAME = ".skilldistill.lock"
+
+    def __init__(self, folder: str | Path, *, what: str = "skilldistill") -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self._f: Any = None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+        import socket
+        import sys
+
+        from .errors import ConfigError
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.NAME
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            try:
+                holder = json.loads(f.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            f.close()
+            who = (f"{holder.get('what', 'another process')} (pid {holder.get('pid', '?')} on "
+                   f"{holder.get('host', '?')}, since {holder.get('since', '?')})")
+            raise ConfigError(f"{self.folder} is in use by {who}: wait for it to finish or stop it; "
+                              "two processes on one folder would repeat and mix each other's work") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"what": self.what, "pid": os.getpid(), "host": socket.gethostname(),
+                            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "command": " ".join(sys.argv)[:500]}))
+        f.flush()
+        self._f = f
+        return self
+
+    def release(self) -> None:
+        if self._f is not None:
+            import fcntl
+
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -439,6 +439,18 @@ def ingest(cfg: IngestConfig, out_dir: str | Path, *, progress: bool = True) -> 
     Writes ``corpus.parquet`` and ``manifest.json`` atomically; on an error nothing in
     ``out_dir`` is replaced. Returns the report (counts and dropped rows by reason).
     """
+    from .artifacts import FolderLock
+
+    with FolderLock(out_dir, what="ingest"):
+        return _ingest_unlocked(cfg, out_dir, progress=progress)
+
+
+def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool = True) -> IngestReport:
+    """Read ``cfg.source``, normalise, deduplicate, decontaminate; write ``out_dir``.
+
+    Writes ``corpus.parquet`` and ``manifest.json`` atomically; on an error nothing in
+    ``out_dir`` is replaced. Returns the report (counts and dropped rows by reason).
+    """
     t0 = time.time()
     out_dir = Path(out_dir)
     report = IngestReport()
@@ -672,9 +684,11 @@ def _with_progress(rows: Iterable[_Row], *, enabled: bool, limit: int | None) ->
     if not enabled:
         yield from rows
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+    from .progress import StageProgress
+
+    with StageProgress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
                   TimeElapsedColumn(), transient=True) as prog:
         task = prog.add_task("ingest", total=limit)
         for i, row in enumerate(rows, start=1):

@@ -37,7 +37,6 @@ import functools
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import re
 import threading
@@ -114,6 +113,15 @@ _FINAL_LINE_RES = [
 ]
 
 
+_HSPACE_RUN = re.compile(r"[^\S\n]+")
+_VSPACE_RUN = re.compile(r"\s*\n\s*")
+
+
+def _collapse_whitespace(text: str) -> str:
+    """Runs of spaces/tabs -> one space, runs of blank lines (with their spaces) -> one newline."""
+    return _VSPACE_RUN.sub("\n", _HSPACE_RUN.sub(" ", text))
+
+
 def _clean_answer(ans: str) -> str | None:
     ans = ans.strip()
     # Trailing sentence punctuation and markdown emphasis are not part of the answer.
@@ -163,6 +171,10 @@ def extract_final_answer(text: str | None) -> tuple[str | None, bool]:
         if contents:
             return ", ".join(contents), False
 
+    # The line patterns run on text whose whitespace runs are one character long: on long
+    # runs of spaces their optional-whitespace parts backtrack quadratically (100,000
+    # spaces after "Final answer" took minutes); collapsing them is linear.
+    text = _collapse_whitespace(text)
     best: tuple[int, str] | None = None
     for pattern in _FINAL_LINE_RES:
         for m in pattern.finditer(text):
@@ -336,26 +348,26 @@ def _worker_main(conn: Any, mv_timeout: int | None) -> None:
             conn.send((index, r.correct, r.truncated, r.pred, r.error))
 
 
+def worker_process_main() -> None:
+    """``python -m skilldistill.grading MV_TIMEOUT``: one grading worker (see GradingPool)."""
+    import sys
+
+    from .subproc import child_channel
+
+    conn = child_channel()
+    arg = sys.argv[1] if len(sys.argv) > 1 else "none"
+    _worker_main(conn, None if arg == "none" else int(arg))
+
+
 @dataclass
 class _Worker:
-    process: Any
-    conn: Any
+    process: Any  # a skilldistill.subproc.Worker
     inflight: deque  # indices sent and not yet answered, in order
     last_progress: float = 0.0
 
-
-def _default_context() -> mp.context.BaseContext:
-    # forkserver: workers fork from a clean server process (never from a parent that may
-    # hold threads, CUDA or open files), yet start in milliseconds; math-verify is
-    # imported once in the server. spawn where forkserver does not exist.
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        try:
-            ctx.set_forkserver_preload(["math_verify", "skilldistill.grading"])
-        except Exception:  # pragma: no cover - older Pythons
-            pass
-        return ctx
-    return mp.get_context("spawn")
+    @property
+    def conn(self) -> Any:
+        return self.process.connection
 
 
 class GradingPool:
@@ -364,7 +376,9 @@ class GradingPool:
     ``processes``: number of workers (default: all cores). ``timeout_s``: a worker that
     spends longer on one item is killed and replaced; the item gets
     ``error="timeout after Ns"``. A worker that dies gets its item ``error="worker died
-    ..."``. Use as a context manager or call :meth:`close`.
+    ..."``. Workers are fresh ``python -m skilldistill.grading`` processes
+    (:mod:`skilldistill.subproc`), so a pool works from a plain script with no
+    ``if __name__ == "__main__":`` guard. Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -373,7 +387,6 @@ class GradingPool:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         math_verify_timeout_s: int | None = DEFAULT_MATH_VERIFY_TIMEOUT_S,
-        context: mp.context.BaseContext | None = None,
     ) -> None:
         self.processes = max(1, processes or os.cpu_count() or 1)
         self.timeout_s = float(timeout_s)
@@ -382,53 +395,30 @@ class GradingPool:
         if mv is not None and mv >= self.timeout_s:
             mv = max(1, int(self.timeout_s / 2))
         self.math_verify_timeout_s = mv
-        self._ctx = context or _default_context()
         self._workers: list[_Worker] = []
         self.n_killed = 0
 
     # -- worker lifecycle -----------------------------------------------------------
     def _start_worker(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_main, args=(child_conn, self.math_verify_timeout_s), daemon=True,
-            name="skilldistill-grader",
-        )
-        proc.start()
-        child_conn.close()
-        return _Worker(proc, parent_conn, deque(), time.monotonic())
+        from .subproc import Worker
+
+        mv = "none" if self.math_verify_timeout_s is None else str(self.math_verify_timeout_s)
+        proc = Worker.start("skilldistill.grading", mv, name="skilldistill-grader")
+        return _Worker(proc, deque(), time.monotonic())
 
     def _ensure_workers(self, wanted: int) -> None:
         while len(self._workers) < wanted:
             self._workers.append(self._start_worker())
 
     def _replace(self, w: _Worker) -> _Worker:
-        if w.process.is_alive():
-            w.process.kill()
-        w.process.join(timeout=5)
-        try:
-            w.conn.close()
-        except OSError:
-            pass
+        w.process.kill()
         fresh = self._start_worker()
         self._workers[self._workers.index(w)] = fresh
         return fresh
 
     def close(self) -> None:
         for w in self._workers:
-            try:
-                w.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        deadline = time.monotonic() + 2
-        for w in self._workers:
-            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join(timeout=2)
-            try:
-                w.conn.close()
-            except OSError:
-                pass
+            w.process.close(timeout=2)
         self._workers = []
 
     def __enter__(self) -> GradingPool:
@@ -447,6 +437,8 @@ class GradingPool:
         chunk_size: int | None = None,
     ) -> list[GradeResult]:
         """Grade ``responses[i]`` against ``golds[i]``; results in input order."""
+        from .subproc import WorkerDied
+
         if len(golds) != len(responses):
             raise ValueError(f"{len(golds)} gold answers but {len(responses)} responses")
         n = len(golds)
@@ -462,18 +454,28 @@ class GradingPool:
         done = 0
 
         def send(w: _Worker, indices: list[int]) -> None:
-            w.conn.send([(i, _picklable(golds[i]), responses[i]) for i in indices])
+            w.process.send([(i, _picklable(golds[i]), responses[i]) for i in indices])
             w.inflight.extend(indices)
             w.last_progress = time.monotonic()
 
-        def fail_current(w: _Worker, error: str) -> _Worker:
-            nonlocal done
+        deaths_in_a_row = 0
+
+        def fail_current(w: _Worker, error: str, died: bool = False) -> _Worker:
+            nonlocal done, deaths_in_a_row
             lost = list(w.inflight)
             w.inflight.clear()
+            if died:
+                deaths_in_a_row += 1
+                if deaths_in_a_row >= 3:
+                    # Workers that die before grading anything are broken, not the answers:
+                    # stop rather than mark every answer wrong.
+                    self.close()
+                    raise RuntimeError(f"grading workers keep dying ({error}); nothing was graded wrong for it")
             if lost:
                 first, rest = lost[0], lost[1:]
-                pred, truncated = _safe_extract(responses[first])
-                results[first] = GradeResult(False, truncated, pred, error)
+                # No extraction here: it is the step that may have hung, and the parent
+                # has no time limit of its own. The item counts wrong, with its reason.
+                results[first] = GradeResult(False, False, None, error)
                 done += 1
                 if progress:
                     progress(1)
@@ -489,10 +491,12 @@ class GradingPool:
                 if not w.inflight and todo:
                     try:
                         send(w, todo.popleft())
-                    except (OSError, BrokenPipeError):
-                        fail_current(w, f"worker died (exit code {w.process.exitcode})")
+                    except WorkerDied as e:
+                        fail_current(w, f"worker died ({e})", died=True)
             busy = [w for w in workers if w.inflight]
-            if not busy:  # pragma: no cover - defensive: nothing in flight, nothing to do
+            if not busy:
+                if todo:
+                    continue  # a send failed and its worker was replaced: hand the work out again
                 break
             now = time.monotonic()
             wait_for = max(0.0, min(w.last_progress + self.timeout_s for w in busy) - now)
@@ -503,16 +507,16 @@ class GradingPool:
                 # Drain every reply already waiting on this pipe.
                 while True:
                     try:
-                        index, correct, truncated, pred, error = conn.recv()
-                    except (EOFError, OSError):
-                        w.process.join(timeout=1)
-                        fail_current(w, f"worker died (exit code {w.process.exitcode})")
+                        index, correct, truncated, pred, error = w.process.recv()
+                    except WorkerDied as e:
+                        fail_current(w, f"worker died ({e})", died=True)
                         break
                     if w.inflight and w.inflight[0] == index:
                         w.inflight.popleft()
                     elif index in w.inflight:  # pragma: no cover - replies come in order
                         w.inflight.remove(index)
                     results[index] = GradeResult(correct, truncated, pred, error)
+                    deaths_in_a_row = 0
                     done += 1
                     if progress:
                         progress(1)
@@ -524,7 +528,10 @@ class GradingPool:
                 if w.inflight and now - w.last_progress > self.timeout_s:
                     logger.warning("grading item %d took over %.0fs: worker killed", w.inflight[0], self.timeout_s)
                     fail_current(w, f"timeout after {self.timeout_s:g}s")
-        return [r if r is not None else GradeResult(False, False, None, "not graded") for r in results]
+        missing = sum(r is None for r in results)
+        if missing:  # never a verdict for an answer that was not graded
+            raise RuntimeError(f"grading stopped with {missing} of {n} answers ungraded")
+        return list(results)  # type: ignore[arg-type]
 
 
 def _picklable(gold: Any) -> Any:
@@ -556,5 +563,41 @@ def grade_many(
             if progress:
                 progress(1)
         return out
-    with GradingPool(processes, timeout_s=timeout_s, math_verify_timeout_s=math_verify_timeout_s) as pool:
-        return pool.map(golds, responses, progress=progress)
+    pool = _shared_pool(processes, timeout_s, math_verify_timeout_s)
+    with _SHARED_LOCK:
+        try:
+            return pool.map(golds, responses, progress=progress)
+        except BaseException:
+            pool.close()  # its workers may be mid-item: never hand them to the next call
+            raise
+
+
+# Worker processes take about a second to start (Python, math-verify): one pool per
+# setting is kept for the life of the process and shared by every grade_many call.
+_SHARED: dict[tuple, GradingPool] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_pool(processes: int | None, timeout_s: float, mv: int | None) -> GradingPool:
+    import atexit
+
+    key = (processes or os.cpu_count() or 1, float(timeout_s), mv)
+    with _SHARED_LOCK:
+        pool = _SHARED.get(key)
+        if pool is None:
+            pool = _SHARED[key] = GradingPool(processes, timeout_s=timeout_s, math_verify_timeout_s=mv)
+            if len(_SHARED) == 1:
+                atexit.register(close_shared_pools)
+        return pool
+
+
+def close_shared_pools() -> None:
+    """Stop the workers grade_many keeps between calls (also done at exit)."""
+    with _SHARED_LOCK:
+        for pool in _SHARED.values():
+            pool.close()
+        _SHARED.clear()
+
+
+if __name__ == "__main__":
+    worker_process_main()

@@ -42,7 +42,7 @@ class Pipeline:
     """Runs a recipe's stages, skipping finished ones (see the module docstring)."""
 
     def __init__(self, recipe: Recipe, *, run_dir: str | Path | None = None, force_from: str | None = None,
-                 console: Console | None = None, show_progress: bool = True) -> None:
+                 console: Console | None = None, show_progress: bool = True, worker: bool = False) -> None:
         if force_from is not None and force_from not in STAGES:
             raise ConfigError(f"--from {force_from!r}: not a stage; stages: {', '.join(STAGES)}")
         self.recipe = recipe
@@ -55,6 +55,7 @@ class Pipeline:
         self.state.setdefault("stages", {})
         self.timings: dict[str, float] = {}
         self.ran: list[str] = []
+        self.worker = worker  # an arm worker of a parallel run (the parent holds the run)
 
     # -- the generic stage step -----------------------------------------------------
     def step(self, key: str, kind: str, config: Any, upstream: list[str], fn: Callable[[bool], Any],
@@ -73,16 +74,39 @@ class Pipeline:
             return fp
         clean = forced or (bool(prev) and prev.get("fingerprint") != fp)
         self.console.print(f"[bold cyan]▶ {key}[/bold cyan]" + (" [dim](settings changed: rerun)[/dim]" if clean and not forced else ""))
+        # Until it finishes, the stage is not done: neither the state file nor an old marker
+        # may vouch for files it is about to rewrite (a kill mid-stage must not leave them).
+        self._record(key, None)
+        marker.unlink(missing_ok=True)
         t0 = time.time()
         fn(clean)
         wall = round(time.time() - t0, 2)
         self.timings[key] = wall
         self.ran.append(key)
-        self.state["stages"][key] = {"fingerprint": fp, "wall_time_s": wall,
-                                     "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_json(self.state_path, self.state)
+        self._record(key, {"fingerprint": fp, "wall_time_s": wall,
+                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.console.print(f"[green]✓ {key}[/green] [dim]{wall:.1f}s[/dim]")
         return fp
+
+    def _record(self, key: str, entry: dict[str, Any] | None) -> None:
+        """Record a finished stage in the state file (``None``: forget it). Arm workers write
+        it too: under a lock, re-read, merged, rewritten atomically."""
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / f".{STATE_FILE}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = read_json(self.state_path) if self.state_path.exists() else {}
+                stages = current.setdefault("stages", {})
+                if entry is None:
+                    stages.pop(key, None)
+                else:
+                    stages[key] = entry
+                write_json(self.state_path, current)
+                self.state = current
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- paths ----------------------------------------------------------------------
     def p(self, *parts: str) -> Path:
@@ -103,7 +127,18 @@ class Pipeline:
 
     # -- the run --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Every stage in order, holding the run folder (a second run on it is refused)."""
+        from .artifacts import FolderLock
+
+        with FolderLock(self.run_dir, what=f"skilldistill run {self.recipe.name}"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         r = self.recipe
+        if r.threads:
+            import torch
+
+            torch.set_num_threads(r.threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.p("recipe.yaml"), yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
         tree = SkillTree.resolve(r.tree)
@@ -128,8 +163,11 @@ class Pipeline:
                       [fp_student, fp_demo or ""], lambda clean: self._evaluate("evaluate/base", gen, eval_cfg, clean),
                       done_marker="results.json")
 
-        for arm in r.arms:
-            for seed in r.seeds:
+        runs = [(arm, seed) for arm in r.arms for seed in r.seeds]
+        if r.jobs > 1 and len(runs) > 1:
+            self._arms_in_workers(runs, (fp_annot, fp_profile, fp_student, fp_demo))
+        else:
+            for arm, seed in runs:
                 self._arm(arm, seed, fp_annot, fp_profile, fp_student, fp_demo, eval_cfg)
 
         # The report reads every artifact above and takes a second: always rebuilt.
@@ -139,13 +177,72 @@ class Pipeline:
         self.console.print(f"[green]✓ report[/green] [dim]{self.timings['report']:.1f}s[/dim]")
         return self.summary()
 
+    def _arms_in_workers(self, runs: list[tuple[ArmConfig, int]], fps: tuple[str, str, str, str | None]) -> None:
+        """Each (arm, seed) run in a worker process, ``recipe.jobs`` at once. Workers are
+        fresh ``python -m skilldistill.arm_worker`` processes (nothing of this process's
+        torch or thread state is inherited, and no ``__main__`` guard is needed)."""
+        from .subproc import Worker, WorkerDied, wait_any, wait_ready
+
+        jobs = min(self.recipe.jobs, len(runs))
+        self.console.print(f"[dim]{len(runs)} arm runs, {jobs} at a time in worker processes[/dim]")
+        todo = list(reversed(runs))
+        recipe = self.recipe  # pickled as is (a JSON dump would mask inline API keys)
+        workers: list[Worker] = []
+        busy: dict[int, str] = {}
+        try:
+            for k in range(jobs):
+                w = Worker.start("skilldistill.arm_worker", name=f"arm-worker-{k}")
+                workers.append(w)
+                w.send(("init", {"threads": self.recipe.threads}))
+            for w in workers:
+                wait_ready(w, 600)
+
+            def hand_out(k: int) -> None:
+                arm, seed = todo.pop()
+                workers[k].send(("arm", {"recipe": recipe, "run_dir": str(self.run_dir), "force_from": self.force_from,
+                                         "arm": arm.name, "seed": seed, "fingerprints": list(fps),
+                                         "show_progress": self.show_progress}))
+                busy[k] = f"{arm.name}/seed{seed}"
+
+            for k in range(jobs):
+                if todo:
+                    hand_out(k)
+            while busy:
+                for w in wait_any([workers[k] for k in busy]):
+                    k = workers.index(w)
+                    try:
+                        kind, payload = w.recv()
+                    except WorkerDied as e:
+                        raise ConfigError(f"arm run {busy[k]}: {e}; rerun to resume") from None
+                    name = busy.pop(k)
+                    if kind == "error":
+                        err_type, message, tb = payload
+                        log.debug("arm run %s failed in its worker:\n%s", name, tb)
+                        if err_type in ("ConfigError", "InputError", "TreeError"):
+                            raise ConfigError(f"arm run {name}: {message}")
+                        raise RuntimeError(f"arm run {name} failed: {err_type}: {message}\n{tb}")
+                    ran, timings = payload
+                    self.ran += ran
+                    self.timings.update(timings)
+                    if todo:
+                        hand_out(k)
+        finally:
+            for w in workers:
+                w.close(timeout=10 if not busy else 0)
+        self.state = read_json(self.state_path) if self.state_path.exists() else self.state
+
     def _arm(self, arm: ArmConfig, seed: int, fp_annot: str, fp_profile: str, fp_student: str,
              fp_demo: str | None, eval_cfg: Any) -> None:
         r = self.recipe
         sub = f"{arm.name}/seed{seed}"
         sel_cfg = r.arm_select(arm, seed)
-        if sel_cfg.max_tokens is not None and sel_cfg.tokenizer is None:
-            sel_cfg = sel_cfg.model_copy(update={"tokenizer": self.student_model()})
+        if sel_cfg.max_tokens is not None:
+            # Lengths are measured in the arm's own format (a skill plan adds tokens) with the
+            # student's tokenizer, so the items kept are the ones that arm trains on in full.
+            update: dict[str, Any] = {"example": r.arm_format(arm).example_format()}
+            if sel_cfg.tokenizer is None:
+                update["tokenizer"] = self.student_model()
+            sel_cfg = sel_cfg.model_copy(update=update)
         fp_sel = self.step(f"select/{sub}", "select", sel_cfg.model_dump(mode="json"), [fp_annot, fp_profile],
                            lambda clean: self._select(sub, sel_cfg, clean))
         fmt_cfg = r.arm_format(arm)
@@ -183,7 +280,7 @@ class Pipeline:
     def _demo(self, clean: bool) -> None:
         """Held-out evaluation set (with true skills) and the uneven base student."""
         from .demo.generator import generate_eval_set
-        from .demo.student import build_base_student
+        from .demo.student import install_base_student
 
         d = self.recipe.demo
         assert d is not None
@@ -192,10 +289,12 @@ class Pipeline:
         # the evaluation stage reads per-skill labels from a `skills` column
         table = table.append_column("skills", table.column("true_skills"))
         write_parquet(self.p("demo", "eval.parquet"), table)
-        build_base_student(self.p("demo", "student"), seed=d.seed, config=d.student, force=clean,
-                           show_progress=self.show_progress)
+        # The packaged student when the recipe asks for exactly it; otherwise built here.
+        _, origin = install_base_student(self.p("demo", "student"), seed=d.seed, config=d.student,
+                                         show_progress=self.show_progress)
+        self.console.print(f"[dim]demo student: {'the packaged one' if origin == 'shipped' else 'built for this config'}[/dim]")
         write_manifest(self.p("demo"), config=_dump(d), inputs={}, counts={"eval_rows": table.num_rows},
-                       wall_time_s=round(time.time() - t0, 2))
+                       wall_time_s=round(time.time() - t0, 2), student=origin)
 
     def _annotate(self, tree: SkillTree, clean: bool) -> None:
         from .annotate import annotate
@@ -237,7 +336,8 @@ class Pipeline:
         if launcher.accelerate_config is None:
             from .train import run_train
 
-            run_train(self.p("format", sub), self.p("train", sub), cfg, overwrite=clean, progress=self.show_progress)
+            run_train(self.p("format", sub), self.p("train", sub), cfg, overwrite=clean, progress=self.show_progress,
+                      label=sub)
             return
         # Multi-GPU: a fresh `accelerate launch` process group per arm (and the GPU memory
         # of profiling/evaluation engines in this process is not in its way).
@@ -262,9 +362,11 @@ class Pipeline:
         return cfg
 
     def _evaluate(self, key: str, gen: Any, cfg: Any, clean: bool) -> None:
-        from .evaluate import run_evaluate
+        from .evaluate import load_benchmark, run_evaluate
 
         out = self.p(key)
+        for name in cfg.benchmarks:  # every input must load before anything is removed
+            load_benchmark(name, data_dir=cfg.data_dir, path=cfg.files.get(name), limit=cfg.limit)
         if clean and out.exists():
             import shutil
 
@@ -279,8 +381,15 @@ class Pipeline:
         if acc_path.exists():
             acc = read_json(acc_path)
             extra.append(("Attribution accuracy against the true skills", _attribution_md(acc)))
+        targets = None
+        if self.recipe.demo is not None:
+            from .demo.targets import check_targets, targets_markdown
+
+            def targets(summary: dict[str, Any]) -> list[tuple[str, str]]:
+                return [("Demo targets", targets_markdown(check_targets(summary)))]
+
         build_report(self.run_dir, baseline=self.recipe.baseline, title=f"skilldistill: {self.recipe.name}",
-                     extra_sections=extra)
+                     extra_sections=extra, method=self.recipe.report.method, sections_from_summary=targets)
 
     # -- summary --------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -288,12 +397,15 @@ class Pipeline:
         return read_json(path) if path.exists() else {}
 
     def print_summary(self) -> None:
-        s = self.summary().get("benchmarks", {})
+        summary = self.summary()
+        s = summary.get("benchmarks", {})
         arms = s.get("arms", {})
         if not arms:
             return
-        cols = list(s.get("benchmarks", [])) + ["average"]
-        table = Table("arm", *cols, title=f"{self.recipe.name}: accuracy % (mean ± std over seeds; Δ vs {s.get('baseline')})")
+        names = list(s.get("benchmarks", []))
+        cols = names + (["average"] if len(names) > 1 else [])
+        table = Table("arm", *cols, title=f"{self.recipe.name}: accuracy % (mean ± std over seeds; "
+                      f"Δ vs {s.get('baseline')} in pp [95% paired-bootstrap interval])")
         order = sorted(arms, key=lambda a: (a != "base", a != s.get("baseline"), a))
         for arm in order:
             cells = []
@@ -306,16 +418,28 @@ class Pipeline:
                 if cell.get("n_seeds", 1) > 1:
                     txt += f" ± {100 * cell['std']:.1f}"
                 if cell.get("delta") is not None and arm != s.get("baseline"):
-                    txt += f" ({100 * cell['delta']:+.1f})"
+                    ci = cell.get("ci")
+                    txt += f" ({100 * cell['delta']:+.1f}" + (f" [{100 * ci['low']:+.1f}, {100 * ci['high']:+.1f}]" if ci else "") + ")"
                 cells.append(txt)
             table.add_row(arm, *cells)
         self.console.print(table)
-        weak = self.summary().get("weak_skill_gains", {}).get("by_arm", {})
-        if weak:
-            wt = Table("arm", "Δ weak leaves (pp)", "Δ other leaves (pp)", title="per-leaf gain over base")
-            for arm, g in sorted(weak.items()):
+        weak = summary.get("weak_skill_gains", {})
+        if weak.get("by_arm"):
+            wt = Table("arm", "Δ weak leaves (pp)", "Δ other leaves (pp)",
+                       title=f"per-leaf gain over base; weak = {weak.get('definition', 'lowest-profiled leaves')}")
+            for arm, g in sorted(weak["by_arm"].items()):
                 wt.add_row(arm, *("–" if g[k] is None else f"{100 * g[k]:+.1f}" for k in ("weak", "strong")))
             self.console.print(wt)
+        if self.recipe.demo is not None:
+            from .demo.targets import check_targets
+
+            tt = Table("#", "demo target", "result", "numbers", title="the demo's claims, measured on this run")
+            for i, c in enumerate(check_targets(summary), start=1):
+                style = {"pass": "green", "FAIL": "bold red"}.get(c.mark, "dim")
+                tt.add_row(str(i), c.name, f"[{style}]{c.mark}[/{style}]", c.detail)
+            self.console.print(tt)
+        if summary.get("verdict"):
+            self.console.print(f"[bold]Verdict:[/bold] {summary['verdict']['text']}", highlight=False)
 
 
 def attribution_accuracy(skills_parquet: str | Path) -> dict[str, Any]:

@@ -466,6 +466,31 @@ def run_select(
     ``tokenizer``: a loaded student tokenizer for ``max_tokens`` (else ``config.tokenizer``).
     Skips the work when ``out_dir`` holds a matching manifest, unless ``force``.
     """
+    from .artifacts import FolderLock
+
+    with FolderLock(out_dir, what="select"):
+        return _run_select_unlocked(skills_parquet, out_dir, config, profile_json=profile_json, item_profile=item_profile, tokenizer=tokenizer, force=force, progress=progress, plot=plot)
+
+
+def _run_select_unlocked(
+    skills_parquet: str | Path,
+    out_dir: str | Path,
+    config: SelectConfig | None = None,
+    *,
+    profile_json: str | Path | None = None,
+    item_profile: str | Path | None = None,
+    tokenizer: Any = None,
+    force: bool = False,
+    progress: bool = True,
+    plot: bool = True,
+) -> SelectResult:
+    """Select ``config.budget`` items of ``skills_parquet`` into ``out_dir``.
+
+    ``profile_json``: the skill profile (needed by ``skill`` and ``skill-quota``);
+    ``item_profile``: per-item ``profile.parquet`` (needed by ``correct_portion``);
+    ``tokenizer``: a loaded student tokenizer for ``max_tokens`` (else ``config.tokenizer``).
+    Skips the work when ``out_dir`` holds a matching manifest, unless ``force``.
+    """
     config = config or SelectConfig()
     t0 = time.perf_counter()
     src = Path(skills_parquet)
@@ -569,10 +594,10 @@ def run_select(
         parts.append(("solved", eligible & (solved == 1), n_solved))
         parts.append(("unsolved", eligible & (solved == 0), config.budget - n_solved))
 
-    from rich.progress import Progress
+    from .progress import StageProgress
 
     draws: list[tuple[str, Draw, int]] = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with StageProgress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"selecting ({config.strategy})", total=config.budget)
 
         def advance(k: int) -> None:
@@ -703,8 +728,7 @@ def _scan_pool(
     profile_ids: pa.Array | None, profile_solved: np.ndarray | None, progress: bool,
 ) -> _PoolScan:
     """One pass over the pool by record batch: leaf pairs, exclusion masks, solved flags, sources."""
-    from rich.progress import Progress
-
+    from .progress import StageProgress
     from .textutil import normalize_question
 
     cols = ["id"] + [c for c in ("skills", "source") if c in names]
@@ -721,7 +745,7 @@ def _scan_pool(
     pair_items: list[np.ndarray] = []
     pair_leaves: list[np.ndarray] = []
     offset = 0
-    with Progress(disable=not progress, transient=True) as bar:
+    with StageProgress(disable=not progress, transient=True) as bar:
         task = bar.add_task("reading the pool", total=n)
         for batch in pf.iter_batches(batch_size=65536, columns=cols):
             m = batch.num_rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Importing a module registers its verbs on ``app``.
 from . import annotate as _annotate  # noqa: F401
+from . import demo as _demo  # noqa: F401
 from . import evaluate as _evaluate  # noqa: F401
 from . import format as _format  # noqa: F401
 from . import ingest as _ingest  # noqa: F401

