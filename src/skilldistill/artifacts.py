@@ -65,8 +65,19 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def dumps(obj: Any, **kw: Any) -> str:
+    """JSON text that always encodes as UTF-8: non-ASCII kept as is, unless the object holds
+    lone surrogates (model output and ``\\ud800`` escapes can), which are then escaped."""
+    text = json.dumps(obj, ensure_ascii=False, default=_json_default, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, default=_json_default, **kw)
+    return text
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    return write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -87,7 +98,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+                f.write(dumps(row) + "\n")
     return Path(path)
 
 
@@ -108,19 +119,33 @@ class AppendLog:
         return list(self.iter())
 
     def iter(self) -> Iterator[dict]:
+        """Every record. A torn last line (a crash mid-write) is not a record; a damaged line
+        in the middle (a disk or an editor) is skipped with a warning, and the records after
+        it still count."""
         if not self.path.exists():
             return
+        bad: list[int] = []
         with open(self.path, "rb") as f:
-            for raw in f:
+            for line_no, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n"):
                     break  # torn tail from a crash: not a finished record
                 line = raw.strip()
                 if not line:
                     continue
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    break
+                    rec = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    bad.append(line_no)
+                    continue
+                if isinstance(rec, dict):
+                    yield rec
+                else:
+                    bad.append(line_no)
+        if bad:
+            import logging
+
+            logging.getLogger(__name__).warning("%s: skipped %d unreadable line(s) (line %s%s)", self.path, len(bad),
+                                                ", ".join(map(str, bad[:5])), ", ..." if len(bad) > 5 else "")
 
     def _repair_tail(self) -> None:
         if not self.path.exists():
@@ -144,7 +169,7 @@ class AppendLog:
     def append_many(self, records: Iterable[dict]) -> None:
         self.open()
         assert self._f is not None
-        text = "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in records)
+        text = "".join(dumps(r) + "\n" for r in records)
         if not text:
             return
         self._f.write(text)
@@ -178,7 +203,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def hash_obj(obj: Any) -> str:
     """Stable hash of a JSON-able object (sorted keys)."""
-    return sha256_text(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default))
+    return sha256_text(dumps(obj, sort_keys=True))
 
 
 def library_versions(names: Iterable[str] = ("skilldistill", "torch", "transformers", "trl", "datasets", "math-verify", "vllm", "sentence-transformers")) -> dict[str, str]:

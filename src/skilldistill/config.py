@@ -26,6 +26,7 @@ from .generate import GenerationConfig
 from .llm.base import BackendConfig
 from .profile import ProfileConfig
 from .select import SelectConfig
+from .textutil import check_safe_name
 from .train import TrainConfig
 
 DEMO_STUDENT = "demo:student"  # placeholder the pipeline replaces by the built demo student
@@ -47,7 +48,12 @@ class ArmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return check_safe_name(v, "arm name")
+
+    name: str = Field(..., description="Arm name: a folder name under select/, format/, train/, evaluate/.")
     select: dict[str, Any] = Field(default_factory=dict)
     format: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
@@ -83,13 +89,13 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(..., description="Run name (default run folder: runs/<name>).")
     run_dir: str | None = Field(None, description="Default: runs/<name>.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Each arm is run once per seed.")
     jobs: int = Field(1, ge=1, le=64, description="Arm runs (select -> format -> train -> evaluate of one arm and "
                       "seed) going at once, each in its own worker process. CPU: one per core, with threads: 1.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None: torch's default). "
-                                "Tiny models on CPU run fastest on one thread per process.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads of every process of the run (None: "
+                                "torch's default in this process, the cores shared out among arm workers).")
     demo: DemoSection | None = None
     corpus: IngestConfig | None = Field(None, description="Where the pool comes from (absent: the demo generates it).")
     tree: str = Field("math", description="Skill tree file or bundled name.")
@@ -134,11 +140,22 @@ class Recipe(BaseModel):
             raise ValueError(f"report.baseline {self.report.baseline!r} is not an arm ({names})")
         if self.report.method and self.report.method not in names:
             raise ValueError(f"report.method {self.report.method!r} is not an arm ({names})")
-        # arm overrides must be valid stage configs
+        # arm overrides must be valid stage configs, found now rather than when the arm runs
         for arm in self.arms:
             self.arm_select(arm, self.seeds[0])
             self.arm_format(arm)
+            self.arm_train(arm, self.seeds[0], self.student.model)
+        for name in self.evaluate.benchmarks:
+            check_safe_name(name, "benchmark name")
+        if self.demo is not None and "demo_eval" in self.evaluate.files:
+            raise ValueError("evaluate.files.demo_eval: demo_eval is the demo's own held-out set "
+                             "(demo/eval.parquet); give your own file another benchmark name")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return check_safe_name(v, "recipe name")
 
     @field_validator("seeds")
     @classmethod
@@ -192,7 +209,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not KEY=VALUE")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
         parts = key.strip().split(".")
         node: Any = data
         for i, part in enumerate(parts):
@@ -221,6 +241,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise ConfigError(f"recipe not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):

@@ -346,7 +346,10 @@ def list_local_files(path: Path) -> list[Path]:
 def iter_local_rows(path: Path) -> Iterator[_Row]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        pf = pq.ParquetFile(path)
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises several kinds for a file that is not Parquet
+            raise InputError(f"not a readable Parquet file ({type(e).__name__}: {e})", file=path) from None
         line = 0
         for batch in pf.iter_batches(batch_size=4096):
             for rec in batch.to_pylist():
@@ -354,7 +357,10 @@ def iter_local_rows(path: Path) -> Iterator[_Row]:
                 yield _Row(str(path), line, rec)
         return
     if suffix == ".json":
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=path) from None
         stripped = text.lstrip()
         if stripped.startswith("["):
             try:
@@ -401,7 +407,10 @@ def iter_local_rows(path: Path) -> Iterator[_Row]:
 def local_columns(path: Path) -> list[str]:
     """Column names of a local file (from the schema or the first readable row)."""
     if path.suffix.lower() == ".parquet":
-        return pq.read_schema(path).names
+        try:
+            return pq.read_schema(path).names
+        except Exception as e:
+            raise InputError(f"not a readable Parquet file ({type(e).__name__}: {e})", file=path) from None
     for row in iter_local_rows(path):
         if row.data is not None:
             return list(row.data)
@@ -512,6 +521,11 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
         records.append(rec)
 
     report.rows_written = len(records)
+    if not records:
+        # An empty corpus is never a result: and it must not replace a good one.
+        why = ", ".join(f"{k}: {v}" for k, v in report.dropped.items()) or "no rows in the input"
+        raise InputError(f"no usable rows ({report.rows_read} read; {why}); nothing written",
+                         file=report.files[0] if len(report.files) == 1 else cfg.source)
     table = pa.Table.from_pylist(records, schema=CORPUS_SCHEMA)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(out_dir / CORPUS_FILE, table)
@@ -571,6 +585,9 @@ def normalise_row(
     """One source row -> (record, None, None) or (None, reason, field)."""
     if m.question not in data:
         return None, f"missing field {m.question!r}", m.question
+    if data.get(m.question) is not None and not isinstance(data.get(m.question), str):
+        # a number, list or mapping is not a problem statement; its repr would become one
+        return None, f"question is not text (a {type(data.get(m.question)).__name__})", m.question
     question = _to_text(data.get(m.question))
     if question is None or not question.strip():
         return None, "empty question", m.question
@@ -582,6 +599,8 @@ def normalise_row(
         response = ""
     answer = None
     raw_answer = data.get(m.answer) if m.answer else None
+    if not _answer_like(raw_answer):
+        return None, f"answer is not text or a number (a {type(raw_answer).__name__})", m.answer
     if raw_answer is not None and (_to_text(raw_answer) or "").strip():
         answer = ANSWER_EXTRACTORS[m.answer_extractor](raw_answer)
     if answer is None:
@@ -647,6 +666,15 @@ def read_corpus(path: str | Path, *, columns: Sequence[str] | None = None) -> pa
 
 
 # ----------------------------------------------------------------------------------
+def _answer_like(v: Any) -> bool:
+    """Text, a number, or a list of those (OlympiadBench-style answers); None is 'absent'."""
+    if v is None or isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool)):
+        return True
+    if isinstance(v, list | tuple):
+        return all(isinstance(x, str) or (isinstance(x, int | float) and not isinstance(x, bool)) for x in v)
+    return False
+
+
 def _to_text(v: Any) -> str | None:
     if v is None:
         return None

@@ -47,3 +47,13 @@ class TreeError(SkilldistillError):
 
 class ConfigError(SkilldistillError):
     """An invalid recipe or option."""
+
+
+class BackendError(SkilldistillError, RuntimeError):
+    """A model server or engine failed in a way no retry fixes (answers not in the expected
+    form, every retry used up, refused credentials). What finished before stays recorded."""
+
+
+class MalformedReply(BackendError, ValueError):
+    """A server answered with something that is not a chat completion (not JSON, no
+    ``choices``, the wrong number of them)."""

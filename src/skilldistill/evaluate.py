@@ -170,6 +170,12 @@ def get_spec(name: str, *, custom: bool = False) -> BenchmarkSpec:
     if name in BENCHMARKS:
         return BENCHMARKS[name]
     if custom:
+        from .textutil import check_safe_name
+
+        try:
+            check_safe_name(name, "benchmark name")  # it becomes <out>/<name>/
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         return BenchmarkSpec(name, hf_id="", id_field="id", description="custom file")
     raise ConfigError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)} (or give a file for it)")
 
@@ -256,7 +262,7 @@ class EvaluateConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Evaluate at most this many problems per benchmark.")
     skills: dict[str, str] = Field(default_factory=dict, description="Annotated benchmark Parquet per name (per-skill accuracy).")
     grading_processes: int | None = None
-    grading_timeout_s: float = 30.0
+    grading_timeout_s: float = Field(30.0, gt=0, description="Hard limit per graded answer (seconds).")
 
     def n_for(self, name: str) -> int:
         return self.n_samples.get(name, get_spec(name, custom=name in self.files).n_samples)

@@ -47,7 +47,12 @@ from .errors import ConfigError, InputError
 
 # The instruction of profiling and evaluation: one definition for the three stages.
 from .generate import DEFAULT_INSTRUCTION
-from .textutil import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_user_prompt
+from .textutil import (
+    DEFAULT_PROMPT_TEMPLATE,
+    check_prompt_template,
+    check_safe_name,
+    render_user_prompt,
+)
 from .tree import CHAIN_SEP
 
 log = logging.getLogger(__name__)
@@ -193,6 +198,11 @@ class FormatConfig(ExampleFormat):
     overlong: Literal["drop", "keep"] = Field("drop", description="What to do with examples over max_length.")
     exports: list[ExportKind] = Field(default_factory=lambda: ["jsonl", "hf", "llamafactory"])
     dataset_name: str = Field("skilldistill", min_length=1, description="Name of the LLaMA-Factory dataset entry.")
+
+    @field_validator("dataset_name")
+    @classmethod
+    def _safe_dataset_name(cls, v: str) -> str:
+        return check_safe_name(v, "dataset_name")
 
     def example_format(self) -> ExampleFormat:
         return ExampleFormat(**{k: getattr(self, k) for k in ExampleFormat.model_fields})

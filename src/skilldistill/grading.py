@@ -389,6 +389,8 @@ class GradingPool:
         math_verify_timeout_s: int | None = DEFAULT_MATH_VERIFY_TIMEOUT_S,
     ) -> None:
         self.processes = max(1, processes or os.cpu_count() or 1)
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive (got {timeout_s}): a zero limit grades nothing")
         self.timeout_s = float(timeout_s)
         # Inside workers math-verify's alarm must fire before the parent's hard limit.
         mv = math_verify_timeout_s

@@ -29,6 +29,7 @@ from rich.table import Table
 from .artifacts import hash_obj, read_json, write_json, write_manifest, write_parquet, write_text
 from .config import DEMO_STUDENT, ArmConfig, Recipe
 from .errors import ConfigError
+from .llm.base import fingerprint_view
 from .tree import SkillTree
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Pipeline:
         ``clean`` is True when the stage ran before with other settings (or is forced):
         the stage then discards its own stale results instead of resuming them.
         """
-        fp = hash_obj({"kind": kind, "config": config, "upstream": upstream})
+        fp = hash_obj({"kind": kind, "config": self._portable(fingerprint_view(config)), "upstream": upstream})
         prev = self.state["stages"].get(key, {})
         forced = self.force_from is not None and STAGES.index(kind) >= STAGES.index(self.force_from)
         marker = self.run_dir / key / done_marker
@@ -87,6 +88,18 @@ class Pipeline:
                            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.console.print(f"[green]✓ {key}[/green] [dim]{wall:.1f}s[/dim]")
         return fp
+
+    def _portable(self, obj: Any) -> Any:
+        """Paths inside the run folder as ``<run>/...``: a moved or copied run folder keeps
+        its fingerprints (the demo student's absolute path is in several configs)."""
+        root = str(self.run_dir.resolve())
+        if isinstance(obj, str):
+            return "<run>" + obj[len(root):] if obj == root or obj.startswith(root + "/") else obj
+        if isinstance(obj, list):
+            return [self._portable(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: self._portable(v) for k, v in obj.items()}
+        return obj
 
     def _record(self, key: str, entry: dict[str, Any] | None) -> None:
         """Record a finished stage in the state file (``None``: forget it). Arm workers write
@@ -149,7 +162,7 @@ class Pipeline:
         fp_demo = None
         if r.demo is not None:
             fp_demo = self.step("demo", "demo", _dump(r.demo), [], self._demo)
-        fp_student = fp_demo or hash_obj(r.student.model_dump(mode="json"))
+        fp_student = fp_demo or hash_obj(fingerprint_view(r.student.model_dump(mode="json")))
 
         fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, tree_fp],
                              lambda clean: self._annotate(tree, clean))
@@ -193,7 +206,7 @@ class Pipeline:
             for k in range(jobs):
                 w = Worker.start("skilldistill.arm_worker", name=f"arm-worker-{k}")
                 workers.append(w)
-                w.send(("init", {"threads": self.recipe.threads}))
+                w.send(("init", {"threads": self.recipe.threads or _cores_per_job(jobs)}))
             for w in workers:
                 wait_ready(w, 600)
 
@@ -440,6 +453,14 @@ class Pipeline:
             self.console.print(tt)
         if summary.get("verdict"):
             self.console.print(f"[bold]Verdict:[/bold] {summary['verdict']['text']}", highlight=False)
+
+
+def _cores_per_job(jobs: int) -> int:
+    """Torch threads of an arm worker when the recipe sets none: the cores shared out."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
 
 
 def attribution_accuracy(skills_parquet: str | Path) -> dict[str, Any]:

@@ -120,3 +120,16 @@ def render_user_prompt(question: str, instruction: str | None, template: str = D
     if not instruction:
         return question
     return template.format(question=question, instruction=instruction)
+
+
+# A name that becomes a file or folder name (recipe, arm, dataset, benchmark): letters,
+# digits, "_", "-", "." inside, never a path ("a/b", "..", an absolute path) or hidden.
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_SAFE_NAME_RE = re.compile(SAFE_NAME)
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not _SAFE_NAME_RE.match(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} must be 1-128 letters, digits, '_', '-' or '.', start with a letter "
+                         "or digit and hold no '..' (it becomes a file or folder name)")
+    return name

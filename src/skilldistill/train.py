@@ -969,28 +969,13 @@ def _student_path(config: TrainConfig, out_dir: Path, *, is_main: bool) -> str:
         return spec
     target = out_dir / STUDENT_DIR
     if is_main and not (target / "config.json").is_file():
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from .llm.gguf import dequantize_to_folder
 
         log.info("train: converting %s/%s to a plain checkpoint in %s", spec, gguf, target)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(spec, gguf_file=gguf)
-            model = AutoModelForCausalLM.from_pretrained(spec, gguf_file=gguf, dtype=torch.float32)
+            dequantize_to_folder(spec, gguf, target)
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot load the GGUF student {spec}/{gguf}: {e}") from e
-        # The weights are already plain floats; only the GGUF markers would stop training.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            delattr(model.config, "quantization_config")
-        tmp = target.with_name(f".{target.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
     from accelerate import PartialState
 
     PartialState().wait_for_everyone()

@@ -77,8 +77,11 @@ class SkillTree:
         root = _parse_node(data, path=[], file=source)
         # Iterative build: (raw children, parent node, parent path)
         stack: list[tuple[Any, SkillNode, list[str]]] = [(data, root, [])]
+        n_nodes = 1
         while stack:
             raw, node, path = stack.pop()
+            if len(path) > MAX_DEPTH:
+                raise TreeError(f"deeper than {MAX_DEPTH} levels", path=path[:3] + ["..."], file=source)
             children = raw.get("children", []) if isinstance(raw, dict) else []
             if children is None:
                 children = []
@@ -97,6 +100,12 @@ class SkillTree:
                 seen[key] = i
                 node.children.append(child)
                 stack.append((raw_child, child, path + [child.name]))
+                n_nodes += 1
+                if n_nodes > MAX_NODES:
+                    raise TreeError(f"more than {MAX_NODES:,} nodes (YAML aliases that repeat a subtree can "
+                                    "multiply a small file into billions)", file=source)
+        if not root.children:
+            raise TreeError("the tree has no skills below its root: nothing to attribute", file=source)
         return cls(root, source=source)
 
     @classmethod
@@ -105,14 +114,19 @@ class SkillTree:
         path = Path(path)
         if not path.exists():
             raise TreeError(f"no such file: {path}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise TreeError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=path) from None
         try:
             if path.suffix.lower() in {".yaml", ".yml"}:
-                data = yaml.safe_load(text)
+                data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
             else:
                 data = json.loads(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise TreeError(f"cannot parse: {e}", file=path) from e
+        except RecursionError:
+            raise TreeError(f"nested too deeply to parse (a tree is at most {MAX_DEPTH} levels)", file=path) from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -280,6 +294,23 @@ def _norm(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
+# Bounds that keep a hostile tree file from exhausting memory or time.
+MAX_DEPTH = 64
+MAX_NODES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing aliases: a tree never needs one, and a few kilobytes
+    of nested aliases expand to ~10^8 nodes (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed in a skill tree "
+                                 f"(line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
 def _parse_node(raw: Any, *, path: list[str], file: str | None) -> SkillNode:
     if isinstance(raw, str):
         name = raw
@@ -302,4 +333,7 @@ def _parse_node(raw: Any, *, path: list[str], file: str | None) -> SkillNode:
         raise TreeError("empty node name", path=path or None, file=file)
     if CHAIN_SEP in name:
         raise TreeError(f"node name {name!r} contains the chain separator {CHAIN_SEP!r}", path=path or None, file=file)
+    if any(ch in name for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029") or any(ord(ch) < 32 and ch != "\t" for ch in name):
+        # a skill plan writes one chain per line: a line break inside a name would split it
+        raise TreeError(f"node name {name!r} contains a line break or control character", path=path or None, file=file)
     return SkillNode(name=name.strip(), description=(description.strip() or None) if description else None)

