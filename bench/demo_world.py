@@ -92,7 +92,7 @@ def run_arm(task: dict) -> dict:
                         else assistant_target(r["response"], [tuple(c) for c in r["true_skills"]], fmt)) for r in chosen]
     model, _ = sft_train(model, tok, conv, Path(task["out"]), epochs=task["epochs"], learning_rate=task["lr"],
                          batch_size=task["batch"], seed=task["seed"], scheduler=task["scheduler"], warmup_ratio=0.1,
-                         max_length=384)
+                         max_length=384, lora=task["lora"])
     model.eval()
     flags, acc = evaluate(model, tok, task["rows"])
     share: dict[str, int] = defaultdict(int)
@@ -112,6 +112,8 @@ def main() -> int:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--pool", type=int, default=1500)
     ap.add_argument("--pool-seed", type=int, default=101, help="not the demo's seed (0)")
+    ap.add_argument("--pool-weak-weight", type=float, default=1.0,
+                    help="a weak leaf's share of the pool relative to a strong one (1: uniform)")
     ap.add_argument("--per-leaf", type=int, default=15, help="dev problems per leaf")
     ap.add_argument("--dev-seed", type=int, default=0)
     ap.add_argument("--budget", type=int, default=256)
@@ -122,6 +124,7 @@ def main() -> int:
     ap.add_argument("--w-max", type=float, default=1000.0)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--lora", default=None, help='LoRA instead of full fine-tuning: JSON LoraConfig fields, e.g. {"r": 16, "lora_alpha": 32}')
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -145,7 +148,10 @@ def main() -> int:
     weak = set(json.loads((base_dir / "base_training.json").read_text())["weak_leaves"])
     leaves = _leaves()
     rows = generate_eval_set(args.per_leaf, seed=args.dev_seed, as_table=False, split="dev")
-    pool = generate_corpus(args.pool, seed=args.pool_seed, as_table=False)
+    from skilldistill.demo.generator import skewed_weights
+
+    pool = generate_corpus(args.pool, seed=args.pool_seed, as_table=False,
+                           leaf_weights=None if args.pool_weak_weight == 1.0 else skewed_weights(args.pool_weak_weight))
     model, tok = load_student(base_dir)
     base_flags, base_acc = evaluate(model, tok, rows)
     _, pool_acc = evaluate(model, tok, pool)
@@ -161,6 +167,7 @@ def main() -> int:
         for seed in range(args.seeds):
             tasks.append({"arm": arm, "seed": seed, "base": str(base_dir), "rows": rows, "epochs": args.epochs,
                           "lr": args.lr, "batch": args.batch, "scheduler": args.scheduler,
+                          "lora": json.loads(args.lora) if args.lora else None,
                           "out": str(out / "arms" / f"{arm}-{seed}"),
                           "chosen": select(pool, arm, seed, args.budget, sel_acc, args.w_max, args.temperature)})
     t0 = time.perf_counter()

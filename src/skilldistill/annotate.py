@@ -206,6 +206,17 @@ class PromptTemplate:
         return _PLACEHOLDER.split(self.text)
 
 
+MAX_STORED_ANSWER = 4_000  # characters of a model's answer kept in calls.jsonl (parsing reads all of it)
+
+
+def _stored(text: str | None) -> str | None:
+    """An answer as recorded: a runaway answer (1 MB of repetition) would make the cache
+    huge; its head shows what went wrong, and the decision parsed from all of it is kept."""
+    if text is None or len(text) <= MAX_STORED_ANSWER:
+        return text
+    return text[:MAX_STORED_ANSWER] + f"... [{len(text) - MAX_STORED_ANSWER} more characters not stored]"
+
+
 def repair_message(children: Sequence[SkillNode]) -> str:
     names = json.dumps([c.name for c in children], ensure_ascii=False)
     return (
@@ -348,7 +359,8 @@ class ChatDecider:
 
         def first(j: int, comps: list[Completion]) -> None:
             q, c = fresh[j], comps[0]
-            rec = {"answer": c.text, "calls": 1, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+            rec = {"answer": _stored(c.text), "calls": 1, "prompt_tokens": c.prompt_tokens,
+                   "completion_tokens": c.completion_tokens}
             names = parse_answer(c.text)
             if names is None and self.cfg.repair_retries > 0:
                 rec["status"] = PENDING_REPAIR
@@ -386,7 +398,7 @@ class ChatDecider:
                 c = comps[0]
                 rec = {
                     "answer": prev.get("answer"),
-                    "repair_answer": c.text,
+                    "repair_answer": _stored(c.text),
                     "calls": prev.get("calls", 1) + 1,
                     "prompt_tokens": _add(prev.get("prompt_tokens"), c.prompt_tokens),
                     "completion_tokens": _add(prev.get("completion_tokens"), c.completion_tokens),

@@ -38,6 +38,9 @@ class DemoSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool_size: int = Field(3000, ge=10, description="Generated training-pool problems.")
+    pool_weak_weight: float = Field(
+        1.0, gt=0, description="A weak leaf's share of the pool relative to a strong one: below 1, the skills the "
+        "student rarely saw are rare in the teacher corpus too (as in real corpora); 1 is a uniform pool.")
     eval_per_leaf: int = Field(20, ge=1, description="Held-out problems per leaf skill.")
     seed: int = 0
     student: StudentConfig = Field(default_factory=StudentConfig)

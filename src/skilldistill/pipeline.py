@@ -75,10 +75,9 @@ class Pipeline:
             return fp
         clean = forced or (bool(prev) and prev.get("fingerprint") != fp)
         self.console.print(f"[bold cyan]▶ {key}[/bold cyan]" + (" [dim](settings changed: rerun)[/dim]" if clean and not forced else ""))
-        # Until it finishes, the stage is not done: neither the state file nor an old marker
-        # may vouch for files it is about to rewrite (a kill mid-stage must not leave them).
+        # Until it finishes, the stage is not done: the state file must not vouch for files
+        # it is about to rewrite (a kill mid-stage leaves no entry, so the rerun redoes it).
         self._record(key, None)
-        marker.unlink(missing_ok=True)
         t0 = time.time()
         fn(clean)
         wall = round(time.time() - t0, 2)
@@ -157,8 +156,10 @@ class Pipeline:
         tree = SkillTree.resolve(r.tree)
         tree_fp = hash_obj(tree.to_dict())
 
-        fp_corpus = self.step("corpus", "corpus", {"ingest": _dump(r.corpus), "demo": _dump(r.demo, exclude={"student"})},
-                              [], self._corpus)
+        demo_pool = None
+        if r.demo is not None:  # the pool depends on which leaves are weak when they are rarer in it
+            demo_pool = _dump(r.demo, exclude={"student"}) | {"weak_leaves": list(r.demo.student.weak_leaves)}
+        fp_corpus = self.step("corpus", "corpus", {"ingest": _dump(r.corpus), "demo": demo_pool}, [], self._corpus)
         fp_demo = None
         if r.demo is not None:
             fp_demo = self.step("demo", "demo", _dump(r.demo), [], self._demo)
@@ -280,11 +281,14 @@ class Pipeline:
 
             ingest(r.corpus, self.p("corpus"), progress=self.show_progress)
             return
-        from .demo.generator import generate_corpus
+        from .demo.generator import generate_corpus, skewed_weights
 
         assert r.demo is not None
         t0 = time.time()
-        table = generate_corpus(r.demo.pool_size, r.demo.seed)
+        weights = None
+        if r.demo.pool_weak_weight != 1.0:
+            weights = skewed_weights(r.demo.pool_weak_weight, weak=r.demo.student.weak_leaves)
+        table = generate_corpus(r.demo.pool_size, r.demo.seed, leaf_weights=weights)
         write_parquet(self.corpus_path, table)
         write_manifest(self.p("corpus"), config=_dump(r.demo, exclude={"student"}), inputs={},
                        counts={"rows_written": table.num_rows}, wall_time_s=round(time.time() - t0, 3),

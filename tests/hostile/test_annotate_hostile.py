@@ -118,3 +118,15 @@ def test_a_damaged_line_in_the_call_log_hides_nothing_after_it(tmp_path, caplog)
 def test_the_whole_item_text_is_capped():
     text = item_text("Q" * 10_000_000, "S" * 10_000_000, max_chars=20_000)
     assert len(text) <= 40_001
+
+
+def test_runaway_answers_are_not_stored_whole(tmp_path):
+    corpus, tree = _corpus(tmp_path, poison=False)
+
+    def runaway(request):
+        return Reply(content="Algebra " * 130_000 + '["Algebra"]')  # 1 MB, parseable at the end
+
+    with OpenAIStub(responder=runaway) as stub:
+        res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
+    assert res.summary["items_with_skills"] == 8  # the decision was read from the whole answer
+    assert (tmp_path / "out" / "calls.jsonl").stat().st_size < 200_000  # was 158 MB for 60 items

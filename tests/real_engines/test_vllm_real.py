@@ -190,7 +190,8 @@ def test_run_a_recipe_with_vllm_for_profiling_and_evaluation(tmp_path):
             "train.num_train_epochs=1", "profile.generation.max_new_tokens=24",
             "student.kind=vllm", "student.dtype=float32", "student.max_model_len=512", "student.enforce_eager=true",
             "student.kv_cache_memory_gb=1",
-            "arms=[{name: random-plain, select: {strategy: random}, format: {style: plain}}]"]
+            "arms=[{name: random-plain, select: {strategy: random}, format: {style: plain}}]",
+            "report.method=random-plain"]
     args = ["run", str(recipe), "--run-dir", str(tmp_path / "run")]
     for s in sets:
         args += ["--set", s]

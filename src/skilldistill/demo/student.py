@@ -86,6 +86,7 @@ class StudentConfig(BaseModel):
     weight_decay: float = 0.0
     adam_beta2: float = 0.98  # a short memory: faster progress on short tiny-model runs
     lr_scheduler: str = "linear"
+    lr_scheduler_kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. {min_lr: 0.001} with cosine_with_min_lr")
     max_length: int = 256
     # the user turn the student sees: the same format the pipeline's generate stage uses
     prompt_template: str = "{question}"
@@ -203,8 +204,13 @@ def sft_train(
     scheduler: str = "cosine",
     adam_beta2: float = 0.999,
     show_progress: bool = False,
+    lora: dict | None = None,
+    scheduler_kwargs: dict | None = None,
 ):
     """TRL ``SFTTrainer`` with assistant-only loss, tuned for a tiny model on CPU.
+
+    ``lora``: PEFT ``LoraConfig`` fields (e.g. ``{"r": 16, "lora_alpha": 32}``) to train an
+    adapter instead of every weight; the returned model is merged.
 
     Returns the trained model (also left in memory; nothing is saved here).
     """
@@ -222,6 +228,7 @@ def sft_train(
         num_train_epochs=epochs,
         learning_rate=learning_rate,
         lr_scheduler_type=scheduler,
+        lr_scheduler_kwargs=dict(scheduler_kwargs or {}),
         warmup_steps=warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=weight_decay,
         adam_beta2=adam_beta2,
@@ -246,12 +253,20 @@ def sft_train(
         dataset_num_proc=None,
     )
     dataset = Dataset.from_dict({"messages": [list(c) for c in conversations]})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", target_modules="all-linear", bias="none",
+                                 **{"lora_dropout": 0.0, **lora})
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
     from ..train import use_rich_progress
 
     use_rich_progress(trainer, enabled=show_progress, description="demo student: base training")
     trainer.train()
-    return trainer.model, trainer.state
+    model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+    return model, trainer.state
 
 
 def _with_plan(problem: Any, share: float, seed: int, index: int) -> str:
@@ -325,6 +340,7 @@ def build_base_student(
         epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
         seed=seed, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_length=cfg.max_length, scheduler=cfg.lr_scheduler, adam_beta2=cfg.adam_beta2,
+        scheduler_kwargs=cfg.lr_scheduler_kwargs,
         show_progress=show_progress,
     )
     shutil.rmtree(tmp / "trainer", ignore_errors=True)

@@ -193,4 +193,6 @@ def fingerprint_view(obj: Any) -> Any:
     out = {k: fingerprint_view(v) for k, v in obj.items()}
     if out.get("kind") in BACKEND_KIND_FIELDS and "model" in out:
         out = {k: v for k, v in out.items() if k not in CLIENT_ONLY_FIELDS}
+    elif {"scoring", "top_k", "margin"} <= set(out):  # the embedding attributor's settings
+        out = {k: v for k, v in out.items() if k not in ("batch_size", "device")}
     return out
