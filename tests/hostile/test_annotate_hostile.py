@@ -123,8 +123,8 @@ def test_the_whole_item_text_is_capped():
 def test_runaway_answers_are_not_stored_whole(tmp_path):
     corpus, tree = _corpus(tmp_path, poison=False)
 
-    def runaway(request):
-        return Reply(content="Algebra " * 130_000 + '["Algebra"]')  # 1 MB, parseable at the end
+    def runaway(request):  # 1 MB of rambling, then a readable answer
+        return Reply(content="Let me think. " * 75_000 + pick_listed_skills(request).content)
 
     with OpenAIStub(responder=runaway) as stub:
         res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
