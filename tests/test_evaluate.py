@@ -136,3 +136,20 @@ def test_run_evaluate_end_to_end_and_resume(tmp_path, shared_data, tiny_chat_mod
     log = (out / "aime24" / "generations.jsonl").read_text()
     run_evaluate(out, cfg, gen, backend=tiny_transformers_backend, show_progress=False)  # resumes: nothing new
     assert (out / "aime24" / "generations.jsonl").read_text() == log
+
+
+def test_a_truncated_sample_counts_wrong_even_with_a_correct_box(tmp_path, shared_data):
+    # finish_reason "length": the cap cut the output; a \boxed{} written before the cut is
+    # no final answer (issue 16 #4: it used to count correct, against the docs)
+    from skilldistill.evaluate import evaluate_benchmark
+
+    items = load_benchmark("aime25", data_dir=shared_data / "benchmarks", limit=1)
+    rows = [{"id": items[0].id, "sample": 0, "response": f"\\boxed{{{items[0].answer}}} and then it went on",
+             "finish_reason": "length", "completion_tokens": 50, "seed": 0},
+            {"id": items[0].id, "sample": 1, "response": f"\\boxed{{{items[0].answer}}}", "finish_reason": "stop",
+             "completion_tokens": 5, "seed": 0}]
+    res = evaluate_benchmark("aime25", items, rows, tmp_path, config=EvaluateConfig(grading_processes=0),
+                             run_info={})
+    samples = pq.read_table(tmp_path / "samples.parquet").to_pylist()
+    assert [(s["correct"], s["truncated"]) for s in samples] == [(False, True), (True, False)]
+    assert res["accuracy"] == 0.5 and res["truncated_share"] == 0.5

@@ -163,3 +163,26 @@ def test_a_student_that_cannot_load_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="cannot load"):
         run_generation(ITEMS, tmp_path / "out", cfg, show_progress=False)
     assert not (tmp_path / "out" / GENERATIONS_LOG).exists()
+
+
+def test_sample_seeds_are_per_item_and_index_and_stable():
+    cfg = GenerationConfig(backend=BackendConfig(model="m"), seed=7)
+    seeds = {(i, k): cfg.sample_seed(i, k) for i in ("a", "b") for k in range(8)}
+    assert len(set(seeds.values())) == 16  # every (item, sample) its own stream
+    assert cfg.sample_seed("a", 5) == GenerationConfig(backend=BackendConfig(model="other"), seed=7).sample_seed("a", 5)
+    assert cfg.sample_seed("a", 5) != GenerationConfig(backend=BackendConfig(model="m"), seed=8).sample_seed("a", 5)
+    assert GenerationConfig(backend=BackendConfig(model="m"), seed=None).sample_seed("a", 0) is None
+
+
+def test_growing_n_asks_only_for_the_new_indices_with_their_own_seeds(tmp_path, tiny_chat_model_dir,
+                                                                     tiny_transformers_backend):
+    backend = CountingBackend(tiny_transformers_backend)
+    run_generation(ITEMS, tmp_path, _cfg(tiny_chat_model_dir, n=2, seed=3, temperature=1.0), backend=backend,
+                   show_progress=False)
+    run_generation(ITEMS, tmp_path, _cfg(tiny_chat_model_dir, n=4, seed=3, temperature=1.0), backend=backend,
+                   show_progress=False)
+    cfg = _cfg(tiny_chat_model_dir, n=4, seed=3)
+    assert backend.calls[-1] == (3, 2)  # 3 items, the 2 missing samples each
+    assert backend.seeds == [[cfg.sample_seed(i["id"], k) for k in (2, 3)] for i in ITEMS]
+    rows = pq.read_table(tmp_path / GENERATIONS_PARQUET).to_pylist()
+    assert len({r["sample_seed"] for r in rows}) == 12

@@ -124,3 +124,17 @@ def test_greedy_with_several_samples_repeats_the_greedy_answer(tiny_transformers
     out = tiny_transformers_backend.chat([[{"role": "user", "content": "What is 2 + 2?"}]],
                                          SamplingParams(temperature=0.0, n=3, max_tokens=5))
     assert len(out[0]) == 3 and len({c.text for c in out[0]}) == 1
+
+
+@pytest.mark.slow
+def test_each_sample_has_its_own_stream_whatever_the_batch(tiny_transformers_backend):
+    # per-sample seeds: a sample is the same alone or in a batch, and asking for sample k
+    # again gives sample k (issue 16 #3: resumed or grown sampling repeated samples)
+    p = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=6, n=2)
+    batch = tiny_transformers_backend.chat(CONVS[:3], p, seeds=[[10, 11], [20, 21], [30, 31]])
+    alone = tiny_transformers_backend.chat(CONVS[1:2], p, seeds=[[20, 21]])
+    assert [c.text for c in alone[0]] == [c.text for c in batch[1]]
+    one = tiny_transformers_backend.chat(CONVS[1:2], SamplingParams(temperature=1.0, top_p=0.95, max_tokens=6, n=1),
+                                         seeds=[[21]])
+    assert one[0][0].text == batch[1][1].text
+    assert batch[0][0].text != batch[0][1].text or batch[1][0].text != batch[1][1].text

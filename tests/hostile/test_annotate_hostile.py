@@ -130,3 +130,16 @@ def test_runaway_answers_are_not_stored_whole(tmp_path):
         res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
     assert res.summary["items_with_skills"] == 8  # the decision was read from the whole answer
     assert (tmp_path / "out" / "calls.jsonl").stat().st_size < 200_000  # was 158 MB for 60 items
+
+
+def test_the_cli_logs_no_line_per_request(tmp_path):
+    # issue 16 #9: the openai SDK's HTTP client (httpx2) logged one INFO line per request
+    corpus, tree = _corpus(tmp_path, n=30, poison=False)
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        r = _cli("annotate", str(corpus), "--tree", str(tree), "--out", str(tmp_path / "out"), "--backend", "openai",
+                 "--model", "stub-model", "--base-url", stub.base_url)
+        calls = stub.chat_calls
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert calls >= 60
+    assert "HTTP Request" not in r.stderr and "POST http" not in r.stderr
+    assert len(r.stderr.splitlines()) < 30
