@@ -247,3 +247,18 @@ def test_reasoning_gym_mix_is_optional_and_labelled():
         assert r["true_skills"] == [g.GYM_TASKS[task].split("->")]
         assert last_boxed(r["response"]) == r["answer"]
         assert split_of(r["question"]) == "train"
+
+
+def test_train_dev_and_eval_splits_never_overlap():
+    from skilldistill.demo.generator import generate_eval_set, split_of
+
+    dev = generate_eval_set(10, seed=0, as_table=False, split="dev")
+    ev = generate_eval_set(10, seed=0, as_table=False)
+    pool = generate_corpus(500, seed=0, as_table=False)
+    assert {split_of(r["question"]) for r in dev} == {"dev"}
+    assert {split_of(r["question"]) for r in ev} == {"eval"}
+    assert {split_of(r["question"]) for r in pool} == {"train"}
+    qs = [{r["question"] for r in rows} for rows in (dev, ev, pool)]
+    assert not (qs[0] & qs[1] or qs[0] & qs[2] or qs[1] & qs[2])
+    with pytest.raises(ValueError, match="eval or dev"):
+        generate_eval_set(1, split="train")

@@ -148,7 +148,11 @@ def _order_ops(rng: random.Random, x: int | None, var: str | None) -> Piece | No
         expr, last, val = f"{c} + {a_txt} * {b}", f"{c} + {p} = {c + p}.", c + p
     else:
         expr, last, val = f"{a_txt} * {b} - {c}", f"{p} - {c} = {p - c}.", p - c
-    ask = rng.choice([f"What is {expr}?", f"Compute {expr}."])
+    # Worded as such exercises are ("order of operations", "multiply first"): a bare
+    # "What is 5 + 3 * 4?" reads, to an attributor, like any other sum.
+    ask = rng.choice([f"Using the order of operations, what is {expr}?",
+                      f"Remember to multiply first: compute {expr}.",
+                      f"Following the order of operations, evaluate {expr}."])
     return Piece(ask, expr, [f"{a} * {b} = {p}.", last], val)
 
 
@@ -482,8 +486,8 @@ LEAF_CHAINS: tuple[tuple[str, str], ...] = tuple(s.chain for s in SKILLS)
 # teaches (halving two-digit numbers, finding a common factor) stay strong: they would be
 # weak for want of arithmetic, not for want of examples (docs/demo.md, lab notebook).
 WEAK_LEAVES: tuple[str, ...] = (
-    "Arithmetic->Order of operations",
     "Fractions and percents->Percent of a number",
+    "Algebra->Linear equations",
     "Algebra->Evaluating expressions",
     "Algebra->Arithmetic sequences",
     "Number theory->Remainders",

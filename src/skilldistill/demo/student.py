@@ -77,7 +77,7 @@ class StudentConfig(BaseModel):
     # base training on a skewed mix
     base_examples: int = Field(12000, ge=16)
     weak_leaves: list[str] = Field(default_factory=lambda: list(WEAK_LEAVES))
-    weak_weight: float = Field(0.01, ge=0.0, description="share of a weak leaf relative to a strong one")
+    weak_weight: float = Field(0.002, ge=0.0, description="share of a weak leaf relative to a strong one")
     skill_counts: tuple[float, float, float] = (0.7, 0.25, 0.05)
     epochs: float = 4.0
     learning_rate: float = 3e-3
