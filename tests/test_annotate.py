@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_stub import OpenAIStub, Reply, listed_skills, pick_listed_skills  # noqa: E402
 from skilldistill.annotate import (  # noqa: E402
     AnnotateConfig,
+    EmbeddingDecider,
     PromptTemplate,
     annotate,
     annotate_stats,
@@ -27,9 +29,10 @@ from skilldistill.annotate import (  # noqa: E402
     match_names,
     parse_answer,
 )
-from skilldistill.artifacts import AppendLog, read_json  # noqa: E402
+from skilldistill.artifacts import AppendLog, hash_obj, read_json  # noqa: E402
 from skilldistill.errors import ConfigError, InputError  # noqa: E402
 from skilldistill.llm.base import BackendConfig  # noqa: E402
+from skilldistill.llm.embedding import EmbeddingConfig  # noqa: E402
 from skilldistill.llm.openai_backend import OpenAIBackend  # noqa: E402
 from skilldistill.tree import SkillNode, SkillTree  # noqa: E402
 
@@ -136,6 +139,30 @@ def test_match_names_exact_folded_fuzzy_and_unmatched():
     assert matched == ["Linear equations", "Quadratic equations", "Inequalities"]
     assert unmatched == ["Topology"]
     assert match_names(["Quad"], children) == ([], ["Quad"])  # too far for the threshold
+
+
+def test_match_names_on_evaltree_near_twins(shared_data):
+    """EvalTree names end in "." and three sibling pairs differ only by it: an exact answer
+    reaches its own sibling, not the twin (the old period-stripping lookup picked the twin)."""
+    tree = SkillTree.load(shared_data / "skill_trees" / "evaltree_math_full.json")
+    twins = []
+    for _, node in tree.nodes():
+        names = {c.name for c in node.children}
+        twins += [(node.children, n) for n in names if n.endswith(".") and n[:-1] in names]
+    assert len(twins) == 3
+    for children, dotted in twins:
+        bare = dotted[:-1]
+        assert match_names([dotted], children) == ([dotted], [])
+        assert match_names([bare], children) == ([bare], [])
+        assert match_names([f'"{dotted}"', f"**{bare}**"], children) == ([dotted, bare], [])
+        # folded (case, spacing): one of the two, not a fuzzy guess elsewhere
+        folded, _ = match_names(["  " + dotted.upper() + " "], children)
+        assert folded and folded[0] in (dotted, bare)
+    # an exact answer on EvalTree never needs the fuzzy step: every child name maps to itself
+    for _, node in tree.nodes():
+        if node.children:
+            names = [c.name for c in node.children]
+            assert match_names(names, node.children) == (names, [])
 
 
 def test_item_text_uses_final_solution_and_caps_it():
@@ -419,3 +446,57 @@ def test_listed_skills_helper_reads_the_bundled_template(tree):
     assert listed_skills({"messages": [{"role": "user", "content": prompt}]}) == ["Triangles", "Circles"]
     assert pick_listed_skills({"messages": [{"role": "user", "content": prompt}]}).content.startswith("[")
     assert isinstance(Reply().content, str)
+
+
+# -- the authors' EvalTree, and the node-embedding disk cache --------------------------------
+def test_node_embeddings_cached_on_disk(tmp_path, shared_data, skill_mix_path):
+    tree = SkillTree.load(skill_mix_path)
+    first = write_corpus(math_rows(shared_data, 6), tmp_path / "a.parquet")
+    other = write_corpus(math_rows(shared_data, 12)[6:], tmp_path / "b.parquet")
+    cache = tmp_path / "cache"
+    cfg = AnnotateConfig(embedding=EmbeddingConfig(cache_dir=str(cache)))
+    annotate(first, tree, tmp_path / "a", cfg, show_progress=False)
+    files = list(cache.glob("*-leaves.npz"))
+    assert len(files) == 1
+    with np.load(files[0]) as z:
+        assert z["vectors"].shape == (len(tree.leaves()), 384)
+    # New items, same tree: the leaves come from disk; decisions equal an uncached run's
+    decider = EmbeddingDecider(cfg.embedding, tree_key=hash_obj(tree.to_dict()))
+    encoded = []
+    real = decider.attributor.encode
+    decider.attributor.encode = lambda texts: (encoded.append(len(texts)), real(texts))[1]
+    decider.attributor.select([("What is 2+3?", (), tree.root.children)])
+    assert decider.attributor.disk_hits > 0 and encoded == [1]  # only the item text was encoded
+    cached = annotate(other, tree, tmp_path / "b", cfg, show_progress=False)
+    uncached = annotate(other, tree, tmp_path / "c", AnnotateConfig(embedding=EmbeddingConfig(cache_dir="off")),
+                        show_progress=False)
+    assert read_skills(cached.skills_path) == read_skills(uncached.skills_path)
+    assert len(list(cache.glob("*.npz"))) == 1  # 'off' wrote nothing; same tree, same file
+    # the cache location changes no decision: a rerun elsewhere is up to date
+    moved = annotate(other, tree, tmp_path / "b", AnnotateConfig(embedding=EmbeddingConfig(cache_dir=str(tmp_path / "x"))),
+                     show_progress=False)
+    assert moved.skipped
+    # a damaged cache file is recomputed, not trusted
+    files[0].write_bytes(b"not an npz")
+    again = annotate(other, tree, tmp_path / "d", cfg, show_progress=False)
+    assert read_skills(again.skills_path) == read_skills(uncached.skills_path)
+    with np.load(files[0]) as z:
+        assert len(z["keys"]) == len(tree.leaves())
+
+
+@pytest.mark.slow
+def test_evaltree_annotates_with_embedding_and_openai_backends(tmp_path, shared_data):
+    """The authors' tree as shipped (15 duplicate siblings merged), both backends."""
+    tree = SkillTree.load(shared_data / "skill_trees" / "evaltree_math_full.json")
+    leaves = set(tree.leaves())
+    corpus = write_corpus(math_rows(shared_data, 0, per_subject=1), tmp_path / "c.parquet")  # 7 problems
+    emb = annotate(corpus, tree, tmp_path / "emb", AnnotateConfig(), show_progress=False)
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        llm = annotate(corpus, tree, tmp_path / "llm", openai_cfg(stub.base_url), show_progress=False)
+    for res in (emb, llm):
+        rows = read_skills(res.skills_path)
+        assert len(rows) == 7 and all(r["skills"] for r in rows)
+        assert all(tuple(c) in leaves for r in rows for c in r["skills"])
+    # the listed names come back exactly (trailing periods included): nothing fuzzy, nothing lost
+    assert llm.summary["unmatched_names"] == 0
+    assert max(len(c) for r in read_skills(llm.skills_path) for c in r["skills"]) >= 5

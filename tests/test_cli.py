@@ -32,9 +32,13 @@ def test_tree_stats_on_skill_mix(skill_mix_path):
 def test_tree_validate_reports_path(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "M", "children": [{"name": "A", "children": [{"name": "x"}, {"name": "X"}]}]}))
-    r = runner.invoke(app, ["tree", "validate", str(bad)])
+    r = runner.invoke(app, ["tree", "validate", str(bad), "--on-duplicate", "error"])
     assert r.exit_code == 2
     assert "at A" in r.output and "duplicate sibling name" in r.output
+    r = runner.invoke(app, ["tree", "validate", str(bad)])  # merge, the default
+    assert r.exit_code == 0 and "1 duplicate siblings merged" in r.output
+    r = runner.invoke(app, ["tree", "validate", str(bad), "--on-duplicate", "drop"])
+    assert r.exit_code == 2 and "--on-duplicate must be merge, rename or error" in r.output
 
 
 def test_tree_show(skill_mix_path):

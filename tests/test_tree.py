@@ -59,7 +59,7 @@ def test_yaml_with_descriptions_and_bare_string_leaves(tmp_path):
 )
 def test_validation_errors_name_the_path(tree, message, path):
     with pytest.raises(TreeError) as e:
-        SkillTree.from_dict(tree)
+        SkillTree.from_dict(tree, on_duplicate="error")
     assert message in str(e.value)
     assert e.value.path == path
 
@@ -112,3 +112,66 @@ def test_resolve_bundled_and_paths(skill_mix_path):
     assert SkillTree.resolve(str(skill_mix_path)).stats().leaves == 118
     with pytest.raises(TreeError, match="no bundled tree"):
         SkillTree.resolve("no-such-tree")
+
+
+# -- the authors' EvalTree files as they ship ------------------------------------------
+
+def _evaltree(shared_data, name="evaltree_math_full.json"):
+    return shared_data / "skill_trees" / name
+
+
+def test_duplicate_siblings_merge_rename_or_error(caplog):
+    data = {"name": "M", "children": [
+        {"name": "A", "children": [{"name": "x"}]},
+        {"name": "B"},
+        {"name": "a ", "description": "second A", "children": [{"name": "y"}, {"name": "X"}]},
+    ]}
+    with caplog.at_level("WARNING"):
+        t = SkillTree.from_dict(data, source="t.json")
+    # one A, with the children of both; the twin x/X below it merges too
+    assert t.leaves() == [("A", "x"), ("A", "y"), ("B",)]
+    assert t.node(("A",)).description == "second A"
+    assert t.merged == ["A", "A -> x"]
+    assert sum("merged duplicate sibling" in r.message for r in caplog.records) == 2
+    r = SkillTree.from_dict(data, on_duplicate="rename")
+    assert r.leaves() == [("A", "x"), ("B",), ("a (2)", "y"), ("a (2)", "X")] and r.merged == []
+    with pytest.raises(TreeError, match="at the root: duplicate sibling name 'a' \\(also 'A'\\)"):
+        SkillTree.from_dict(data, on_duplicate="error")
+    with pytest.raises(TreeError, match="on_duplicate must be"):
+        SkillTree.from_dict(data, on_duplicate="drop")
+
+
+def test_evaltree_as_shipped_loads(shared_data):
+    full = _evaltree(shared_data)
+    with pytest.raises(TreeError, match="duplicate sibling name"):
+        SkillTree.load(full, on_duplicate="error")
+    renamed = SkillTree.load(full, on_duplicate="rename").stats()
+    assert (renamed.nodes, renamed.leaves, renamed.depth, renamed.top_level) == (4943, 3395, 12, 4)
+    merged = SkillTree.load(full)
+    s = merged.stats()
+    assert len(merged.merged) == 15 and (s.nodes, s.leaves) == (4943 - 15, 3395 - 15)
+    # siblings that differ only by a trailing period are distinct skills, not duplicates
+    parent = next(node for _, node in merged.nodes() if {c.name for c in node.children} >= {
+        "Formulating and solving systems of linear equations.", "Formulating and solving systems of linear equations"})
+    assert parent is not None
+
+
+def test_evaltree_raw_form_is_the_same_tree(shared_data):
+    for mode in ("rename", "merge"):
+        full = SkillTree.load(_evaltree(shared_data), on_duplicate=mode)
+        raw = SkillTree.load(_evaltree(shared_data, "evaltree_math_full_raw.json"), on_duplicate=mode)
+        assert [p for p, _ in raw.nodes()] == [p for p, _ in full.nodes()]
+
+
+def test_raw_form_leaves_and_errors():
+    raw = {"description": "Math", "subtrees": {
+        "1": {"description": "Count.", "subtrees": 17},                       # one item: a leaf
+        "0": {"description": "Algebra.", "subtrees": {
+            "0": {"description": "Linear.", "subtrees": [{"description": "item cap", "subtrees": 3}]},  # cluster: a leaf
+        }},
+    }}
+    t = SkillTree.from_dict(raw)
+    assert t.root.name == "Math"
+    assert t.leaves() == [("Algebra.", "Linear."), ("Count.",)]  # index-keyed dicts in key order
+    with pytest.raises(TreeError, match="needs a 'description' string"):
+        SkillTree.from_dict({"description": "M", "subtrees": {"0": {"subtrees": 1}}})

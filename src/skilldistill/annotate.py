@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import collections
-import difflib
 import functools
 import json
 import logging
@@ -46,6 +45,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rapidfuzz import fuzz
+from rapidfuzz import process as rf_process
 
 from .artifacts import (
     AppendLog,
@@ -110,7 +111,7 @@ class AnnotateConfig(BaseModel):
     )
     max_chars: int = Field(20_000, ge=1, description="Cap on the teacher-solution characters shown (paper: 20k).")
     max_depth: int | None = Field(None, ge=1, description="Stop descending below this depth (chains may end at inner nodes).")
-    match_threshold: float = Field(0.85, gt=0, le=1, description="difflib ratio needed for a fuzzy name match.")
+    match_threshold: float = Field(0.85, gt=0, le=1, description="Indel similarity (rapidfuzz fuzz.ratio / 100) needed for a fuzzy name match.")
     repair_retries: int = Field(1, ge=0, le=3, description="Re-asks after an unreadable answer.")
 
     @model_validator(mode="after")
@@ -297,28 +298,50 @@ def _norm(name: str) -> str:
 
 
 def match_names(names: Sequence[str], children: Sequence[SkillNode], threshold: float = 0.85) -> tuple[list[str], list[str]]:
-    """Map answer names to child names: exact after case/whitespace folding, then the
-    closest name with difflib ratio >= ``threshold``. Returns (matched, unmatched);
-    matched keeps answer order without duplicates."""
-    by_norm = {_norm(c.name): c.name for c in children}
+    """Map answer names to child names, in three steps, the first that hits wins:
+
+    1. exact: the answer (outer whitespace and quotes/markdown taken off) is a child's name
+       as written, trailing period included (EvalTree's names end in "." and some siblings
+       differ only by it);
+    2. normalised: case, inner whitespace and trailing punctuation folded on both sides
+       (a quoted chain ``A->b`` tries its last step too);
+    3. fuzzy: the closest normalised name with Indel similarity (rapidfuzz's ``fuzz.ratio``,
+       difflib's ratio computed exactly) >= ``threshold``.
+
+    Returns (matched, unmatched); matched keeps answer order without duplicates."""
+    exact = {c.name: c.name for c in children}
+    by_norm: dict[str, str] = {}
+    for c in children:  # the first child wins a normalised collision; exact answers still reach the others
+        by_norm.setdefault(_norm(_strip_name(c.name)), c.name)
     keys = list(by_norm)
     matched: list[str] = []
     unmatched: list[str] = []
     for raw in names:
-        name = _strip_name(raw)
+        name = _strip_outer(raw)
         if not name:
             continue
-        hit = by_norm.get(_norm(name))
-        if hit is None and CHAIN_SEP in name:  # a whole chain was quoted: take its last step
-            hit = by_norm.get(_norm(name.rsplit(CHAIN_SEP, 1)[1]))
+        hit = exact.get(name)
         if hit is None:
-            close = difflib.get_close_matches(_norm(name), keys, n=1, cutoff=threshold)
-            hit = by_norm[close[0]] if close else None
+            folded = _norm(_strip_name(name))
+            hit = by_norm.get(folded)
+            if hit is None and CHAIN_SEP in name:  # a whole chain was quoted: take its last step
+                last = name.rsplit(CHAIN_SEP, 1)[1]
+                hit = exact.get(last.strip()) or by_norm.get(_norm(_strip_name(last)))
+            if hit is None:
+                close = rf_process.extractOne(folded, keys, scorer=fuzz.ratio, score_cutoff=threshold * 100)
+                hit = by_norm[close[0]] if close else None
         if hit is None:
-            unmatched.append(name)
+            unmatched.append(_strip_name(name))
         elif hit not in matched:
             matched.append(hit)
     return matched, unmatched
+
+
+def _strip_outer(s: str) -> str:
+    """Markdown and quotes around a name, not its own trailing period."""
+    s = s.strip().strip("*_`").strip()
+    s = s.strip("\"'").strip()
+    return s.rstrip(",;").strip("\"'").strip()
 
 
 # ----------------------------------------------------------------------------------
@@ -447,17 +470,19 @@ class ChatDecider:
         matched, unmatched = match_names(names, q.children, self.cfg.match_threshold)
         rec.update(status=OK if matched else NONE, chosen=matched, unmatched=unmatched)
         if unmatched:
-            log.debug("unmatched skill names at %s: %s", chain_str(q.path) or "<root>", unmatched)
+            log.debug("unmatched skill names at %s: %s", chain_str(q.path) or "the root", unmatched)
         return rec
 
 
 class EmbeddingDecider:
     """Scores item text against each child with a sentence-transformers model."""
 
-    def __init__(self, cfg: EmbeddingConfig) -> None:
+    def __init__(self, cfg: EmbeddingConfig, tree_key: str | None = None) -> None:
         from .llm.embedding import EmbeddingAttributor
 
         self.attributor = EmbeddingAttributor(cfg)
+        if tree_key:
+            self.attributor.use_disk_cache(tree_key)
         self.model_id = self.attributor.model_id
         self.version = self.attributor.rule_version
 
@@ -608,7 +633,7 @@ def _annotate_unlocked(
 
     own_backend = None
     if cfg.backend == "embedding":
-        decider: ChatDecider | EmbeddingDecider = EmbeddingDecider(cfg.embedding)
+        decider: ChatDecider | EmbeddingDecider = EmbeddingDecider(cfg.embedding, tree_key=inputs["tree"])
     else:
         if backend is None:
             from .llm.factory import make_backend
@@ -786,7 +811,7 @@ def _walk(
                 for i, path, key in asks:
                     rec = cache.get(key)
                     if rec is None or rec.get("status") not in FINAL:
-                        raise RuntimeError(f"no decision for node {chain_str(path) or '<root>'} of item {ids[i]!r}")
+                        raise RuntimeError(f"no decision for node {chain_str(path) or 'the root'} of item {ids[i]!r}")
                     for child in rec.get("chosen", []):
                         nxt[i].append(path + (child,))
                 frontier = dict(nxt)

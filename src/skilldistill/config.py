@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,6 +102,9 @@ class Recipe(BaseModel):
     demo: DemoSection | None = None
     corpus: IngestConfig | None = Field(None, description="Where the pool comes from (absent: the demo generates it).")
     tree: str = Field("math", description="Skill tree file or bundled name.")
+    on_duplicate: Literal["merge", "rename", "error"] = Field(
+        "merge", description="Siblings with the same name in the tree file (EvalTree has 15): merge them (the "
+        "authors' code does, in effect), rename the later ones ' (2)', or refuse the file.")
     student: BackendConfig = Field(default_factory=lambda: BackendConfig(model=DEMO_STUDENT))
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     profile: ProfileConfig

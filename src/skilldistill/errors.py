@@ -40,9 +40,9 @@ class TreeError(SkilldistillError):
     def __init__(self, message: str, *, path: list[str] | None = None, file: str | Path | None = None):
         self.path = list(path or [])
         self.file = str(file) if file is not None else None
-        where = " -> ".join(self.path) if self.path else "<root>"
+        where = f"at {' -> '.join(self.path)}" if self.path else "at the root"
         prefix = f"{self.file}: " if self.file else ""
-        super().__init__(f"{prefix}at {where}: {message}")
+        super().__init__(f"{prefix}{where}: {message}")
 
 
 class ConfigError(SkilldistillError):

@@ -153,7 +153,7 @@ class Pipeline:
             torch.set_num_threads(r.threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.p("recipe.yaml"), yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
-        tree = SkillTree.resolve(r.tree)
+        tree = SkillTree.resolve(r.tree, on_duplicate=r.on_duplicate)
         tree_fp = hash_obj(tree.to_dict())
 
         demo_pool = None

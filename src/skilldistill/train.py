@@ -370,7 +370,7 @@ def validate_train_config(data: dict[str, Any], *, source: str = "train config")
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as e:
-        lines = [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()]
+        lines = [f"{'.'.join(str(p) for p in err['loc']) or 'the top level'}: {err['msg']}" for err in e.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
 
 

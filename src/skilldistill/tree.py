@@ -16,15 +16,18 @@ leaves and depth well past 10 cost linear time and no recursion.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .errors import TreeError
+
+log = logging.getLogger(__name__)
 
 CHAIN_SEP = "->"
 _ALLOWED_KEYS = {"name", "description", "children"}
@@ -66,51 +69,89 @@ class SkillTree:
     def __init__(self, root: SkillNode, *, source: str | None = None) -> None:
         self.root = root
         self.source = source
+        self.merged: list[str] = []  # paths of duplicate siblings merged while loading
         self._index: dict[Chain, SkillNode] = {}
         for path, node in self._walk():
             self._index[path] = node
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> SkillTree:
-        """Build and validate a tree from nested dicts (as parsed from JSON or YAML)."""
+    def from_dict(cls, data: Any, *, source: str | None = None, on_duplicate: OnDuplicate = "merge") -> SkillTree:
+        """Build and validate a tree from nested dicts (as parsed from JSON or YAML).
+
+        Two formats: ``{"name", "description"?, "children"?}`` (the paper's), or EvalTree's
+        raw ``{"description", "subtrees"}`` (subtrees an index-keyed dict for an inner node;
+        an integer item index, or a list of per-item capabilities, for a leaf, as the
+        authors' converted tree has it; a node's name is its description).
+
+        Siblings whose names are equal after case and whitespace folding (EvalTree has 13
+        such groups, 2 of them differing only in case) are, by ``on_duplicate``:
+        ``merge`` (the default, as the authors' dict-based code effectively does: one node,
+        the children of all of them; each merge logged), ``rename`` (the later ones get
+        " (2)", " (3)", ...), or ``error``.
+        """
+        if on_duplicate not in ("merge", "rename", "error"):
+            raise TreeError(f"on_duplicate must be merge, rename or error, not {on_duplicate!r}", file=source)
+        if isinstance(data, dict) and "subtrees" in data and "name" not in data:
+            data = _from_raw(data, source)
         root = _parse_node(data, path=[], file=source)
         # Iterative build: (raw children, parent node, parent path)
         stack: list[tuple[Any, SkillNode, list[str]]] = [(data, root, [])]
         n_nodes = 1
+        merges: list[str] = []
         while stack:
             raw, node, path = stack.pop()
             if len(path) > MAX_DEPTH:
                 raise TreeError(f"deeper than {MAX_DEPTH} levels", path=path[:3] + ["..."], file=source)
-            children = raw.get("children", []) if isinstance(raw, dict) else []
-            if children is None:
-                children = []
-            if not isinstance(children, list):
-                raise TreeError(f"'children' must be a list, got {type(children).__name__}", path=path or None, file=source)
-            seen: dict[str, int] = {}
+            # A merged node's raw is the list of its duplicates' raws: their children, in file order.
+            children: list[Any] = []
+            for r in (raw if isinstance(raw, list) else [raw]):
+                kids = r.get("children", []) if isinstance(r, dict) else []
+                if kids is None:
+                    kids = []
+                if not isinstance(kids, list):
+                    raise TreeError(f"'children' must be a list, got {type(kids).__name__}", path=path or None, file=source)
+                children.extend(kids)
+            seen: dict[str, tuple[SkillNode, list[Any]]] = {}
             for i, raw_child in enumerate(children):
-                child_path_hint = path + [f"<child {i}>"]
-                child = _parse_node(raw_child, path=child_path_hint, file=source)
+                child = _parse_node(raw_child, path=path + [f"<child {i}>"], file=source)
                 key = _norm(child.name)
                 if key in seen:
-                    raise TreeError(
-                        f"duplicate sibling name {child.name!r} (children {seen[key]} and {i})",
-                        path=path or None, file=source,
-                    )
-                seen[key] = i
+                    first, raws = seen[key]
+                    if on_duplicate == "error":
+                        raise TreeError(f"duplicate sibling name {child.name!r} (also {first.name!r}); "
+                                        "--on-duplicate merge or rename loads it", path=path or None, file=source)
+                    if on_duplicate == "merge":
+                        merges.append(" -> ".join([*path, first.name]))
+                        if first.description is None and child.description:
+                            first.description = child.description
+                        raws.append(raw_child)
+                        continue
+                    k = 2
+                    while _norm(f"{child.name} ({k})") in seen:
+                        k += 1
+                    child = SkillNode(name=f"{child.name} ({k})", description=child.description)
+                    key = _norm(child.name)
+                seen[key] = (child, [raw_child])
                 node.children.append(child)
-                stack.append((raw_child, child, path + [child.name]))
                 n_nodes += 1
                 if n_nodes > MAX_NODES:
                     raise TreeError(f"more than {MAX_NODES:,} nodes (YAML aliases that repeat a subtree can "
                                     "multiply a small file into billions)", file=source)
+            for child, raws in seen.values():
+                stack.append((raws, child, path + [child.name]))
         if not root.children:
             raise TreeError("the tree has no skills below its root: nothing to attribute", file=source)
-        return cls(root, source=source)
+        for m in merges:
+            log.warning("%s: merged duplicate sibling %r (its children joined the first one's)", source or "tree",
+                        m[-120:])
+        tree = cls(root, source=source)
+        tree.merged = merges
+        return tree
 
     @classmethod
-    def load(cls, path: str | Path) -> SkillTree:
-        """Load a tree from ``.json`` or ``.yaml``/``.yml``."""
+    def load(cls, path: str | Path, *, on_duplicate: OnDuplicate = "merge") -> SkillTree:
+        """Load a tree from ``.json`` or ``.yaml``/``.yml`` (see :meth:`from_dict`)."""
         path = Path(path)
         if not path.exists():
             raise TreeError(f"no such file: {path}")
@@ -127,7 +168,7 @@ class SkillTree:
             raise TreeError(f"cannot parse: {e}", file=path) from e
         except RecursionError:
             raise TreeError(f"nested too deeply to parse (a tree is at most {MAX_DEPTH} levels)", file=path) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), on_duplicate=on_duplicate)
 
     @classmethod
     def bundled(cls, name: str = "math") -> SkillTree:
@@ -140,13 +181,13 @@ class SkillTree:
             return cls.load(p)
 
     @classmethod
-    def resolve(cls, spec: str | Path) -> SkillTree:
+    def resolve(cls, spec: str | Path, *, on_duplicate: OnDuplicate = "merge") -> SkillTree:
         """Load ``spec`` as a file path, or as a bundled tree name (``bundled:math`` or ``math``)."""
         s = str(spec)
         if s.startswith("bundled:"):
             return cls.bundled(s.split(":", 1)[1])
         if Path(s).exists() or Path(s).suffix.lower() in {".json", ".yaml", ".yml"}:
-            return cls.load(s)
+            return cls.load(s, on_duplicate=on_duplicate)
         return cls.bundled(s)
 
     # -- export --------------------------------------------------------------------
@@ -200,7 +241,7 @@ class SkillTree:
         try:
             return self._index[tuple(path)]
         except KeyError:
-            raise KeyError(f"no node at {chain_str(path) or '<root>'}") from None
+            raise KeyError(f"no node at {chain_str(path) or 'the root'}") from None
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, tuple | list) and tuple(path) in self._index
@@ -292,6 +333,38 @@ def available_bundled_trees() -> dict[str, str]:
 
 def _norm(name: str) -> str:
     return " ".join(name.split()).casefold()
+
+
+OnDuplicate = Literal["merge", "rename", "error"]
+
+
+def _from_raw(data: dict, source: str | None) -> dict:
+    """EvalTree's raw ``{"description", "subtrees"}`` form as ``{"name", "children"}``."""
+    def convert(node: Any, path: list[str]) -> dict:
+        if not isinstance(node, dict) or not isinstance(node.get("description"), str):
+            raise TreeError("a raw node needs a 'description' string", path=path or None, file=source)
+        return {"name": node["description"], "children": []}
+
+    out = convert(data, [])
+    stack: list[tuple[Any, dict, list[str]]] = [(data, out, [])]
+    while stack:
+        raw, node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            raise TreeError(f"deeper than {MAX_DEPTH} levels", path=path[:3] + ["..."], file=source)
+        subs = raw.get("subtrees")
+        if not isinstance(subs, dict):
+            # An integer (one item's index) or a list (the per-item capabilities of a
+            # leaf cluster): a leaf, as in the authors' converted evaltree_math_full.json.
+            node.pop("children")
+            continue
+        subs = [subs[k] for k in sorted(subs, key=lambda k: (len(str(k)), str(k)))]
+        for sub in subs:
+            child = convert(sub, path)
+            node["children"].append(child)
+            stack.append((sub, child, path + [child["name"][:60]]))
+        if not node["children"]:
+            node.pop("children")
+    return out
 
 
 # Bounds that keep a hostile tree file from exhausting memory or time.

@@ -16,7 +16,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openai_stub import OpenAIStub, Reply, pick_listed_skills  # noqa: E402
-
 from skilldistill.annotate import AnnotateConfig, annotate, item_text  # noqa: E402
 from skilldistill.artifacts import AppendLog  # noqa: E402
 from skilldistill.llm.base import BackendConfig  # noqa: E402

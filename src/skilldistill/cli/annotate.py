@@ -19,7 +19,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ..errors import ConfigError
-from .app import app, console, engine_kwargs, user_errors
+from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree, user_errors
 
 _HELP_FLAGS = {"--help", "-h"}
 
@@ -47,6 +47,7 @@ app.add_typer(annotate_app, name="annotate")
 def run(
     corpus: Path = typer.Argument(..., help="Corpus Parquet (or a folder holding corpus.parquet)."),
     tree: str = typer.Option("math", "--tree", "-t", help="Skill tree file or bundled tree name."),
+    on_duplicate: str = on_duplicate_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (skills.parquet, calls.jsonl, summary.json)."),
     backend: str = typer.Option("embedding", "--backend", "-b", help="embedding | openai | vllm | transformers."),
     model: str | None = typer.Option(None, "--model", "-m", help="Chat model id/path (openai, vllm, transformers)."),
@@ -116,7 +117,7 @@ def run(
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    result = annotate(corpus, tree, out, cfg, force=force, show_progress=progress, retry_failed=retry_failed)
+    result = annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress, retry_failed=retry_failed)
     s = result.summary
     if result.skipped:
         console.print(f"[green]up to date[/green]: {result.skills_path} (use --force to rebuild)")
@@ -140,6 +141,7 @@ def run(
 def stats(
     path: Path = typer.Argument(..., help="annotate output folder or skills.parquet."),
     tree: str | None = typer.Option(None, "--tree", "-t", help="List every node of this tree, zero counts included."),
+    on_duplicate: str = on_duplicate_option(),
     depth: int | None = typer.Option(None, "--depth", "-d", help="Only nodes down to this depth."),
     top: int | None = typer.Option(None, "--top", help="Only the N nodes with most items (sorted by items)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows on stdout."),
@@ -147,7 +149,7 @@ def stats(
     """Per-node counts: items and chains passing through each skill node."""
     from ..annotate import annotate_stats
 
-    rows = annotate_stats(path, tree, max_depth=depth)
+    rows = annotate_stats(path, None if tree is None else resolve_tree(tree, on_duplicate), max_depth=depth)
     if top is not None:
         rows = sorted(rows, key=lambda r: -r["items"])[:top]
     if as_json:

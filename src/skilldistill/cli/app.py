@@ -114,3 +114,22 @@ def engine_kwargs(pairs: list[str]) -> dict[str, Any]:
         except yaml.YAMLError as e:
             raise typer.BadParameter(f"--engine-arg {key}: not a YAML value: {e}") from None
     return out
+
+
+def on_duplicate_option() -> Any:
+    """``--on-duplicate``, shared by every command that reads a tree file."""
+    return typer.Option(
+        "merge", "--on-duplicate",
+        help="Sibling skills with the same name (EvalTree has 15): merge (one node, their children joined; "
+             "a warning per merge), rename (' (2)', ' (3)', ...), or error.",
+    )
+
+
+def resolve_tree(spec: str, on_duplicate: str) -> Any:
+    """A tree from a file or bundled name, ``on_duplicate`` checked (a bad value is a ConfigError)."""
+    from ..errors import ConfigError
+    from ..tree import SkillTree
+
+    if on_duplicate not in ("merge", "rename", "error"):
+        raise ConfigError(f"--on-duplicate must be merge, rename or error, not {on_duplicate!r}")
+    return SkillTree.resolve(spec, on_duplicate=on_duplicate)  # type: ignore[arg-type]

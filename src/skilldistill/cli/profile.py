@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from ..errors import ConfigError, InputError
-from .app import app, console, engine_kwargs, user_errors
+from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree, user_errors
 
 
 @app.command("profile")
@@ -21,6 +21,7 @@ def profile_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Student: hub id, local folder, or served model name."),
     backend: str = typer.Option("transformers", "--backend", "-b", help="vllm | transformers | openai."),
     tree: str | None = typer.Option(None, "--tree", "-t", help="Skill tree file or bundled name (default: the chains in the data)."),
+    on_duplicate: str = on_duplicate_option(),
     sample: int | None = typer.Option(None, "--sample", min=1, help="Profile a stratified sample of N items (by leaf)."),
     sample_seed: int = typer.Option(0, "--sample-seed"),
     n: int = typer.Option(1, "--n", "-n", min=1, help="Samples per item."),
@@ -70,7 +71,7 @@ def profile_cmd(
         err = e.errors()[0]
         raise ConfigError(f"invalid option {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
 
-    res = run_profile(skills, out, cfg, tree=tree, force=force)
+    res = run_profile(skills, out, cfg, tree=None if tree is None else resolve_tree(tree, on_duplicate), force=force)
     if res.skipped:
         console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
     c = res.counts

@@ -194,5 +194,5 @@ def fingerprint_view(obj: Any) -> Any:
     if out.get("kind") in BACKEND_KIND_FIELDS and "model" in out:
         out = {k: v for k, v in out.items() if k not in CLIENT_ONLY_FIELDS}
     elif {"scoring", "top_k", "margin"} <= set(out):  # the embedding attributor's settings
-        out = {k: v for k, v in out.items() if k not in ("batch_size", "device")}
+        out = {k: v for k, v in out.items() if k not in ("batch_size", "device", "cache_dir")}
     return out
