@@ -75,9 +75,18 @@ def test_decontamination_against_math500(tmp_path, shared_data):
         preset="math",
         exclude=[str(shared_data / "benchmarks" / "math500" / "test.jsonl")],
     )
-    assert manifest["counts"]["decontaminated"] == 500
+    counts = manifest["counts"]
+    by_method = counts["decontaminated_by_method"]
+    assert by_method["exact"] == 500  # MATH-500 is a subset of MATH test
+    # ... and MATH's templated twins of them (same problem, other numbers) go too
+    assert 0 < by_method["ngram"] + by_method["fuzzy"] < 100
+    assert counts["decontaminated"] == sum(by_method.values()) == 5000 - counts["rows_written"] - sum(
+        v for k, v in counts["dropped"].items() if "excluded" not in k)
     bench = {normalize_question(json.loads(line)["problem"]) for line in (shared_data / "benchmarks" / "math500" / "test.jsonl").open()}
     assert not bench & set(df["question"].map(normalize_question))
+    report = json.loads((tmp_path / "corpus" / "decontamination.json").read_text())
+    assert report["benchmarks"]["math500"]["problems"] == 500
+    assert report["benchmarks"]["math500"]["items_removed"] == by_method
 
 
 @pytest.mark.parametrize(

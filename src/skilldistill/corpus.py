@@ -40,7 +40,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from .artifacts import sha256_file, write_manifest, write_parquet
+from .artifacts import hash_obj, sha256_file, write_json, write_manifest, write_parquet
+from .decontaminate import (
+    BenchmarkProblems,
+    DecontaminationConfig,
+    Decontaminator,
+    contamination_report,
+    load_benchmark_problems,
+)
 from .errors import InputError
 from .textutil import gsm8k_final, last_boxed, normalize_question, question_id
 
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 
 CORPUS_FILE = "corpus.parquet"
 CORPUS_MANIFEST = "manifest.json"
+DECONTAMINATION_FILE = "decontamination.json"
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 CORPUS_SCHEMA = pa.schema(
     [
@@ -226,7 +234,10 @@ class IngestConfig(BaseModel):
     split: str | None = Field(None, description="HF split (preset default, else 'train').")
     config_name: str | None = Field(None, description="HF dataset configuration (subset) name.")
     limit: int | None = Field(None, ge=1, description="Read at most this many rows (HF sources stream).")
-    exclude: list[str] = Field(default_factory=list, description="Benchmark files whose problems are removed.")
+    exclude: list[str] = Field(default_factory=list, description="Benchmarks whose problems, and near-copies of them, "
+                               "are removed: registered names (aime24, math500, ...) or files/folders of problems.")
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig,
+                                                   description="How near-copies are found (exact, n-gram, fuzzy).")
     dedup: bool = True
     on_error: Literal["auto", "skip", "fail"] = Field(
         "auto", description="auto: fail on a missing column, skip-and-count a single bad row."
@@ -463,7 +474,8 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
     t0 = time.time()
     out_dir = Path(out_dir)
     report = IngestReport()
-    excluded = load_question_set(cfg.exclude) if cfg.exclude else set()
+    # Benchmarks load first: a missing or unreadable one fails before any corpus work.
+    problems = load_benchmark_problems(cfg.exclude, data_dir=cfg.decontamination.data_dir) if cfg.exclude else None
 
     local = is_local_source(cfg.source)
     if local:
@@ -486,10 +498,10 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
         rows = _check_columns(iter_hf_rows(cfg, preset), mapping, cfg)
 
     records: list[dict[str, str]] = []
+    wheres: list[str] = []
     seen_questions: dict[str, int] = {}
     seen_ids: set[str] = set()
     id_collisions = 0
-    contaminated = 0
     rows_iter = _with_progress(rows, enabled=progress, limit=cfg.limit)
     for row in rows_iter:
         if cfg.limit is not None and report.rows_read >= cfg.limit:
@@ -506,10 +518,6 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
             _bad(cfg, report, reason, where, reason, row, fld)
             continue
         key = normalize_question(rec["question"])
-        if key in excluded:
-            contaminated += 1
-            report.drop("in an excluded benchmark", where)
-            continue
         if cfg.dedup and key in seen_questions:
             report.drop("duplicate question", where)
             continue
@@ -519,7 +527,11 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
             rec["id"] = question_id(rec["question"])
         seen_ids.add(rec["id"])
         records.append(rec)
+        wheres.append(where)
 
+    decontamination = None
+    if problems is not None and records:
+        records, decontamination = _decontaminate(records, wheres, cfg, problems, report, progress)
     report.rows_written = len(records)
     if not records:
         # An empty corpus is never a result: and it must not replace a good one.
@@ -533,12 +545,14 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
         "rows_read": report.rows_read,
         "rows_written": report.rows_written,
         "dropped": dict(report.dropped),
-        "decontaminated": contaminated,
+        "decontaminated": decontamination["items_removed"] if decontamination else 0,
+        **({"decontaminated_by_method": decontamination["items_removed_by_method"]} if decontamination else {}),
         "id_collisions_rehashed": id_collisions,
     }
     inputs = {f: sha256_file(f) for f in report.files if Path(f).is_file()}
-    for f in cfg.exclude:
-        inputs[f] = sha256_file(f)
+    if problems is not None:
+        inputs["exclude"] = hash_obj([problems.benchmark, problems.questions])
+        write_json(out_dir / DECONTAMINATION_FILE, decontamination or {})
     write_manifest(
         out_dir,
         config=cfg.model_dump(mode="json"),
@@ -626,29 +640,33 @@ def normalise_row(
 # ----------------------------------------------------------------------------------
 # Decontamination and reading back
 # ----------------------------------------------------------------------------------
-QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "prompt")
-
-
 def load_question_set(paths: Sequence[str | Path]) -> set[str]:
-    """Normalised questions of benchmark files (any supported format; field auto-detected)."""
-    out: set[str] = set()
-    for p in paths:
-        p = Path(p)
-        if not p.exists():
-            raise InputError("exclusion file not found", file=p)
-        for f in list_local_files(p):
-            qfield = None
-            for row in iter_local_rows(f):
-                if row.data is None:
-                    continue
-                if qfield is None:
-                    qfield = next((k for k in QUESTION_FIELDS if k in row.data), None)
-                    if qfield is None:
-                        raise InputError(f"no question field (looked for {', '.join(QUESTION_FIELDS)})", file=f, row=row.line)
-                q = _to_text(row.data.get(qfield))
-                if q:
-                    out.add(normalize_question(q))
-    return out
+    """Normalised questions of benchmark files or registered benchmark names."""
+    return {normalize_question(q) for q in load_benchmark_problems(paths).questions}
+
+
+def _decontaminate(records: list[dict[str, str]], wheres: list[str], cfg: IngestConfig, problems: BenchmarkProblems,
+                   report: IngestReport, progress: bool) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Drop the records that match a benchmark problem; the report for decontamination.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from .progress import StageProgress
+
+    ids = [r["id"] for r in records]
+    questions = [r["question"] for r in records]
+    with StageProgress(TextColumn("[bold]decontaminate"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
+                       TimeElapsedColumn(), transient=True, disable=not progress) as prog:
+        task = prog.add_task("decontaminate", total=len(records))
+        t0 = time.time()
+        matches = Decontaminator(problems, cfg.decontamination).find(questions, lambda k: prog.advance(task, k))
+    dec = contamination_report(problems, matches, ids, questions, cfg.decontamination, wall_s=time.time() - t0)
+    kept = []
+    for rec, where, m in zip(records, wheres, matches, strict=True):
+        if m is None:
+            kept.append(rec)
+        else:
+            report.drop(f"in an excluded benchmark ({m.method})", where)
+    return kept, dec
 
 
 def read_corpus(path: str | Path, *, columns: Sequence[str] | None = None) -> pa.Table:
