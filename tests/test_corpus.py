@@ -199,3 +199,10 @@ def test_detect_preset_and_read_back(tmp_path):
 def test_every_preset_has_a_fixture_or_real_file():
     covered = {"openmathreasoning", "openr1-math", "deepmath", "numinamath", "math", "gsm8k", "s1k", "limo"}
     assert set(PRESETS) == covered
+
+
+def test_openmathreasoning_keeps_the_pass_rate_for_the_difficulty_baseline(tmp_path):
+    df, _ = _ingest(tmp_path, source=str(FIXTURES / "openmathreasoning.jsonl"), preset="openmathreasoning")
+    rates = [json.loads(m).get("pass_rate_72b_tir") for m in df["meta"]]
+    raw = [json.loads(line).get("pass_rate_72b_tir") for line in (FIXTURES / "openmathreasoning.jsonl").open()]
+    assert rates == raw[: len(rates)] and any(r not in (None, "n/a") for r in rates)

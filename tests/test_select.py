@@ -15,6 +15,7 @@ from skilldistill.errors import ConfigError, InputError
 from skilldistill.select import (
     LeafIndex,
     SelectConfig,
+    draw_forced,
     draw_quota,
     draw_skill,
     kl_divergence,
@@ -282,7 +283,7 @@ def test_correct_portion_is_respected(tmp_path: Path, small_pool):
     assert sel.num_rows == 80 and sum(flags) == 20
     assert all(int(i[1:]) < 390 for i in sel.column("id").to_pylist())  # items without a profile are left out
     assert res.report["pool"]["excluded_not_profiled"] == 10
-    assert res.report["correct_portion"] == {"requested": 0.25, "selected_solved": 20, "realised": 0.25}
+    assert res.report["correct_portion"] == {"requested": 0.25, "scope": "budget", "selected_solved": 20, "realised": 0.25}
     # more solved items asked for than exist: a clear shortfall, not a hang
     big = run_select(pool, tmp_path / "cp2", cfg.model_copy(update={"correct_portion": 1.0, "budget": 150}),
                      profile_json=prof, item_profile=tmp_path / "profile.parquet", progress=False)
@@ -370,3 +371,127 @@ def test_cli_select(tmp_path: Path, small_pool):
     assert res.exit_code == 2 and "strategy" in res.output
     res = runner.invoke(app, ["select", str(tmp_path / "nope.parquet"), "--out", str(out), "--strategy", "random"])
     assert res.exit_code == 2 and "not found" in res.output
+
+
+# -- the authors' variants and baselines, on hand-computed cases ------------------------
+def _item_profile(path: Path, ids: list[str], solved: list[bool]) -> Path:
+    pq.write_table(pa.table({"id": ids, "n_samples": [1] * len(ids), "n_correct": [int(s) for s in solved],
+                             "accuracy": [float(s) for s in solved], "solved": solved,
+                             "n_truncated": [0] * len(ids)}), path)
+    return path
+
+
+def test_forced_distribution_greedy_projection_by_hand(tmp_path: Path):
+    """Target (0.75, 0.25); items 0:{A} 1:{A} 2:{B} 3:{A,B} 4:{A}. By hand (L2 distance of the
+    selected leaf shares to the target after adding each candidate):
+    step 1: item 0 -> 0.125, item 3 -> 0.125 (tie: lowest index), item 2 -> 1.125: take 0;
+    step 2 (counts 1,0): item 3 -> (2,1)/3 = 0.0139 beats items 1, 2 (0.125): take 3;
+    step 3 (2,1): item 1 -> (3,1)/4 = the target exactly: take 1;
+    step 4 (3,1): item 4 -> (4,1)/5, 0.005, beats item 2 -> (3,2)/5, 0.045: take 4."""
+    a, b = ["S", "A"], ["S", "B"]
+    index = LeafIndex.from_skills(pa.array([[a], [a], [b], [a, b], [a]], SKILLS_TYPE))
+    assert index.keys == [tuple(a), tuple(b)]
+    d = draw_forced(index, np.array([3.0, 1.0]), 4)
+    assert d.items == [0, 3, 1, 4]
+    # quotas: 2 solved (items 1, 2 are), 2 unsolved
+    solved = np.array([0, 1, 1, 0, 0], dtype=np.int8)
+    q = draw_forced(index, np.array([3.0, 1.0]), 4, solved=solved, correct_portion=0.5)
+    assert sorted(int(solved[i]) for i in q.items) == [0, 0, 1, 1] and q.items[0] == 0
+    # through the stage: same items, deterministic whatever the seed
+    pool = write_pool(tmp_path / "skills.parquet", [[a], [a], [b], [a, b], [a]])
+    prof = write_profile(tmp_path / "p.json", [node(a, 1 / 3), node(b, 1.0)])  # weights 3 and 1
+    for seed in (0, 1):
+        res = run_select(pool, tmp_path / f"f{seed}", SelectConfig(strategy="forced", budget=4, seed=seed),
+                         profile_json=prof, progress=False)
+        assert pq.read_table(res.out_dir / "selection.parquet").column("id").to_pylist() == ["q0", "q3", "q1", "q4"]
+    rows = {r["leaf"]: r for r in res.report["leaf_table"]}
+    assert rows["S->A"]["realised_count"] == 4 and rows["S->B"]["realised_count"] == 1
+
+
+def test_per_leaf_correct_portion_by_hand(tmp_path: Path):
+    """Leaf A: 3 solved, 10 unsolved; p = 0.5 -> total = min(3 // 0.5, 10 // 0.5) = 6: 3 + 3.
+    Leaf B: 8 solved, 2 unsolved -> total = min(16, 4) = 4: 2 + 2. 10 items in all."""
+    a, b = ["S", "A"], ["S", "B"]
+    skills = [[a]] * 13 + [[b]] * 10
+    solved = [True] * 3 + [False] * 10 + [True] * 8 + [False] * 2
+    pool = write_pool(tmp_path / "skills.parquet", skills)
+    ids = [f"q{i}" for i in range(23)]
+    ip = _item_profile(tmp_path / "profile.parquet", ids, solved)
+    prof = write_profile(tmp_path / "p.json", [node(a, 0.2), node(b, 0.8)])
+    cfg = SelectConfig(strategy="skill", budget=50, correct_portion=0.5, correct_portion_scope="leaf")
+    res = run_select(pool, tmp_path / "out", cfg, profile_json=prof, item_profile=ip, progress=False)
+    assert res.report["pool"]["balanced_per_leaf"] == {"solved": 5, "unsolved": 5, "leaves_emptied": 0}
+    sel = pq.read_table(res.out_dir / "selection.parquet")
+    got = sel.column("id").to_pylist()
+    assert res.n_selected == 10  # the balanced subsets, then the pool ran dry
+    in_a = [int(i[1:]) for i in got if int(i[1:]) < 13]
+    assert sum(1 for i in in_a if i < 3) == 3 and len(in_a) == 6
+    assert res.report["correct_portion"]["scope"] == "leaf" and res.report["correct_portion"]["selected_solved"] == 5
+    with pytest.raises(ConfigError, match="correct_portion_scope 'leaf'"):
+        run_select(pool, tmp_path / "bad", cfg.model_copy(update={"strategy": "random"}), profile_json=prof,
+                   item_profile=ip, progress=False)
+
+
+def test_max_depth_cuts_chains_before_leaves(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    res = run_select(pool, tmp_path / "d1", SelectConfig(strategy="skill-quota", budget=40, max_depth=1),
+                     profile_json=prof, progress=False)
+    rows = {r["leaf"]: r for r in res.report["leaf_table"]}
+    assert set(rows) == {"Algebra", "Geometry"}  # the depth-1 nodes are the leaves now
+    assert rows["Algebra"]["accuracy"] == 0.4 and rows["Algebra"]["accuracy_source"] == "leaf"  # the inner node's own value
+    # each item once per depth-1 node, however many of its chains end below it
+    table = pq.read_table(pool).column("skills").to_pylist()
+    assert rows["Algebra"]["pool_items"] == sum(any(c[0] == "Algebra" for c in s) for s in table)
+    assert res.report["pool"]["max_depth"] == 1
+    idx = LeafIndex.from_skills(pa.array(table, SKILLS_TYPE)).truncate(1)
+    assert sorted(idx.keys) == [("Algebra",), ("Geometry",)] and idx.sizes().sum() == sum(
+        len({c[0] for c in s}) for s in table)
+
+
+def test_only_skill_and_raw_accuracy_without_verdicts(tmp_path: Path, small_pool):
+    pool, prof = small_pool
+    res = run_select(pool, tmp_path / "o", SelectConfig(strategy="random", budget=500, only_skill="circles"),
+                     profile_json=prof, progress=False)
+    table = pq.read_table(pool)
+    under = {r["id"] for r in table.to_pylist() if ["Geometry", "circles"] in r["skills"]}
+    got = set(pq.read_table(res.out_dir / "selection.parquet").column("id").to_pylist())
+    assert got == under  # every item of the leaf, nothing else
+    assert res.report["pool"]["only_skill"]["leaves"] == ["Geometry->circles"]
+    with pytest.raises(ConfigError, match="closest: circles"):
+        run_select(pool, tmp_path / "o2", SelectConfig(strategy="skill", only_skill="circle"), profile_json=prof,
+                   progress=False)
+    # raw accuracy, the leaf without a verdict left out (the authors): it gets nothing
+    prof2 = write_profile(tmp_path / "p2.json", [
+        node([], 0.4, leaf=False), node(["Algebra"], 0.4, leaf=False), node(["Geometry"], 0.4, leaf=False),
+        node(LEAVES[0], 0.5), node(LEAVES[1], None), node(LEAVES[2], 0.1), node(LEAVES[3], 0.8),
+    ])
+    only_own = set(r["id"] for r in table.to_pylist() if ["Algebra", "inequalities"] in r["skills"]
+                   and len(r["skills"]) == 1)
+    cfg = SelectConfig(strategy="skill-quota", budget=100, accuracy="raw", unprofiled_leaves="exclude")
+    ex = run_select(pool, tmp_path / "raw", cfg, profile_json=prof2, progress=False)
+    rows = {r["leaf"]: r for r in ex.report["leaf_table"]}
+    assert rows["Algebra->inequalities"]["realised_count"] == 0 and rows["Algebra->inequalities"]["target_p"] == 0
+    assert ex.report["pool"]["leaves_without_verdict_excluded"] == 1
+    assert not only_own & set(pq.read_table(ex.out_dir / "selection.parquet").column("id").to_pylist())
+    # weights by hand: 1/0.5, 1/0.1, 1/0.8 -> shares 2/13.25, 10/13.25, 1.25/13.25
+    assert rows["Geometry->triangles"]["target_p"] == pytest.approx(10 / 13.25, abs=1e-6)
+    # the default fills the gap from the ancestor (Algebra, 0.4) instead
+    fb = run_select(pool, tmp_path / "fb", cfg.model_copy(update={"unprofiled_leaves": "ancestor"}),
+                    profile_json=prof2, progress=False)
+    assert {r["leaf"]: r for r in fb.report["leaf_table"]}["Algebra->inequalities"]["accuracy_source"] == "ancestor"
+
+
+def test_difficulty_baseline_on_the_pass_rate(tmp_path: Path):
+    rates = ["0.2", "0.25", "0.5", "0.625", "0.7", "n/a", None, 0.3, "0.6251"]
+    pool = write_pool(tmp_path / "skills.parquet", [[["S", "A"]]] * len(rates), extra={
+        "meta": [json.dumps({"pass_rate_72b_tir": r, "problem_type": "has_answer_extracted"}) for r in rates]})
+    res = run_select(pool, tmp_path / "d", SelectConfig(strategy="difficulty", budget=10), progress=False)
+    got = sorted(pq.read_table(res.out_dir / "selection.parquet").column("id").to_pylist())
+    assert got == ["q1", "q2", "q3", "q7"]  # inclusive [0.25, 0.625]; 'n/a', null, 0.6251 out
+    assert res.report["pool"]["difficulty"] == {"field": "pass_rate_72b_tir", "range": [0.25, 0.625],
+                                                "with_rate": 7, "in_range": 4}
+    two = run_select(pool, tmp_path / "d2", SelectConfig(strategy="difficulty", budget=2, seed=3), progress=False)
+    again = run_select(pool, tmp_path / "d3", SelectConfig(strategy="difficulty", budget=2, seed=3), progress=False)
+    assert pq.read_table(two.out_dir / "selection.parquet").equals(pq.read_table(again.out_dir / "selection.parquet"))
+    with pytest.raises(InputError, match="no item has a pass rate"):
+        run_select(pool, tmp_path / "d4", SelectConfig(strategy="difficulty", difficulty_field="nope"), progress=False)

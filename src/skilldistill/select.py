@@ -16,6 +16,19 @@ Strategies (all reproducible from ``seed``):
 - ``skill-quota``: the same target distribution met deterministically: largest-remainder
   quotas per leaf, a multi-skill item counted once (for the leaf that took it), the
   shortfall of leaves that run dry shared again among the others.
+- ``forced`` (the authors' ``forced_distribution``): no sampling; items are added one at a
+  time, each time the one whose leaves bring the selected items' leaf distribution closest
+  (L2) to the target, ties to the lowest pool index; with ``correct_portion``, quotas of
+  solved and unsolved items.
+- ``difficulty`` (the authors' difficulty baseline): uniform over the items whose pass rate
+  (``difficulty_field`` in the row or its ``meta``, OpenMathReasoning's
+  ``pass_rate_72b_tir``) lies in ``difficulty_range`` (default [0.25, 0.625], inclusive).
+
+Variants the authors' experiments use (docs/select.md lists where each differs from their
+scripts): ``max_depth`` (chains cut to this depth before leaves are computed),
+``correct_portion`` over the budget or per leaf (``correct_portion_scope``), ``only_skill``
+(draw from one leaf), raw accuracy with leaves without a verdict excluded
+(``accuracy: raw``, ``unprofiled_leaves: exclude``).
 
 Scale: the pool becomes a CSR index (``ptr``/``items`` numpy arrays, one segment per
 leaf). Drawing swaps the chosen item to the end of its leaf's live segment (a partial
@@ -57,7 +70,7 @@ from .tree import CHAIN_SEP
 
 log = logging.getLogger(__name__)
 
-Strategy = Literal["random", "skill", "skill-quota"]
+Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty"]
 _KEY_SEP = "\x1f"  # joins chain names into one key; cannot occur in a node name
 _BATCH = 4096  # leaf picks drawn at once between updates of the distribution
 
@@ -81,6 +94,18 @@ class SelectConfig(BaseModel):
     correct_portion: float | None = Field(
         None, ge=0, le=1, description="Share of the budget taken from items the student already solved (needs the item profile)."
     )
+    correct_portion_scope: Literal["budget", "leaf"] = Field(
+        "budget", description="budget: the share over the whole selection; leaf: each leaf's items cut to a balanced "
+        "subset first (the authors' reverse_mapping_with_score.py), then drawn as usual.")
+    max_depth: int | None = Field(None, ge=1, description="Cut chains to this depth before leaves are computed "
+                                  "(the authors: 5, 10, 15 on EvalTree, 1 on skill_mix).")
+    unprofiled_leaves: Literal["ancestor", "exclude"] = Field(
+        "ancestor", description="A leaf without a graded item: takes its nearest profiled ancestor's accuracy "
+        "(ancestor), or is left out of the distribution (exclude; the authors, with accuracy: raw).")
+    only_skill: str | None = Field(None, description="Draw only from this leaf: its name, or its whole chain 'A->b'.")
+    difficulty_field: str = Field("pass_rate_72b_tir", description="difficulty strategy: the pass-rate field "
+                                  "(a column, or a key of the meta JSON).")
+    difficulty_range: tuple[float, float] = Field((0.25, 0.625), description="difficulty strategy: inclusive pass-rate range.")
     max_tokens: int | None = Field(None, ge=1, description="Drop items whose formatted example is longer (student tokenizer).")
     tokenizer: str | None = Field(None, description="Student tokenizer for max_tokens: hub id, folder or .gguf file.")
     gguf_file: str | None = None
@@ -153,6 +178,18 @@ class LeafIndex:
         segs = [self.items[self.ptr[o]:self.ptr[o + 1]] for o in order]
         items = np.concatenate(segs) if segs else self.items[:0]
         return LeafIndex([self.keys[o] for o in order], ptr, items, self.n_items)
+
+    def truncate(self, depth: int) -> LeafIndex:
+        """Chains cut to ``depth``: a deeper leaf becomes its depth-``depth`` ancestor (one
+        leaf for all the items under it, each item once)."""
+        new: dict[tuple[str, ...], int] = {}
+        remap = np.array([new.setdefault(tuple(k[:depth]), len(new)) for k in self.keys], dtype=np.int64)
+        leaves = remap[self.leaf_of_position()] if self.n_leaves else np.zeros(0, dtype=np.int64)
+        return LeafIndex.from_pairs(self.items.astype(np.int64), leaves, list(new), self.n_items)
+
+    def keep_leaves(self, leaves: Sequence[int]) -> LeafIndex:
+        """Only these leaves, in this order."""
+        return self.reorder(np.asarray(list(leaves), dtype=np.int64))
 
     def restrict(self, mask: np.ndarray) -> LeafIndex:
         """Keep only items where ``mask`` is true (leaves keep their positions, maybe empty)."""
@@ -435,6 +472,109 @@ def draw_random(
     return draw
 
 
+def draw_forced(
+    index: LeafIndex, weights: np.ndarray, budget: int, *, solved: np.ndarray | None = None,
+    correct_portion: float | None = None, accept: Callable[[int], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Draw:
+    """Greedy projection onto the target leaf distribution (the authors' forced_distribution).
+
+    Target ``t`` = weights normalised over leaves with items. Each step adds the unused item
+    ``i`` minimising ``|| (c + m_i) / sum(c + m_i) - t ||_2``, where ``c`` counts the selected
+    items under each leaf and ``m_i`` is the item's leaf membership; ties go to the lowest
+    pool index. With ``correct_portion`` p, at most ``round(budget * p)`` solved and
+    ``budget - round(budget * p)`` unsolved items. Deterministic: no seed.
+    """
+    draw = Draw()
+    n_leaves, n = index.n_leaves, index.n_items
+    sizes = index.sizes()
+    t = np.where(sizes > 0, np.asarray(weights, dtype=np.float64), 0.0)
+    if t.sum() <= 0:
+        draw.reason = "no leaf has a weight"
+        return draw
+    t = t / t.sum()
+    pair_item = index.items.astype(np.int64)
+    pair_leaf = index.leaf_of_position()
+    deg = np.bincount(pair_item, minlength=n).astype(np.float64)
+    dot_t = np.bincount(pair_item, weights=t[pair_leaf], minlength=n)
+    open_ = deg > 0  # items with a leaf, not chosen, not refused
+    quota = None
+    if correct_portion is not None:
+        assert solved is not None
+        n_solved = int(math.floor(budget * correct_portion + 0.5))
+        quota = {1: n_solved, 0: budget - n_solved}
+        open_ &= solved >= 0
+    counts = np.zeros(n_leaves, dtype=np.float64)
+    tt = float(t @ t)
+    while len(draw.items) < budget:
+        if quota is not None:
+            for flag, left in quota.items():
+                if left <= 0:
+                    open_ &= solved != flag
+        if not open_.any():
+            draw.reason = "no item left that fits"
+            break
+        total = counts.sum()
+        dot_c = np.bincount(pair_item, weights=counts[pair_leaf], minlength=n)
+        size = total + deg
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dist = (counts @ counts + 2 * dot_c + deg) / size**2 - 2 * (counts @ t + dot_t) / size + tt
+        dist[~open_] = np.inf
+        i = int(np.argmin(dist))  # first minimum: the lowest index among ties
+        open_[i] = False
+        if accept is not None and not accept(i):
+            draw.rejected += 1
+            continue
+        draw.items.append(i)
+        draw.leaves.append(-1)
+        counts[pair_leaf[pair_item == i]] += 1
+        if quota is not None:
+            quota[int(solved[i])] -= 1
+        if progress is not None:
+            progress(1)
+    return draw
+
+
+def balance_leaves(index: LeafIndex, solved: np.ndarray, portion: float, rng: np.random.Generator) -> tuple[LeafIndex, dict[str, int]]:
+    """Each leaf's items cut to a subset with a share ``portion`` of solved items (the authors'
+    per-leaf correct_portion): ``total = min(#solved // p, #unsolved // (1 - p))``, then
+    ``int(total * p)`` solved and ``int(total * (1 - p))`` unsolved items at random."""
+    items_out: list[np.ndarray] = []
+    leaves_out: list[np.ndarray] = []
+    kept = {"solved": 0, "unsolved": 0, "leaves_emptied": 0}
+    for j in range(index.n_leaves):
+        seg = index.items[index.ptr[j]:index.ptr[j + 1]].astype(np.int64)
+        right, wrong = seg[solved[seg] == 1], seg[solved[seg] == 0]
+        if portion >= 1:
+            total = float(len(right))
+        elif portion <= 0:
+            total = float(len(wrong))
+        else:
+            total = min(len(right) // portion, len(wrong) // (1 - portion))
+        k_right, k_wrong = int(total * portion), int(total * (1 - portion))
+        pick = np.concatenate([rng.choice(right, k_right, replace=False) if k_right else right[:0],
+                               rng.choice(wrong, k_wrong, replace=False) if k_wrong else wrong[:0]])
+        kept["solved"] += k_right
+        kept["unsolved"] += k_wrong
+        kept["leaves_emptied"] += int(len(seg) > 0 and len(pick) == 0)
+        items_out.append(np.sort(pick))
+        leaves_out.append(np.full(len(pick), j, dtype=np.int64))
+    items = np.concatenate(items_out) if items_out else np.zeros(0, dtype=np.int64)
+    leaves = np.concatenate(leaves_out) if leaves_out else np.zeros(0, dtype=np.int64)
+    return LeafIndex.from_pairs(items, leaves, index.keys, index.n_items), kept
+
+
+def parse_pass_rate(value: Any) -> float | None:
+    """A pass rate as a float in [0, 1], or None (missing, 'n/a', NaN, out of range)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if 0.0 <= v <= 1.0 else None
+
+
 # ---------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------
@@ -498,10 +638,17 @@ def _run_select_unlocked(
         src = src / "skills.parquet"
     if not src.exists():
         raise InputError("skills table not found", file=src)
-    if config.strategy != "random" and profile_json is None:
+    weighted = config.strategy in ("skill", "skill-quota", "forced")
+    if weighted and profile_json is None:
         raise ConfigError(f"strategy {config.strategy!r} needs the skill profile (--profile skill_profile.json)")
     if config.correct_portion is not None and item_profile is None:
         raise ConfigError("correct_portion needs the per-item profile (--item-profile profile.parquet)")
+    if config.correct_portion is not None and config.correct_portion_scope == "leaf" and config.strategy not in ("skill", "skill-quota"):
+        raise ConfigError(f"correct_portion_scope 'leaf' balances each leaf before a skill draw; strategy "
+                          f"{config.strategy!r} takes the share over the budget (correct_portion_scope: budget)")
+    lo, hi = config.difficulty_range
+    if not 0 <= lo <= hi <= 1:
+        raise ConfigError(f"difficulty_range must be 0 <= low <= high <= 1, got {list(config.difficulty_range)}")
     if config.max_tokens is not None and tokenizer is None and config.tokenizer is None:
         raise ConfigError("max_tokens needs the student tokenizer (--tokenizer)")
     exclude_ids, exclude_files = _split_exclude(config.exclude)
@@ -521,7 +668,8 @@ def _run_select_unlocked(
 
     # -- the pool, streamed by record batch: only small per-item arrays stay in memory ----
     schema = pq.read_schema(src)
-    for col in ("id",) + (("skills",) if config.strategy != "random" else ()) + (("question",) if exclude_files else ()):
+    needs_skills = weighted or config.only_skill is not None
+    for col in ("id",) + (("skills",) if needs_skills else ()) + (("question",) if exclude_files else ()):
         if col not in schema.names:
             raise InputError(f"missing column {col!r}", file=src, field=col)
     banned = _question_set(exclude_files) if exclude_files else None
@@ -547,13 +695,32 @@ def _run_select_unlocked(
         pool["excluded_not_profiled"] = int(((solved < 0) & eligible).sum())
         eligible &= solved >= 0
 
+    if config.strategy == "difficulty":
+        rates = _pass_rates(src, schema.names, config.difficulty_field)
+        known = ~np.isnan(rates)
+        in_range = known & (rates >= lo) & (rates <= hi)
+        pool["difficulty"] = {"field": config.difficulty_field, "range": [lo, hi], "with_rate": int(known.sum()),
+                              "in_range": int((in_range & eligible).sum())}
+        eligible &= in_range
+
     index_full = scan.index
+    if index_full is not None and config.max_depth is not None:
+        index_full = index_full.truncate(config.max_depth)
+        pool["max_depth"] = config.max_depth
     if index_full is not None:
         has_skills = np.zeros(n, dtype=bool)
         has_skills[index_full.items] = True
         pool["with_skills"] = int(has_skills.sum())
-        if config.strategy != "random":
+        if needs_skills:
             eligible &= has_skills
+    if config.only_skill is not None:
+        assert index_full is not None
+        index_full = _only_skill(index_full, config.only_skill, src)
+        under = np.zeros(n, dtype=bool)
+        under[index_full.items] = True
+        pool["only_skill"] = {"skill": config.only_skill, "leaves": [CHAIN_SEP.join(k) for k in index_full.keys],
+                              "items": int((under & eligible).sum())}
+        eligible &= under
     pool["eligible"] = int(eligible.sum())
 
     profile = read_json(profile_json) if profile_json is not None else None
@@ -568,6 +735,10 @@ def _run_select_unlocked(
         if profile is not None:
             acc_info = leaf_accuracies(index.keys, profile, config.accuracy, file=profile_json)
             weights = leaf_weights(acc_info.accuracy, config.temperature, config.w_max)
+            if config.unprofiled_leaves == "exclude":
+                no_verdict = acc_info.graded == 0
+                weights = np.where(no_verdict, 0.0, weights)
+                pool["leaves_without_verdict_excluded"] = int(np.sum(no_verdict & (index.sizes() > 0)))
 
     # -- the length check (lazy: only drawn items are formatted and tokenised) ------------
     accept = None
@@ -585,8 +756,13 @@ def _run_select_unlocked(
 
     # -- draw ---------------------------------------------------------------------------
     rng = np.random.default_rng(config.seed)
+    balance = None
+    if config.correct_portion is not None and config.correct_portion_scope == "leaf":
+        assert index is not None and solved is not None
+        index, balance = balance_leaves(index, solved, config.correct_portion, rng)
+        pool["balanced_per_leaf"] = balance
     parts: list[tuple[str, np.ndarray, int]] = []
-    if config.correct_portion is None:
+    if config.correct_portion is None or balance is not None or config.strategy == "forced":
         parts.append(("all", eligible, config.budget))
     else:
         assert solved is not None
@@ -607,8 +783,12 @@ def _run_select_unlocked(
             if budget == 0:
                 draws.append((name, Draw(), 0))
                 continue
-            if config.strategy == "random":
+            if config.strategy in ("random", "difficulty"):
                 d = draw_random(mask, budget, rng, accept=accept, progress=advance)
+            elif config.strategy == "forced":
+                assert index is not None and weights is not None
+                d = draw_forced(index, weights, budget, solved=solved, correct_portion=config.correct_portion,
+                                accept=accept, progress=advance)
             else:
                 assert index is not None and weights is not None
                 sub = index.restrict(mask) if name != "all" else index
@@ -682,6 +862,40 @@ def _question_set(files: Sequence[Path]) -> set[str]:
     from .corpus import load_question_set
 
     return load_question_set(list(files))
+
+
+def _pass_rates(src: Path, names: Sequence[str], fld: str) -> np.ndarray:
+    """Per item: the pass rate in ``fld`` (a column, else a key of the ``meta`` JSON), NaN if none."""
+    if fld in names:
+        values = pq.read_table(src, columns=[fld]).column(fld).to_pylist()
+    elif "meta" in names:
+        values = []
+        for m in pq.read_table(src, columns=["meta"]).column("meta").to_pylist():
+            try:
+                d = json.loads(m) if m else None
+            except json.JSONDecodeError:
+                d = None
+            values.append(d.get(fld) if isinstance(d, dict) else None)
+    else:
+        raise InputError(f"the difficulty strategy needs a {fld!r} column or a meta column holding it "
+                         "(ingest keeps OpenMathReasoning's pass_rate_72b_tir in meta)", file=src, field=fld)
+    rates = np.array([np.nan if (v := parse_pass_rate(x)) is None else v for x in values], dtype=np.float64)
+    if np.isnan(rates).all():
+        raise InputError(f"no item has a pass rate in {fld!r}", file=src, field=fld)
+    return rates
+
+
+def _only_skill(index: LeafIndex, skill: str, src: Path) -> LeafIndex:
+    """The leaves named ``skill`` (the last step, or the whole chain 'A->b')."""
+    want = skill.strip()
+    hits = [j for j, k in enumerate(index.keys) if CHAIN_SEP.join(k) == want or k[-1] == want]
+    if not hits:
+        from rapidfuzz import process
+
+        names = sorted({k[-1] for k in index.keys})
+        close = [c[0] for c in process.extract(want, names, limit=3)]
+        raise ConfigError(f"only_skill {skill!r}: no leaf of {src} has that name (closest: {', '.join(close)})")
+    return index.keep_leaves(hits)
 
 
 def _read_item_profile(path: Path) -> tuple[pa.Array, np.ndarray]:
@@ -895,9 +1109,10 @@ def _build_report(
             "rejected": sum(d.rejected for _, d, _ in draws),
         }
     if config.correct_portion is not None:
-        solved_sel = sum(len(d.items) for name, d, _ in draws if name == "solved")
+        solved_col = rows.column("student_solved").to_pylist() if "student_solved" in rows.column_names else []
+        solved_sel = sum(1 for v in solved_col if v)
         report["correct_portion"] = {
-            "requested": config.correct_portion, "selected_solved": solved_sel,
+            "requested": config.correct_portion, "scope": config.correct_portion_scope, "selected_solved": solved_sel,
             "realised": round(solved_sel / n_sel, 6) if n_sel else None,
         }
 
@@ -906,7 +1121,12 @@ def _build_report(
         sizes = index.sizes()
         nonempty = sizes > 0
         under = index.membership(sel_items)
-        if config.strategy == "random" or weights is None:
+        if config.strategy == "forced" and weights is not None:
+            target = np.where(nonempty, weights, 0.0)
+            realised = under.copy()
+            report["distributions"] = ("target = leaf weights normalised over leaves with eligible items, realised = "
+                                       "selected items under each leaf (the forced projection's own measure)")
+        elif weights is None:
             target = index.membership(fractional=True)
             realised = index.membership(sel_items, fractional=True)
             report["distributions"] = "target = pool share, realised = selected share (an item with k leaves counts 1/k for each)"

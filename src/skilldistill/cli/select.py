@@ -21,13 +21,19 @@ def select_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (selection.parquet, report.json, distribution.png)."),
     profile: Path | None = typer.Option(None, "--profile", help="skill_profile.json (needed by skill and skill-quota)."),
     item_profile: Path | None = typer.Option(None, "--item-profile", help="Per-item profile.parquet (needed by --correct-portion)."),
-    strategy: str = typer.Option("skill", "--strategy", "-s", help="random | skill | skill-quota."),
+    strategy: str = typer.Option("skill", "--strategy", "-s", help="random | skill | skill-quota | forced | difficulty."),
     budget: int = typer.Option(1000, "--budget", "-n", min=1, help="Number of unique items to select."),
     seed: int = typer.Option(0, "--seed", help="Random seed (every strategy is reproducible from it)."),
     temperature: float = typer.Option(1.0, "--temperature", "-T", help="T in w = min((1/acc)^T, w_max^T)."),
     w_max: float = typer.Option(1000.0, "--w-max", help="Weight cap (acc = 0 gets w_max^T)."),
     accuracy: str = typer.Option("smoothed", "--accuracy", help="smoothed | raw: which profile accuracy drives the weights."),
     correct_portion: float | None = typer.Option(None, "--correct-portion", help="Share of the budget from items the student solved (0-1)."),
+    correct_portion_scope: str = typer.Option("budget", "--correct-portion-scope", help="budget | leaf (each leaf balanced first, as the authors)."),
+    max_depth: int | None = typer.Option(None, "--max-depth", help="Cut chains to this depth before leaves are computed."),
+    unprofiled_leaves: str = typer.Option("ancestor", "--unprofiled-leaves", help="A leaf with no graded item: ancestor (its accuracy) | exclude."),
+    only_skill: str | None = typer.Option(None, "--only-skill", help="Draw only from this leaf (name or chain 'A->b')."),
+    difficulty_field: str = typer.Option("pass_rate_72b_tir", "--difficulty-field", help="difficulty: pass-rate column or meta key."),
+    difficulty_range: str = typer.Option("0.25,0.625", "--difficulty-range", help="difficulty: inclusive LOW,HIGH."),
     max_tokens: int | None = typer.Option(None, "--max-tokens", help="Drop items whose formatted example is longer (needs --tokenizer)."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="Student tokenizer: hub id, folder or .gguf file."),
     gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file name inside the --tokenizer folder."),
@@ -35,11 +41,20 @@ def select_cmd(
     exclude: list[str] = typer.Option([], "--exclude", "-x", help="An item id, a .txt of ids, or a benchmark file (by question text). Repeatable."),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
-    """Select items: random, skill-weighted (the paper), or skill quotas."""
+    """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, or by difficulty."""
+    try:
+        lo_hi = [float(x) for x in difficulty_range.split(",")]
+    except ValueError:
+        raise ConfigError(f"--difficulty-range must be LOW,HIGH, got {difficulty_range!r}") from None
+    if len(lo_hi) != 2:
+        raise ConfigError(f"--difficulty-range must be LOW,HIGH, got {difficulty_range!r}")
     try:
         cfg = SelectConfig(
             strategy=strategy, budget=budget, seed=seed, temperature=temperature, w_max=w_max,  # type: ignore[arg-type]
             accuracy=accuracy, correct_portion=correct_portion, max_tokens=max_tokens,  # type: ignore[arg-type]
+            correct_portion_scope=correct_portion_scope, max_depth=max_depth,  # type: ignore[arg-type]
+            unprofiled_leaves=unprofiled_leaves, only_skill=only_skill, difficulty_field=difficulty_field,  # type: ignore[arg-type]
+            difficulty_range=(lo_hi[0], lo_hi[1]),
             tokenizer=tokenizer, gguf_file=gguf_file, example=ExampleFormat(style=style),  # type: ignore[arg-type]
             exclude=exclude,
         )
