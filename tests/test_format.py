@@ -20,6 +20,7 @@ from skilldistill.format import (
     build_messages,
     build_user_prompt,
     count_tokens,
+    plan_lines,
     run_format,
     skill_plan_lines,
 )
@@ -319,3 +320,62 @@ def test_cli_format(tmp_path: Path):
     assert "up to date" not in runner.invoke(app, args + ["--force"]).output
     res = runner.invoke(app, ["format", str(sel), "--out", str(tmp_path / "o2"), "--depth", "middle"])
     assert res.exit_code == 2 and "depth" in res.output
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"solving equations": ["equations"]}))
+    res = runner.invoke(app, ["format", str(sel), "--out", str(tmp_path / "o3"), "--export", "jsonl", "--short-names",
+                              str(names), "--max-shown-depth", "2", "--short-chains", "drop",
+                              "--prompt-template", "{instruction}\\n\\nQuestion: {question}"])
+    assert res.exit_code == 0, res.output
+    ex = json.loads((tmp_path / "o3" / "train.jsonl").read_text())
+    assert ex["messages"][-1]["content"] == "Skills:\nAlgebra->equations\n" + RESPONSE
+    assert ex["messages"][0]["content"].endswith("\n\nQuestion: Q?")
+    assert "short names: 1 of 2 names shown were in the map" in res.output
+
+
+def test_depth_window_short_chains_and_short_names(tmp_path: Path):
+    chains = [["A", "b", "c", "d"], ["A", "e"], ["F", "g", "h"]]
+    fmt = ExampleFormat(min_shown_depth=1, max_shown_depth=3)
+    assert plan_lines(chains, fmt) == ["b->c", "e", "g->h"]  # chain[1:3]; the short chain kept in part
+    drop = ExampleFormat(min_shown_depth=1, max_shown_depth=3, short_chains="drop")
+    assert plan_lines(chains, drop) == ["b->c", "g->h"]  # ["A", "e"] is shorter than 3
+    names = tmp_path / "short.json"
+    names.write_text(json.dumps({"b": ["B!", "other"], "c": "C!", "g": "G!"}))
+    assert plan_lines(chains, drop.model_copy(update={"short_names": str(names)})) == ["B!->C!", "G!->h"]
+    with pytest.raises(ValueError, match="must be above"):
+        ExampleFormat(min_shown_depth=2, max_shown_depth=2)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"b": "x->y"}))
+    with pytest.raises(InputError, match="holds a line break or '->'"):
+        plan_lines(chains, ExampleFormat(short_names=str(bad)))
+
+
+def test_evaltree_skill_aware_export_in_the_authors_format(tmp_path: Path, shared_data: Path):
+    """On EvalTree, with the authors' map and window: the user turn is '{instruction}\\n\\nQuestion: q',
+    the target 'Skills:\\n' + one 'short->short->...' line per chain (levels 0-4, chains shorter
+    than 5 dropped) + the solution."""
+    from skilldistill.tree import SkillTree
+
+    tree = SkillTree.load(shared_data / "skill_trees" / "evaltree_math_full.json")
+    c2d = json.loads((shared_data / "skill_trees" / "capability_to_distinction.json").read_text())
+    # the map holds mostly leaf-level names (none of the top two levels): two depth-5 leaves it shortens
+    deep = [list(c) for c in tree.leaves() if len(c) == 5 and c[-1] in c2d][:2]
+    shallow = next(list(c) for c in tree.leaves() if len(c) == 3)
+    rows = [{"id": "e1", "question": "What is $1+1$?", "response": "<think>1+1=2</think>The answer is $\\boxed{2}$.",
+             "skills": deep + [shallow]}]
+    sel = write_selection(tmp_path / "sel.parquet", rows)
+    cfg = FormatConfig(style="skill-aware", short_names=str(shared_data / "skill_trees" / "capability_to_distinction.json"),
+                       min_shown_depth=0, max_shown_depth=5, short_chains="drop",
+                       prompt_template="{instruction}\n\nQuestion: {question}", exports=["jsonl"])
+    res = run_format(sel, tmp_path / "out", cfg, progress=False)
+    msgs = json.loads((tmp_path / "out" / "train.jsonl").read_text().splitlines()[0])["messages"]
+    assert msgs[0]["content"] == f"{DEFAULT_INSTRUCTION}\n\nQuestion: What is $1+1$?"
+    want = ["->".join(c2d[n][0] if n in c2d else n for n in chain[:5]) for chain in deep]
+    assert msgs[1]["content"] == "Skills:\n" + "\n".join(want) + "\n" + rows[0]["response"]
+    assert all(c2d[chain[-1]][0] in msgs[1]["content"] and chain[-1] not in msgs[1]["content"] for chain in deep)
+    sn = res.report["short_names"]
+    assert sn["names_shown"] == 10 and sn["shortened"] == sum(n in c2d for c in deep for n in c[:5])
+    # the authors' defaults on skill_mix (depth 2): every chain dropped, said so
+    mix = write_selection(tmp_path / "mix.parquet", [{"id": "m", "question": "q", "response": "r",
+                                                       "skills": [["Algebra", "Solving linear equations"]]}])
+    empty = run_format(mix, tmp_path / "mix", cfg.model_copy(update={"short_names": None}), progress=False)
+    assert empty.report["counts"]["plan_emptied_by_window"] == 1

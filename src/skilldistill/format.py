@@ -23,6 +23,7 @@ applied) are dropped by default and listed in ``report.json``, never truncated.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .artifacts import (
     manifest_matches,
@@ -93,7 +94,20 @@ class ExampleFormat(BaseModel):
         description="before_think (the paper): plan, then the response with its <think> block; "
         "inside_think: the plan opens the <think> block (for chat templates that drop text before <think>).",
     )
+    min_shown_depth: int = Field(0, ge=0, description="Plan window start: chain[min:max] (0: from the top skill).")
+    max_shown_depth: int | None = Field(None, ge=1, description="Plan window end, exclusive (None: to the leaf); "
+                                        "the authors' sub_chain[min:max], default (0, 5).")
+    short_chains: Literal["keep", "drop"] = Field(
+        "keep", description="A chain shorter than max_shown_depth: keep the part it has, or drop it (the authors' "
+        "scripts; with their (0, 5) every skill_mix chain is dropped: an empty plan, reported).")
+    short_names: str | None = Field(None, description="JSON map skill name -> short name (or a list: its first "
+                                    "entry), e.g. the authors' capability_to_distinction.json.")
 
+    @model_validator(mode="after")
+    def _check_window(self) -> ExampleFormat:
+        if self.max_shown_depth is not None and self.max_shown_depth <= self.min_shown_depth:
+            raise ValueError(f"max_shown_depth ({self.max_shown_depth}) must be above min_shown_depth ({self.min_shown_depth})")
+        return self
 
     @field_validator("prompt_template")
     @classmethod
@@ -111,25 +125,88 @@ def chain_window(chain: Sequence[str], depth: Depth) -> tuple[str, ...]:
     return chain
 
 
-def skill_plan_lines(chains: Sequence[Sequence[str]] | None, depth: Depth = "full", separator: str = CHAIN_SEP) -> list[str]:
-    """One line per chain (after the depth window), duplicates removed, order kept."""
+def skill_plan_lines(
+    chains: Sequence[Sequence[str]] | None, depth: Depth = "full", separator: str = CHAIN_SEP, *,
+    window: tuple[int, int | None] = (0, None), short_chains: str = "keep", names: dict[str, str] | None = None,
+) -> list[str]:
+    """One line per chain, duplicates removed, order kept: the levels ``window`` (start,
+    exclusive end) of the chain (a chain shorter than the end kept in part, or dropped with
+    ``short_chains="drop"``), then the ``depth`` window, each name through ``names``."""
     lines: list[str] = []
     seen: set[str] = set()
+    lo, hi = window
     for chain in chains or ():
         if not chain:
             continue
-        line = separator.join(chain_window(chain, depth))
+        if hi is not None and len(chain) < hi and short_chains == "drop":
+            continue
+        shown = chain_window(tuple(chain)[lo:hi], depth)
+        if not shown:
+            continue
+        line = separator.join(names.get(n, n) for n in shown) if names else separator.join(shown)
         if line not in seen:
             seen.add(line)
             lines.append(line)
     return lines
 
 
+def plan_chains_shown(chains: Sequence[Sequence[str]] | None, fmt: ExampleFormat) -> list[tuple[str, ...]]:
+    """The levels of each chain the plan shows (window and depth applied; long names)."""
+    lo, hi = fmt.min_shown_depth, fmt.max_shown_depth
+    out = []
+    for chain in chains or ():
+        if chain and not (hi is not None and len(chain) < hi and fmt.short_chains == "drop"):
+            shown = chain_window(tuple(chain)[lo:hi], fmt.depth)
+            if shown:
+                out.append(shown)
+    return out
+
+
+def plan_lines(chains: Sequence[Sequence[str]] | None, fmt: ExampleFormat) -> list[str]:
+    """The plan lines of ``fmt`` (window, depth, separator, short names)."""
+    return skill_plan_lines(
+        chains, fmt.depth, fmt.separator, window=(fmt.min_shown_depth, fmt.max_shown_depth),
+        short_chains=fmt.short_chains, names=load_name_map(fmt.short_names) if fmt.short_names else None,
+    )
+
+
+def load_name_map(path: str | Path) -> dict[str, str]:
+    """A ``{name: short name}`` JSON map (a list value: its first entry), checked and cached."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("short-names map not found", file=p)
+    st = p.stat()
+    return _load_name_map(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_name_map(path: str, _mtime: int, _size: int) -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"not a JSON file: {e}", file=path) from None
+    if not isinstance(data, dict):
+        raise InputError(f"must be a JSON object of name -> short name, got {type(data).__name__}", file=path)
+    out: dict[str, str] = {}
+    for k, v in data.items():
+        short = v[0] if isinstance(v, list) and v else v
+        if not isinstance(short, str) or not short.strip():
+            raise InputError(f"the short name of {k[:80]!r} must be a non-empty string (or a list of them)",
+                             file=path, field=k[:80])
+        if "\n" in short or "\r" in short or CHAIN_SEP in short:
+            raise InputError(f"the short name {short[:80]!r} holds a line break or {CHAIN_SEP!r}: the plan is one "
+                             "chain per line", file=path, field=k[:80])
+        out[k] = short.strip()
+    return out
+
+
 def assistant_target(response: str, chains: Sequence[Sequence[str]] | None, fmt: ExampleFormat) -> str:
     """The assistant turn: the response, or ``Skills:`` + one chain per line + response."""
     if fmt.style == "plain":
         return response
-    lines = skill_plan_lines(chains, fmt.depth, fmt.separator)
+    lines = plan_lines(chains, fmt)
     if not lines:
         return response  # nothing to plan with: the item is kept plain (counted in the report)
     plan = SKILLS_HEADER + "\n" + "\n".join(lines) + "\n"
@@ -271,6 +348,9 @@ def _run_format_unlocked(
         raise ConfigError("max_length needs a student tokenizer (--tokenizer)")
     cfg_json = config.model_dump(mode="json")
     inputs = {"selection": sha256_file(src)}
+    if config.short_names:
+        load_name_map(config.short_names)  # a bad map fails before any work
+        inputs["short_names"] = sha256_file(config.short_names)
     if not force and manifest_matches(out, config=cfg_json, inputs=inputs) and (out / REPORT).exists():
         report = read_json(out / REPORT)
         c = report["counts"]
@@ -280,10 +360,13 @@ def _run_format_unlocked(
     rows = _read_rows(src, need_skills=config.style == "skill-aware")
     conversations: list[list[dict[str, str]]] = []
     no_plan = 0
+    dropped_short = 0  # items whose every chain was shorter than the window
     for r in rows:
         msgs = build_messages(r["question"], r["response"], r["skills"], fmt)
-        if config.style == "skill-aware" and not skill_plan_lines(r["skills"], fmt.depth, fmt.separator):
+        if config.style == "skill-aware" and not plan_lines(r["skills"], fmt):
             no_plan += 1
+            if r["skills"] and config.short_chains == "drop":
+                dropped_short += 1
         conversations.append(msgs)
 
     n_tokens: list[int | None] = [None] * len(rows)
@@ -321,10 +404,19 @@ def _run_format_unlocked(
         "n_tokens": pa.array(n_tokens, pa.int64()),
         "kept": pa.array(keep, pa.bool_()),
         "skill_plan": pa.array(
-            ["\n".join(skill_plan_lines(r["skills"], fmt.depth, fmt.separator)) for r in rows], pa.string()
+            ["\n".join(plan_lines(r["skills"], fmt)) for r in rows], pa.string()
         ),
     }))
 
+    if config.short_names and config.style == "skill-aware":
+        names = load_name_map(config.short_names)
+        shown = [n for r in rows for c in plan_chains_shown(r["skills"], fmt) for n in c]
+        short_report = {"map": config.short_names, "names_shown": len(shown),
+                        "shortened": sum(1 for n in shown if n in names),
+                        "not_in_map": sorted({n for n in shown if n not in names})[:20]}
+        if short_report["shortened"] < len(shown):
+            log.warning("%d of %d names shown in plans are not in %s: shown in full", len(shown) - short_report["shortened"],
+                        len(shown), config.short_names)
     kept_tokens = sorted(n_tokens[i] for i in kept_idx if n_tokens[i] is not None)
     report = {
         "style": config.style,
@@ -334,6 +426,7 @@ def _run_format_unlocked(
             "dropped_overlong": len(dropped),
             "kept_overlong": over_kept,
             "skill_aware_without_skills": no_plan,
+            "plan_emptied_by_window": dropped_short,
         },
         "max_length": config.max_length,
         "tokens": _token_stats(kept_tokens),
@@ -341,10 +434,15 @@ def _run_format_unlocked(
         "exports": {k: _export_path(k, config.dataset_name) for k in config.exports},
         "example": conversations[kept_idx[0]] if kept_idx else None,
     }
+    if config.short_names and config.style == "skill-aware":
+        report["short_names"] = short_report
     if dropped:
         log.warning("dropped %d over-long example(s) (> %d tokens); see %s", len(dropped), config.max_length, out / REPORT)
-    if no_plan:
-        log.warning("%d item(s) have no skills: formatted without a plan", no_plan)
+    if dropped_short:
+        log.warning("%d item(s) lost every chain to the window (chains shorter than max_shown_depth %s are "
+                    "dropped with short_chains: drop): formatted without a plan", dropped_short, config.max_shown_depth)
+    if no_plan - dropped_short:
+        log.warning("%d item(s) have no skills: formatted without a plan", no_plan - dropped_short)
     write_json(out / REPORT, report)
     wall = time.perf_counter() - t0
     write_manifest(out, config=cfg_json, inputs=inputs, counts=report["counts"], wall_time_s=round(wall, 3))
@@ -490,4 +588,6 @@ __all__ = [
     "load_tokenizer",
     "run_format",
     "skill_plan_lines",
+    "plan_lines",
+    "load_name_map",
 ]

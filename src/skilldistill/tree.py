@@ -143,8 +143,10 @@ class SkillTree:
         if not root.children:
             raise TreeError("the tree has no skills below its root: nothing to attribute", file=source)
         for m in merges:
-            log.warning("%s: merged duplicate sibling %r (its children joined the first one's)", source or "tree",
-                        m[-120:])
+            steps = m.split(" -> ")
+            shown = " -> ".join(x if len(x) <= 70 else x[:67] + "..." for x in steps[-2:])
+            log.warning("%s: merged duplicate sibling %s%s (its children joined the first one's)", source or "tree",
+                        "... -> " if len(steps) > 2 else "", shown)
         tree = cls(root, source=source)
         tree.merged = merges
         return tree

@@ -21,6 +21,11 @@ def format_cmd(
     depth: str = typer.Option("full", "--depth", help="Chain shown in the plan: full | top | leaf."),
     separator: str = typer.Option("->", "--separator", help="Joins the levels of a chain."),
     plan_position: str = typer.Option("before_think", "--plan-position", help="before_think (paper) | inside_think."),
+    min_shown_depth: int = typer.Option(0, "--min-shown-depth", help="Plan window start: chain[min:max]."),
+    max_shown_depth: int | None = typer.Option(None, "--max-shown-depth", help="Plan window end, exclusive (the authors: 5)."),
+    short_chains: str = typer.Option("keep", "--short-chains", help="A chain shorter than --max-shown-depth: keep | drop (the authors)."),
+    short_names: Path | None = typer.Option(None, "--short-names", help="JSON map name -> short name, e.g. capability_to_distinction.json."),
+    prompt_template: str | None = typer.Option(None, "--prompt-template", help="User turn with {question} and {instruction} (the authors: '{instruction}\\n\\nQuestion: {question}')."),
     system_prompt: str | None = typer.Option(None, "--system-prompt", help="Optional system turn."),
     instruction: str = typer.Option(DEFAULT_INSTRUCTION, "--instruction", help="Appended to the problem ('' for none)."),
     tokenizer: str | None = typer.Option(None, "--tokenizer", help="Student tokenizer (hub id, folder or .gguf file) for token counts."),
@@ -35,6 +40,10 @@ def format_cmd(
     try:
         cfg = FormatConfig(
             style=style, depth=depth, separator=separator, plan_position=plan_position,  # type: ignore[arg-type]
+            min_shown_depth=min_shown_depth, max_shown_depth=max_shown_depth, short_chains=short_chains,  # type: ignore[arg-type]
+            short_names=str(short_names) if short_names else None,
+            # a shell passes "\n" as two characters: they mean a line break here
+            **({"prompt_template": prompt_template.replace("\\n", "\n")} if prompt_template else {}),
             system_prompt=system_prompt, instruction=instruction or None, tokenizer=tokenizer, gguf_file=gguf_file,
             max_length=max_length, overlong="keep" if keep_overlong else "drop",
             exports=export or ["jsonl", "hf", "llamafactory"], dataset_name=name,  # type: ignore[arg-type]
@@ -49,6 +58,12 @@ def format_cmd(
     console.print(f"[green]wrote {c['written']} of {c['input']} examples[/green] ({cfg.style}) to {out}")
     if c["dropped_overlong"]:
         console.print(f"[yellow]dropped {c['dropped_overlong']} over-long example(s) (> {cfg.max_length} tokens)[/yellow]")
+    if c.get("plan_emptied_by_window"):
+        console.print(f"[yellow]{c['plan_emptied_by_window']} item(s) lost every chain to the window "
+                      f"(shorter than --max-shown-depth {cfg.max_shown_depth}): written without a plan[/yellow]")
+    sn = res.report.get("short_names")
+    if sn:
+        console.print(f"short names: {sn['shortened']} of {sn['names_shown']} names shown were in the map")
     if c["skill_aware_without_skills"]:
         console.print(f"[yellow]{c['skill_aware_without_skills']} item(s) had no skills: written without a plan[/yellow]")
     tok = res.report.get("tokens")
