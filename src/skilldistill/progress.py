@@ -20,6 +20,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -35,6 +37,26 @@ DEFAULT_INTERVAL_S = 30.0
 # of lines and several times the client's CPU per call.
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "aiohttp", "openai", "urllib3", "filelock", "datasets",
                  "sentence_transformers", "vllm")
+
+
+@contextmanager
+def library_bars_off() -> Iterator[None]:
+    """Silence datasets' and transformers' tqdm bars ("Tokenizing train dataset", "Loading
+    weights") for the block: our own bar or log line covers that work, and a tqdm bar in a
+    log is one unreadable line of carriage returns. Restores what was on before."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    ds_on, hf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ds_on:
+            datasets.enable_progress_bars()
+        if hf_on:
+            hf_logging.enable_progress_bar()
 
 
 def log_interval() -> float:

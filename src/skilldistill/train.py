@@ -35,6 +35,7 @@ Outputs in ``--out``: ``checkpoint-<step>/`` (the last ``save_total_limit``), ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -56,6 +57,7 @@ from .artifacts import (
     write_manifest,
 )
 from .errors import ConfigError, InputError
+from .progress import library_bars_off
 
 log = logging.getLogger(__name__)
 
@@ -740,13 +742,16 @@ def build_trainer(
     from trl import SFTTrainer
 
     train_dataset = Dataset.from_list([{"messages": r["messages"]} for r in kept])
-    trainer = SFTTrainer(
-        model=model_path,
-        args=args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=config.lora_config(),
-    )
+    # prepare_examples' bar already covered tokenizing; TRL's pass and the weight loading stay quiet.
+    quiet = library_bars_off() if Path(str(model_path)).is_dir() else contextlib.nullcontext()
+    with quiet:
+        trainer = SFTTrainer(
+            model=model_path,
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+            peft_config=config.lora_config(),
+        )
     use_rich_progress(trainer, enabled=progress and is_main, description=f"train {label}" if label else "train")
     # What final/ is saved with: the model's own template where training used an equivalent
     # one (chatml / trl); an explicitly given template file stays.
@@ -874,7 +879,8 @@ def _run_train_unlocked(
     if setup.inference_chat_template:
         setup.tokenizer.chat_template = setup.inference_chat_template
     save_dir = out_dir / ADAPTER_DIR if (config.lora and config.merge_lora) else final_dir
-    trainer.save_model(str(save_dir))
+    with library_bars_off():  # "Writing model shards" is one bar line per save: noise in a log
+        trainer.save_model(str(save_dir))
     trainer.accelerator.wait_for_everyone()
     if setup.is_main:
         if config.lora and config.merge_lora:
@@ -995,8 +1001,9 @@ def _merge_lora(base_path: str, adapter_dir: Path, final_dir: Path, tokenizer: A
     tmp = final_dir.with_name(f".{final_dir.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    merged.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
+    with library_bars_off():
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
     if final_dir.exists():
         shutil.rmtree(final_dir)
     tmp.rename(final_dir)

@@ -259,9 +259,12 @@ def sft_train(
 
         peft_config = LoraConfig(task_type="CAUSAL_LM", target_modules="all-linear", bias="none",
                                  **{"lora_dropout": 0.0, **lora})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+    from ..progress import library_bars_off
     from ..train import use_rich_progress
+
+    with library_bars_off():
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
 
     use_rich_progress(trainer, enabled=show_progress, description="demo student: base training")
     trainer.train()
@@ -344,8 +347,11 @@ def build_base_student(
         show_progress=show_progress,
     )
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    from ..progress import library_bars_off
+
+    with library_bars_off():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     model.generation_config.save_pretrained(tmp)
 
     leaf_counts: dict[str, int] = {s.name: 0 for s in SKILLS}

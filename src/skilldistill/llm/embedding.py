@@ -183,9 +183,16 @@ class EmbeddingAttributor:
     @property
     def model(self) -> Any:
         if self._model is None:
+            import contextlib
+
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(self.model_path, device=self.cfg.device)
+            from ..progress import library_bars_off
+
+            # A local model loads without transformers' bar; a hub id keeps its download bars.
+            quiet = library_bars_off() if Path(str(self.model_path)).is_dir() else contextlib.nullcontext()
+            with quiet:
+                self._model = SentenceTransformer(self.model_path, device=self.cfg.device)
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -15,11 +15,14 @@ checkpoint loads with ``gguf_file`` (transformers dequantises it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..progress import library_bars_off
 from .base import BackendConfig, Completion, Conversation, ResultCallback, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -81,8 +84,11 @@ class TransformersBackend:
         model_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code, **cfg.model_kwargs}
         if cfg.gguf_file:
             model_kwargs["gguf_file"] = cfg.gguf_file
+        # A local folder loads with no bar (our stage logs it); a hub id keeps the download bars.
+        quiet = library_bars_off() if Path(cfg.model).is_dir() else contextlib.nullcontext()
         try:
-            self._model = AutoModelForCausalLM.from_pretrained(cfg.model, **model_kwargs)
+            with quiet:
+                self._model = AutoModelForCausalLM.from_pretrained(cfg.model, **model_kwargs)
         except Exception as e:
             raise ConfigError(f"cannot load student model {cfg.model!r}: {type(e).__name__}: {e}") from e
         self._model.to(self.device)
