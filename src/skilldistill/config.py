@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .annotate import AnnotateConfig
+from .closed_loop import LoopConfig
 from .corpus import IngestConfig
 from .demo.student import StudentConfig
 from .errors import ConfigError
@@ -60,6 +61,9 @@ class ArmConfig(BaseModel):
     select: dict[str, Any] = Field(default_factory=dict)
     format: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
+    rounds: int | None = Field(None, ge=1, le=100, description="Closed-loop rounds of this arm (default: the "
+                               "recipe's rounds); see skilldistill.closed_loop.")
+    loop: dict[str, Any] = Field(default_factory=dict, description="Overrides of the recipe's loop section.")
 
 
 class EvaluateSection(EvaluateConfig):
@@ -85,6 +89,8 @@ class ReportSection(BaseModel):
 
     baseline: str | None = Field(None, description="Arm the deltas are taken against (default: the first arm).")
     method: str | None = Field(None, description="Arm the report's verdict is about (default: the last arm).")
+    one_shot: str | None = Field(None, description="One-round arm each closed-loop arm is compared against at the "
+                                 "same budget (default: the verdict's arm when it runs one round).")
 
 
 class Recipe(BaseModel):
@@ -112,6 +118,10 @@ class Recipe(BaseModel):
     format: FormatConfig = Field(default_factory=FormatConfig)
     arms: list[ArmConfig] = Field(..., min_length=1)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    rounds: int = Field(1, ge=1, le=100, description="Closed-loop rounds of every arm (1: profile once, select "
+                        "once); an arm's own rounds wins. See skilldistill.closed_loop and docs/closed_loop.md.")
+    loop: LoopConfig = Field(default_factory=LoopConfig, description="How closed-loop rounds split the budget, "
+                             "train and re-profile.")
     launcher: LauncherSection = Field(default_factory=LauncherSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
@@ -146,11 +156,17 @@ class Recipe(BaseModel):
             raise ValueError(f"report.baseline {self.report.baseline!r} is not an arm ({names})")
         if self.report.method and self.report.method not in names:
             raise ValueError(f"report.method {self.report.method!r} is not an arm ({names})")
+        if self.report.one_shot and self.report.one_shot not in names:
+            raise ValueError(f"report.one_shot {self.report.one_shot!r} is not an arm ({names})")
+        if self.report.one_shot and self.arm_rounds(self.arm(self.report.one_shot)) > 1:
+            raise ValueError(f"report.one_shot {self.report.one_shot!r} runs more than one round")
         # arm overrides must be valid stage configs, found now rather than when the arm runs
         for arm in self.arms:
             self.arm_select(arm, self.seeds[0])
             self.arm_format(arm)
             self.arm_train(arm, self.seeds[0], self.student.model)
+            if self.arm_rounds(arm) > 1:
+                self.arm_loop(arm).round_budgets(self.arm_select(arm, self.seeds[0]).budget, self.arm_rounds(arm))
         for name in self.evaluate.benchmarks:
             check_safe_name(name, "benchmark name")
         if self.demo is not None and "demo_eval" in self.evaluate.files:
@@ -178,6 +194,25 @@ class Recipe(BaseModel):
     @property
     def baseline(self) -> str:
         return self.report.baseline or self.arms[0].name
+
+    def arm(self, name: str) -> ArmConfig:
+        return next(a for a in self.arms if a.name == name)
+
+    def arm_rounds(self, arm: ArmConfig) -> int:
+        return arm.rounds if arm.rounds is not None else self.rounds
+
+    def arm_loop(self, arm: ArmConfig) -> LoopConfig:
+        return LoopConfig.model_validate(_merge(self.loop.model_dump(), arm.loop))
+
+    @property
+    def one_shot(self) -> str | None:
+        """The one-round arm closed-loop arms are compared against (None: no closed-loop arm, or none fits)."""
+        if not any(self.arm_rounds(a) > 1 for a in self.arms):
+            return None
+        if self.report.one_shot:
+            return self.report.one_shot
+        method = self.report.method or self.arms[-1].name
+        return method if self.arm_rounds(self.arm(method)) == 1 else None
 
     def arm_select(self, arm: ArmConfig, seed: int) -> SelectConfig:
         return SelectConfig.model_validate(_merge(self.select.model_dump(), arm.select) | {"seed": seed})

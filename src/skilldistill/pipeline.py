@@ -249,14 +249,14 @@ class Pipeline:
              fp_demo: str | None, eval_cfg: Any) -> None:
         r = self.recipe
         sub = f"{arm.name}/seed{seed}"
-        sel_cfg = r.arm_select(arm, seed)
-        if sel_cfg.max_tokens is not None:
-            # Lengths are measured in the arm's own format (a skill plan adds tokens) with the
-            # student's tokenizer, so the items kept are the ones that arm trains on in full.
-            update: dict[str, Any] = {"example": r.arm_format(arm).example_format()}
-            if sel_cfg.tokenizer is None:
-                update["tokenizer"] = self.student_model()
-            sel_cfg = sel_cfg.model_copy(update=update)
+        sel_cfg = self._arm_select_config(arm, seed)
+        if r.arm_rounds(arm) > 1:
+            fp_train, final = self._arm_rounds(arm, seed, sel_cfg, fp_annot, fp_profile, fp_student)
+            gen = r.generation_for_eval(final)
+            self.step(f"evaluate/{sub}", "evaluate", {"eval": eval_cfg.model_dump(mode="json"), "gen": _gen_dump(gen)},
+                      [fp_train, fp_demo or ""], lambda clean: self._evaluate(f"evaluate/{sub}", gen, eval_cfg, clean),
+                      done_marker="results.json")
+            return
         fp_sel = self.step(f"select/{sub}", "select", sel_cfg.model_dump(mode="json"), [fp_annot, fp_profile],
                            lambda clean: self._select(sub, sel_cfg, clean))
         fmt_cfg = r.arm_format(arm)
@@ -272,6 +272,94 @@ class Pipeline:
         self.step(f"evaluate/{sub}", "evaluate", {"eval": eval_cfg.model_dump(mode="json"), "gen": _gen_dump(gen)},
                   [fp_train, fp_demo or ""], lambda clean: self._evaluate(f"evaluate/{sub}", gen, eval_cfg, clean),
                   done_marker="results.json")
+
+    def _arm_select_config(self, arm: ArmConfig, seed: int) -> Any:
+        r = self.recipe
+        sel_cfg = r.arm_select(arm, seed)
+        if sel_cfg.max_tokens is not None:
+            # Lengths are measured in the arm's own format (a skill plan adds tokens) with the
+            # student's tokenizer, so the items kept are the ones that arm trains on in full.
+            update: dict[str, Any] = {"example": r.arm_format(arm).example_format()}
+            if sel_cfg.tokenizer is None:
+                update["tokenizer"] = self.student_model()
+            sel_cfg = sel_cfg.model_copy(update=update)
+        return sel_cfg
+
+    def _arm_rounds(self, arm: ArmConfig, seed: int, sel_cfg: Any, fp_annot: str, fp_profile: str,
+                    fp_student: str) -> tuple[str, str]:
+        """The closed loop (skilldistill.closed_loop): ``rounds`` x (profile -> select ->
+        format -> train), each step a stage of its own. Returns the last training stage's
+        fingerprint and the final model's path."""
+        from .closed_loop import round_dir
+
+        r = self.recipe
+        rounds = r.arm_rounds(arm)
+        loop = r.arm_loop(arm)
+        budgets = loop.round_budgets(sel_cfg.budget, rounds)
+        fmt_base = r.arm_format(arm)
+        if fmt_base.tokenizer is None:
+            fmt_base = fmt_base.model_copy(update={"tokenizer": self.student_model()})
+        model, fp_model = self.student_model(), fp_student
+        profile_json, item_profile, fp_prof = self.p("profile", "skill_profile.json"), self.p("profile", "profile.parquet"), fp_profile
+        earlier: list[Path] = []
+        fp_earlier: list[str] = []
+        for k in range(1, rounds + 1):
+            rd = round_dir(arm.name, seed, k)
+            if k > 1:
+                prof_cfg = self._round_profile_config(model, loop, earlier)
+                fp_prof = self.step(f"{rd}/profile", "profile", prof_cfg.model_dump(mode="json"),
+                                    [fp_annot, fp_model, *fp_earlier],
+                                    lambda clean, rd=rd, cfg=prof_cfg: self._round_profile(rd, cfg, clean))
+                profile_json, item_profile = self.p(rd, "profile", "skill_profile.json"), self.p(rd, "profile", "profile.parquet")
+            cfg = sel_cfg.model_copy(update={"budget": budgets[k - 1],
+                                             "exclude_selections": [*sel_cfg.exclude_selections, *map(str, earlier)]})
+            fp_sel = self.step(f"{rd}/select", "select", cfg.model_dump(mode="json"), [fp_annot, fp_prof, *fp_earlier],
+                               lambda clean, rd=rd, cfg=cfg, pj=profile_json, ip=item_profile:
+                               self._round_select(rd, cfg, pj, ip, clean))
+            selection = self.p(rd, "select", "selection.parquet")
+            slices = [*earlier, selection] if loop.replay else [selection]
+            fp_fmt = self.step(f"{rd}/format", "format", {"format": fmt_base.model_dump(mode="json"), "slices": len(slices)},
+                               [*fp_earlier, fp_sel, fp_student],
+                               lambda clean, rd=rd, sl=slices: self._round_format(rd, fmt_base, sl, clean))
+            train_cfg = r.arm_train(arm, seed, model)
+            fp_model = self.step(f"{rd}/train", "train", train_cfg.model_dump(mode="json"), [fp_fmt, fp_model],
+                                 lambda clean, rd=rd, cfg=train_cfg: self._train_into(f"{rd}/format", f"{rd}/train", cfg,
+                                                                                       clean, label=rd))
+            model = str(self.p(rd, "train", "final").resolve())
+            earlier.append(selection)
+            fp_earlier.append(fp_sel)
+        return fp_model, model
+
+    def _round_profile_config(self, model: str, loop: Any, earlier: list[Path]) -> Any:
+        cfg = self._profile_config()
+        gen = cfg.generation
+        backend = gen.backend.model_copy(update={"model": model})
+        return cfg.model_copy(update={"generation": gen.model_copy(update={"backend": backend}),
+                                      "sample": loop.profile_sample, "sample_seed": loop.profile_sample_seed,
+                                      "exclude_selections": [str(p) for p in earlier]})
+
+    def _round_profile(self, rd: str, cfg: Any, clean: bool) -> None:
+        from .profile import run_profile
+
+        tree = SkillTree.resolve(self.recipe.tree, on_duplicate=self.recipe.on_duplicate)
+        run_profile(self.skills_path, self.p(rd, "profile"), cfg, tree=tree, force=clean, show_progress=self.show_progress)
+
+    def _round_select(self, rd: str, cfg: Any, profile_json: Path, item_profile: Path, clean: bool) -> None:
+        from .select import run_select
+
+        res = run_select(self.skills_path, self.p(rd, "select"), cfg, profile_json=profile_json,
+                         item_profile=item_profile, force=clean, progress=self.show_progress)
+        if res.n_selected < cfg.budget:
+            self.console.print(f"[yellow]{rd}/select: {res.n_selected} of {cfg.budget} selected[/yellow]")
+
+    def _round_format(self, rd: str, cfg: Any, slices: list[Path], clean: bool) -> None:
+        from .closed_loop import REPLAY_SELECTION, write_replay_selection
+        from .format import run_format
+
+        src = slices[0]
+        if len(slices) > 1:  # replay: every slice so far, as one selection file beside the format output
+            src = write_replay_selection(slices, self.p(rd, REPLAY_SELECTION))
+        run_format(src, self.p(rd, "format"), cfg, force=clean, progress=self.show_progress)
 
     # -- stages ---------------------------------------------------------------------
     def _corpus(self, clean: bool) -> None:
@@ -349,26 +437,28 @@ class Pipeline:
                    progress=self.show_progress)
 
     def _train(self, sub: str, cfg: Any, clean: bool) -> None:
+        self._train_into(f"format/{sub}", f"train/{sub}", cfg, clean, label=sub)
+
+    def _train_into(self, data: str, out: str, cfg: Any, clean: bool, *, label: str) -> None:
         launcher = self.recipe.launcher
         if launcher.accelerate_config is None:
             from .train import run_train
 
-            run_train(self.p("format", sub), self.p("train", sub), cfg, overwrite=clean, progress=self.show_progress,
-                      label=sub)
+            run_train(self.p(data), self.p(out), cfg, overwrite=clean, progress=self.show_progress, label=label)
             return
         # Multi-GPU: a fresh `accelerate launch` process group per arm (and the GPU memory
         # of profiling/evaluation engines in this process is not in its way).
         import subprocess
         import sys
 
-        cfg_path = self.p("train", sub, "pipeline_train_config.yaml")
+        cfg_path = self.p(out, "pipeline_train_config.yaml")
         write_text(cfg_path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher.accelerate_config,
-               *launcher.extra_args, "-m", "skilldistill.train", str(self.p("format", sub)),
-               "--out", str(self.p("train", sub)), "--config", str(cfg_path), *(["--overwrite"] if clean else [])]
+               *launcher.extra_args, "-m", "skilldistill.train", str(self.p(data)),
+               "--out", str(self.p(out)), "--config", str(cfg_path), *(["--overwrite"] if clean else [])]
         self.console.print(f"[dim]$ {' '.join(cmd)}[/dim]")
         if subprocess.run(cmd).returncode != 0:
-            raise ConfigError(f"train/{sub}: accelerate launch failed (command above); rerun resumes from the last checkpoint")
+            raise ConfigError(f"{out}: accelerate launch failed (command above); rerun resumes from the last checkpoint")
 
     def _evaluate_config(self):
         cfg = self.recipe.evaluate_config()
@@ -447,6 +537,7 @@ class Pipeline:
             for arm, g in sorted(weak["by_arm"].items()):
                 wt.add_row(arm, *("–" if g[k] is None else f"{100 * g[k]:+.1f}" for k in ("weak", "strong")))
             self.console.print(wt)
+        self._print_closed_loop(summary.get("closed_loop"))
         if self.recipe.demo is not None:
             from .demo.targets import check_targets
 
@@ -457,6 +548,27 @@ class Pipeline:
             self.console.print(tt)
         if summary.get("verdict"):
             self.console.print(f"[bold]Verdict:[/bold] {summary['verdict']['text']}", highlight=False)
+
+
+    def _print_closed_loop(self, loop: dict[str, Any] | None) -> None:
+        if not loop:
+            return
+        for name, e in loop.get("arms", {}).items():
+            k = e["rounds"]
+            t = Table("leaf", *[f"acc r{r + 1}" for r in range(k)], "held-out", *[f"items r{r + 1}" for r in range(k)],
+                      title=f"closed loop {name}: accuracy the rounds selected from, final held-out accuracy, items "
+                      "per round (means over seeds; * weak leaf)")
+            for row in e["leaves"]:
+                t.add_row(("* " if row["weak"] else "") + row["leaf"].split("->")[-1],
+                          *("–" if a is None else f"{100 * a:.0f}" for a in row["accuracy"]),
+                          "–" if row["held_out"] is None else f"{100 * row['held_out']:.0f}",
+                          *("–" if b is None else f"{b:.0f}" for b in row["budget"]))
+            self.console.print(t)
+            vs = e.get("vs_one_shot")
+            if vs:
+                self.console.print(f"{name} − {loop['one_shot']} (one-shot, same budget): {100 * vs['delta']:+.1f} pp "
+                                   f"[{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}] (95% paired-bootstrap interval, "
+                                   f"{vs.get('n_problems', '?')} problems)", highlight=False)
 
 
 def _cores_per_job(jobs: int) -> int:

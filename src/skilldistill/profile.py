@@ -76,6 +76,9 @@ class ProfileConfig(BaseModel):
     solved_threshold: float = Field(0.5, ge=0, le=1, description="An item is solved when its accuracy >= this.")
     sample: int | None = Field(None, ge=1, description="Profile a stratified sample of this many items (by leaf).")
     sample_seed: int = 0
+    exclude_selections: list[str] = Field(
+        default_factory=list, description="Selections (selection.parquet or its folder) whose items are left out: "
+        "a closed-loop round profiles the trained student on items it was not trained on.")
     answer_field: str = Field("answer", description="Column holding the gold answer.")
     grading_processes: int | None = Field(None, description="Grading worker processes (default: all cores).")
     grading_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, description="Hard limit per graded answer.")
@@ -452,6 +455,11 @@ def _run_profile_unlocked(
         tree = tree_from_chains([c for it in items for c in it["skills"]], source=f"chains found in {skills_parquet}")
     tree_source = tree.source or "in-memory tree"
     inputs = {"skills": sha256_file(skills_parquet), "tree": hash_obj(tree.to_dict())}
+    from .select import read_selected_ids, selection_file
+
+    trained_on = [selection_file(p) for p in config.exclude_selections]
+    for f in trained_on:
+        inputs[f"excluded_selection:{f}"] = sha256_file(f)
     config_json = config.model_dump(mode="json")
     if not force and manifest_matches(out_dir, config=config_json, inputs=inputs) and (out_dir / SKILL_PROFILE_JSON).exists():
         m = read_json(out_dir / "manifest.json")
@@ -469,6 +477,15 @@ def _run_profile_unlocked(
         logger.warning("%d of %d items have no gold answer: skipped", n_no_gold, len(items))
     if not with_gold:
         raise InputError("no item has a gold answer", file=skills_parquet, field=config.answer_field)
+    n_trained_on = 0
+    if trained_on:
+        left_out = read_selected_ids(trained_on)
+        kept = [it for it in with_gold if it["id"] not in left_out]
+        n_trained_on = len(with_gold) - len(kept)
+        logger.info("profile: %d items of earlier selections left out", n_trained_on)
+        with_gold = kept
+        if not with_gold:
+            raise InputError("every item with a gold answer is in an excluded selection", file=skills_parquet)
 
     per_leaf_sampled: dict[str, int] = {}
     pool = with_gold
@@ -530,6 +547,7 @@ def _run_profile_unlocked(
     counts = {
         "items_in_pool": len(items),
         "items_without_gold": n_no_gold,
+        "items_left_out_as_trained_on": n_trained_on,
         "items_profiled": len(item_rows),
         "items_without_skills": sum(1 for r in item_rows if not r["skills"]),
         "samples": n_samples,

@@ -111,6 +111,7 @@ def collect(run_dir: str | Path) -> tuple[dict[str, ArmRuns], dict[str, Any]]:
                     curve = _loss_curve(sd)
                     if curve:
                         arm.loss[seed] = curve
+    _collect_rounds(run_dir, arms)
     context: dict[str, Any] = {"run_dir": str(run_dir)}
     if (run_dir / "profile" / "skill_profile.json").exists():
         context["skill_profile"] = read_json(run_dir / "profile" / "skill_profile.json")
@@ -137,6 +138,119 @@ def collect(run_dir: str | Path) -> tuple[dict[str, ArmRuns], dict[str, Any]]:
             continue
     context["manifests"] = manifests
     return arms, context
+
+
+def _collect_rounds(run_dir: Path, arms: dict[str, ArmRuns]) -> None:
+    """Closed-loop arms (``rounds/<arm>/<seed>/round<r>/``): the rounds' selections as one
+    (leaf counts summed), their loss curves end to end (steps counted on)."""
+    root = run_dir / "rounds"
+    if not root.exists():
+        return
+    for arm_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        arm = arms.setdefault(arm_dir.name, ArmRuns(arm_dir.name))
+        for sd in sorted(p for p in arm_dir.iterdir() if p.is_dir() and p.name.startswith("seed")):
+            rounds = sorted((p for p in sd.iterdir() if p.is_dir() and re.fullmatch(r"round\d+", p.name)),
+                            key=lambda p: int(p.name[5:]))
+            merged: dict[str, Any] = {"selected": 0, "leaf_table": []}
+            by_leaf: dict[str, dict[str, Any]] = {}
+            curve: list[tuple[int, float]] = []
+            for rd in rounds:
+                if (rd / "select" / "report.json").exists():
+                    rep = read_json(rd / "select" / "report.json")
+                    merged["selected"] += int(rep.get("selected") or 0)
+                    for row in rep.get("leaf_table", []):
+                        slot = by_leaf.setdefault(row["leaf"], {"leaf": row["leaf"], "selected_under_leaf": 0})
+                        slot["selected_under_leaf"] += int(row.get("selected_under_leaf", 0))
+                offset = curve[-1][0] if curve else 0
+                curve += [(offset + step, loss) for step, loss in _loss_curve(rd / "train")]
+            if merged["selected"]:
+                merged["leaf_table"] = list(by_leaf.values())
+                arm.selections[sd.name] = merged
+            if curve:
+                arm.loss[sd.name] = curve
+
+
+def closed_loop_summary(run_dir: Path, arms: dict[str, ArmRuns], skills: dict[str, dict[str, dict[str, Any]]],
+                        recipe: dict[str, Any] | None, weak: set[str]) -> dict[str, Any] | None:
+    """Each closed-loop arm: per-leaf accuracy over rounds (the profile each round selected
+    from, then the held-out evaluation), the budget per leaf per round (means over seeds),
+    and the arm against its one-shot counterpart at the same budget (paired bootstrap)."""
+    from .closed_loop import trajectory
+
+    if not recipe:
+        return None
+    default_rounds = int(recipe.get("rounds") or 1)
+    loop_arms = {a["name"]: int(a.get("rounds") or default_rounds) for a in recipe.get("arms") or []
+                 if int(a.get("rounds") or default_rounds) > 1}
+    if not loop_arms:
+        return None
+    one_shot = (recipe.get("report") or {}).get("one_shot")
+    if one_shot is None:
+        method = (recipe.get("report") or {}).get("method") or (recipe.get("arms") or [{}])[-1].get("name")
+        one_shot = method if method and method not in loop_arms else None
+    seeds = recipe.get("seeds") or [0]
+    base_profile = run_dir / "profile" / "skill_profile.json"
+    out: dict[str, Any] = {"one_shot": one_shot, "arms": {}}
+    for name, rounds in loop_arms.items():
+        runs = [trajectory(run_dir, name, int(s), rounds, base_profile=base_profile) for s in seeds]
+        profiled = {leaf for t in runs for r in t["rounds"] for leaf in r["leaf_accuracy"]}
+        leaves = sorted(profiled | {c for c in skills if _is_leaf(c, skills)})
+        table = []
+        for leaf in leaves:
+            row: dict[str, Any] = {"leaf": leaf, "weak": leaf in weak, "accuracy": [], "budget": []}
+            for k in range(rounds):
+                accs = [t["rounds"][k]["leaf_accuracy"][leaf]["accuracy"] for t in runs
+                        if len(t["rounds"]) > k and leaf in t["rounds"][k]["leaf_accuracy"]]
+                budget = [t["rounds"][k]["leaf_budget"].get(leaf, 0) for t in runs if len(t["rounds"]) > k]
+                row["accuracy"].append(sum(accs) / len(accs) if accs else None)
+                row["budget"].append(sum(budget) / len(budget) if budget else None)
+            held = (skills.get(leaf) or {}).get(name)
+            row["held_out"] = held["mean"] if held else None
+            table.append(row)
+        entry: dict[str, Any] = {"rounds": rounds, "seeds": [t["seed"] for t in runs],
+                                 "rounds_done": [len(t["rounds"]) for t in runs], "leaves": table,
+                                 "selected_per_round": [sum(t["rounds"][k]["selected"] for t in runs if len(t["rounds"]) > k)
+                                                        / max(1, sum(1 for t in runs if len(t["rounds"]) > k))
+                                                        for k in range(rounds)]}
+        if one_shot and name in arms and one_shot in arms and arms[name].results and arms[one_shot].results:
+            benches = sorted({b for r in arms[name].results.values() for b in _benchmarks_of(r)})
+            ci = compare(arms[name], arms[one_shot], benches)
+            entry["vs_one_shot"] = (ci or {}).get("average")
+            if weak:
+                ids = _problems_under(arms[one_shot], weak)
+                ci_weak = compare(arms[name], arms[one_shot], benches, only=ids) if ids else None
+                entry["vs_one_shot_weak"] = (ci_weak or {}).get("average")
+        out["arms"][name] = entry
+    return out
+
+
+def _md_closed_loop(loop: dict[str, Any] | None) -> list[str]:
+    if not loop or not loop.get("arms"):
+        return []
+    md = ["## Closed loop", ""]
+    for name, e in loop["arms"].items():
+        k = e["rounds"]
+        md += [f"**{name}**: {k} rounds; items selected per round (mean over seeds): "
+               + ", ".join(f"{b:.0f}" for b in e["selected_per_round"]) + ".", ""]
+        vs = e.get("vs_one_shot")
+        if vs:
+            md += [f"Against the one-shot arm {loop['one_shot']} at the same budget: {_pp(vs['delta'])} pp"
+                   f"{_ci_text(vs)} (95% paired-bootstrap interval over {vs.get('n_problems', '?')} problems)"
+                   + (f"; on the weak leaves {_pp(e['vs_one_shot_weak']['delta'])} pp{_ci_text(e['vs_one_shot_weak'])}"
+                      if e.get("vs_one_shot_weak") else "") + ".", ""]
+        heads = [f"acc. profiled before round {r + 1}" for r in range(k)] + ["held-out (final)"]
+        heads += [f"items round {r + 1}" for r in range(k)]
+        md += ["Per leaf: the accuracy each round selected from (round 1: the base student on the pool; round r: "
+               "the round r-1 student on a sample of items not yet trained on), the final model's held-out "
+               "accuracy, and the items each round spent under the leaf (means over seeds; ★ weak leaf).", "",
+               "| leaf | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for row in e["leaves"]:
+            cells = [("–" if a is None else f"{100 * a:.1f}") for a in row["accuracy"]]
+            cells.append("–" if row["held_out"] is None else f"{100 * row['held_out']:.1f}")
+            cells += [("–" if b is None else f"{b:.1f}") for b in row["budget"]]
+            md.append(f"| {'★ ' if row['weak'] else ''}{row['leaf']} | " + " | ".join(cells) + " |")
+        md.append("")
+    return md
 
 
 def _loss_curve(train_dir: Path) -> list[tuple[int, float]]:
@@ -703,6 +817,7 @@ def build_report(run_dir: str | Path, *, baseline: str | None = None, out_dir: s
     dists = selection_distributions(arms)
     emph = emphasis_vs_gain(arms, skills, dists, recipe)
     needed = n_needed(arms, target_se)
+    loop = closed_loop_summary(run_dir, arms, skills, recipe, weak_set)
     times = stage_times(ctx.get("pipeline_state"))
     styles = {n: s["style"] for n, s in _recipe_arm_settings(recipe).items() if s.get("style")}
     images = {
@@ -713,6 +828,8 @@ def build_report(run_dir: str | Path, *, baseline: str | None = None, out_dir: s
     }
     summary = {"verdict": head, "benchmarks": bench, "per_skill": skills, "weak_skill_gains": weak,
                "selection": dists, "emphasis": emph, "n_needed": needed, "stage_times": times}
+    if loop:
+        summary["closed_loop"] = loop
     write_json(out / "summary.json", summary)
 
     title = title or f"skilldistill report: {run_dir.resolve().name}"
@@ -746,6 +863,7 @@ def build_report(run_dir: str | Path, *, baseline: str | None = None, out_dir: s
         if img:
             md += [f"## {label.capitalize()}", "", captions[label], "", f"![{label}]({img.name})", ""]
     md += _md_emphasis(emph)
+    md += _md_closed_loop(loop)
     md += _md_needed(needed)
     md += _md_settings(ctx, times)
     md_text = "\n".join(md) + "\n"

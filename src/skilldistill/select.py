@@ -111,6 +111,9 @@ class SelectConfig(BaseModel):
     gguf_file: str | None = None
     example: ExampleFormat = Field(default_factory=ExampleFormat, description="Example format measured by max_tokens.")
     exclude: list[str] = Field(default_factory=list, description="Item ids, or files (benchmarks: by normalised question; .txt: ids).")
+    exclude_selections: list[str] = Field(
+        default_factory=list, description="Earlier selections (selection.parquet, or the folder holding one): their "
+        "items are never selected again (a closed-loop round, or a round run by hand).")
 
 
 # ---------------------------------------------------------------------------------
@@ -652,6 +655,9 @@ def _run_select_unlocked(
     if config.max_tokens is not None and tokenizer is None and config.tokenizer is None:
         raise ConfigError("max_tokens needs the student tokenizer (--tokenizer)")
     exclude_ids, exclude_files = _split_exclude(config.exclude)
+    earlier = [selection_file(p) for p in config.exclude_selections]
+    earlier_ids = read_selected_ids(earlier)
+    exclude_ids |= earlier_ids
 
     out = Path(out_dir)
     cfg_json = config.model_dump(mode="json")
@@ -662,6 +668,8 @@ def _run_select_unlocked(
         inputs["item_profile"] = sha256_file(item_profile)
     for f in exclude_files:
         inputs[f"exclude:{f}"] = sha256_file(f) if f.is_file() else "dir"
+    for f in earlier:
+        inputs[f"earlier_selection:{f}"] = sha256_file(f)
     if not force and manifest_matches(out, config=cfg_json, inputs=inputs) and (out / SELECTION).exists():
         report = read_json(out / REPORT)
         return SelectResult(out, report["selected"], config.budget, report, skipped=True)
@@ -682,6 +690,8 @@ def _run_select_unlocked(
     if exclude_ids:
         pool["excluded_by_id"] = int(scan.excluded_by_id.sum())
         eligible &= ~scan.excluded_by_id
+    if earlier:
+        pool["earlier_selections"] = {"files": len(earlier), "items": len(earlier_ids)}
     if banned is not None:
         pool["excluded_by_question"] = int((scan.excluded_by_question & eligible).sum())
         eligible &= ~scan.excluded_by_question
@@ -839,6 +849,30 @@ def _run_select_unlocked(
 
 
 # ---------------------------------------------------------------------------------
+def selection_file(path: str | Path) -> Path:
+    """A selection given as its ``selection.parquet`` or the folder holding one."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / SELECTION
+    if not p.is_file():
+        raise InputError("earlier selection not found", file=p)
+    return p
+
+
+def read_selected_ids(files: Sequence[Path]) -> set[str]:
+    """The item ids of earlier selections (their ``id`` column)."""
+    ids: set[str] = set()
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"not a Parquet selection ({e})", file=f) from None
+        if "id" not in schema.names:
+            raise InputError("missing column 'id'", file=f, field="id")
+        ids.update(str(v) for v in pq.read_table(f, columns=["id"]).column("id").to_pylist() if v is not None)
+    return ids
+
+
 def _split_exclude(entries: Sequence[str]) -> tuple[set[str], list[Path]]:
     """Existing paths are files to read; ``.txt`` files hold ids; anything else is an id."""
     ids: set[str] = set()
@@ -1270,5 +1304,7 @@ __all__ = [
     "leaf_accuracies",
     "leaf_weights",
     "plot_distribution",
+    "read_selected_ids",
     "run_select",
+    "selection_file",
 ]

@@ -39,6 +39,9 @@ def select_cmd(
     gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file name inside the --tokenizer folder."),
     style: str = typer.Option("skill-aware", "--style", help="Example format measured by --max-tokens: plain | skill-aware."),
     exclude: list[str] = typer.Option([], "--exclude", "-x", help="An item id, a .txt of ids, or a benchmark file (by question text). Repeatable."),
+    exclude_selection: list[Path] = typer.Option(
+        [], "--exclude-selection", help="An earlier selection (selection.parquet or its folder): its items are not "
+        "selected again (a closed-loop round by hand). Repeatable."),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, or by difficulty."""
@@ -56,7 +59,7 @@ def select_cmd(
             unprofiled_leaves=unprofiled_leaves, only_skill=only_skill, difficulty_field=difficulty_field,  # type: ignore[arg-type]
             difficulty_range=(lo_hi[0], lo_hi[1]),
             tokenizer=tokenizer, gguf_file=gguf_file, example=ExampleFormat(style=style),  # type: ignore[arg-type]
-            exclude=exclude,
+            exclude=exclude, exclude_selections=[str(p) for p in exclude_selection],
         )
     except ValidationError as e:
         raise ConfigError(_first_error(e)) from None
