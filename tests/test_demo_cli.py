@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,7 @@ def test_demo_quick_end_to_end_reproducible_then_cached(tmp_path):
     state = json.loads((tmp_path / "a" / "pipeline_state.json").read_text())["stages"]
     assert len(state) == 13
     print(f"demo --quick wall time: {wall:.0f}s")
+    _plan_agrees_with_the_run(tmp_path / "a")
 
     # a second run from scratch gives the same numbers, to the last digit
     second = _demo(tmp_path / "b")
@@ -62,3 +64,36 @@ def test_demo_quick_end_to_end_reproducible_then_cached(tmp_path):
     cached = _demo(tmp_path / "a", timeout=300)
     assert cached.returncode == 0, cached.stderr[-3000:]
     assert "(0 stages ran)" in cached.stderr + cached.stdout
+
+
+def _plan_agrees_with_the_run(run_dir):
+    """`skilldistill plan` on the finished run: every stage done, its counts the run's own;
+    a changed training setting makes exactly the training and evaluation of the arms stale."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    import skilldistill
+    from skilldistill.cli import app
+
+    recipe = Path(skilldistill.__file__).parent / "recipes" / "demo-quick.yaml"  # what `demo --quick` runs
+    quick = ["plan", str(recipe), "--run-dir", str(run_dir), "--json"]
+    res = CliRunner().invoke(app, quick)
+    assert res.exit_code == 0, res.output
+    by = {s["key"]: s for s in json.loads(res.stdout)["stages"]}
+    assert len(by) == 13 and {s["status"] for s in by.values()} == {"done"}
+    assert by["annotate"]["items"] == json.loads((run_dir / "annotate" / "summary.json").read_text())["items"]
+    gens = pq.read_table(run_dir / "profile" / "generations.parquet").column("completion_tokens").to_pylist()
+    assert by["profile"]["items"] == len(gens) and abs(by["profile"]["generated_tokens"] - sum(gens)) < 1e-6 * sum(gens)
+    for arm in ("random-plain", "skill-skillaware"):
+        t = by[f"train/{arm}/seed0"]
+        manifest = json.loads((run_dir / "train" / arm / "seed0" / "manifest.json").read_text())
+        mean = json.loads((run_dir / "format" / arm / "seed0" / "report.json").read_text())["tokens"]["mean"]
+        assert t["items"] == manifest["counts"]["examples"] and t["training_tokens"] == pytest.approx(t["items"] * 5 * mean)
+        ev = json.loads((run_dir / "evaluate" / arm / "seed0" / "demo_eval" / "results.json").read_text())
+        e = by[f"evaluate/{arm}/seed0"]
+        assert e["items"] == ev["n_problems"] and e["generated_tokens"] == pytest.approx(ev["n_problems"] * ev["mean_completion_tokens"])
+    res = CliRunner().invoke(app, [*quick, "--set", "train.learning_rate=0.002"])
+    by = {s["key"]: s for s in json.loads(res.stdout)["stages"]}
+    stale = {k: s["reason"] for k, s in by.items() if s["status"] != "done"}
+    assert stale == {**{f"train/{a}/seed0": "its settings changed" for a in ("random-plain", "skill-skillaware")},
+                     **{f"evaluate/{a}/seed0": "an input stage changed" for a in ("random-plain", "skill-skillaware")}}

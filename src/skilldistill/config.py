@@ -25,6 +25,7 @@ from .evaluate import EvaluateConfig
 from .format import FormatConfig
 from .generate import GenerationConfig
 from .llm.base import BackendConfig
+from .plan import PlanSettings
 from .profile import ProfileConfig
 from .select import SelectConfig
 from .textutil import check_safe_name
@@ -125,6 +126,8 @@ class Recipe(BaseModel):
     launcher: LauncherSection = Field(default_factory=LauncherSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    plan: PlanSettings = Field(default_factory=PlanSettings, description="Throughputs and estimation settings of "
+                               "`skilldistill plan` (cost preflight); not part of any stage's fingerprint.")
 
     @model_validator(mode="before")
     @classmethod

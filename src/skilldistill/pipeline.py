@@ -43,7 +43,8 @@ class Pipeline:
     """Runs a recipe's stages, skipping finished ones (see the module docstring)."""
 
     def __init__(self, recipe: Recipe, *, run_dir: str | Path | None = None, force_from: str | None = None,
-                 console: Console | None = None, show_progress: bool = True, worker: bool = False) -> None:
+                 console: Console | None = None, show_progress: bool = True, worker: bool = False,
+                 dry_run: bool = False) -> None:
         if force_from is not None and force_from not in STAGES:
             raise ConfigError(f"--from {force_from!r}: not a stage; stages: {', '.join(STAGES)}")
         self.recipe = recipe
@@ -57,6 +58,9 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.ran: list[str] = []
         self.worker = worker  # an arm worker of a parallel run (the parent holds the run)
+        # dry_run: walk the stages and record what each would do (skilldistill plan); nothing runs or is written
+        self.dry_run = dry_run
+        self.planned: list[dict[str, Any]] = []
 
     # -- the generic stage step -----------------------------------------------------
     def step(self, key: str, kind: str, config: Any, upstream: list[str], fn: Callable[[bool], Any],
@@ -66,10 +70,15 @@ class Pipeline:
         ``clean`` is True when the stage ran before with other settings (or is forced):
         the stage then discards its own stale results instead of resuming them.
         """
-        fp = hash_obj({"kind": kind, "config": self._portable(fingerprint_view(config)), "upstream": upstream})
+        config_view = self._portable(fingerprint_view(config))
+        fp = hash_obj({"kind": kind, "config": config_view, "upstream": upstream})
         prev = self.state["stages"].get(key, {})
         forced = self.force_from is not None and STAGES.index(kind) >= STAGES.index(self.force_from)
         marker = self.run_dir / key / done_marker
+        if self.dry_run:
+            self.planned.append({"key": key, "kind": kind, "config": config, "fingerprint": fp,
+                                 **self._status(prev, fp, hash_obj(config_view), forced, marker)})
+            return fp
         if not forced and prev.get("fingerprint") == fp and marker.exists():
             self.console.print(f"[dim]✓ {key}: up to date[/dim]")
             return fp
@@ -83,10 +92,27 @@ class Pipeline:
         wall = round(time.time() - t0, 2)
         self.timings[key] = wall
         self.ran.append(key)
-        self._record(key, {"fingerprint": fp, "wall_time_s": wall,
+        self._record(key, {"fingerprint": fp, "config_hash": hash_obj(config_view), "wall_time_s": wall,
                            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.console.print(f"[green]✓ {key}[/green] [dim]{wall:.1f}s[/dim]")
         return fp
+
+    @staticmethod
+    def _status(prev: dict[str, Any], fp: str, config_hash: str, forced: bool, marker: Path) -> dict[str, str]:
+        """What a run would do with a stage: done / to run / stale (and why)."""
+        if forced:
+            return {"status": "stale", "reason": "forced by --from"}
+        if not prev:
+            return {"status": "to run", "reason": "never finished"}
+        if prev.get("fingerprint") == fp:
+            if marker.exists():
+                return {"status": "done", "reason": f"finished {prev.get('finished_at', '')}".strip()}
+            return {"status": "stale", "reason": f"its done-marker {marker.name} is missing"}
+        if prev.get("config_hash") and prev["config_hash"] != config_hash:
+            return {"status": "stale", "reason": "its settings changed"}
+        if prev.get("config_hash"):
+            return {"status": "stale", "reason": "an input stage changed"}
+        return {"status": "stale", "reason": "its settings or an input stage changed"}
 
     def _portable(self, obj: Any) -> Any:
         """Paths inside the run folder as ``<run>/...``: a moved or copied run folder keeps
@@ -138,6 +164,14 @@ class Pipeline:
         return self.recipe.student.model
 
     # -- the run --------------------------------------------------------------------
+    def plan(self) -> list[dict[str, Any]]:
+        """Every stage a run would go through, in order, with its status (done / to run /
+        stale and why) and config; nothing runs, nothing is written (``skilldistill plan``)."""
+        self.dry_run = True
+        self.planned = []
+        self._run()
+        return self.planned
+
     def run(self) -> dict[str, Any]:
         """Every stage in order, holding the run folder (a second run on it is refused)."""
         from .artifacts import FolderLock
@@ -151,8 +185,9 @@ class Pipeline:
             import torch
 
             torch.set_num_threads(r.threads)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.p("recipe.yaml"), yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        if not self.dry_run:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.p("recipe.yaml"), yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
         tree = SkillTree.resolve(r.tree, on_duplicate=r.on_duplicate)
         tree_fp = hash_obj(tree.to_dict())
 
@@ -178,12 +213,14 @@ class Pipeline:
                       done_marker="results.json")
 
         runs = [(arm, seed) for arm in r.arms for seed in r.seeds]
-        if r.jobs > 1 and len(runs) > 1:
+        if r.jobs > 1 and len(runs) > 1 and not self.dry_run:
             self._arms_in_workers(runs, (fp_annot, fp_profile, fp_student, fp_demo))
         else:
             for arm, seed in runs:
                 self._arm(arm, seed, fp_annot, fp_profile, fp_student, fp_demo, eval_cfg)
 
+        if self.dry_run:
+            return {}
         # The report reads every artifact above and takes a second: always rebuilt.
         t0 = time.time()
         self._report()
@@ -369,14 +406,9 @@ class Pipeline:
 
             ingest(r.corpus, self.p("corpus"), progress=self.show_progress)
             return
-        from .demo.generator import generate_corpus, skewed_weights
-
         assert r.demo is not None
         t0 = time.time()
-        weights = None
-        if r.demo.pool_weak_weight != 1.0:
-            weights = skewed_weights(r.demo.pool_weak_weight, weak=r.demo.student.weak_leaves)
-        table = generate_corpus(r.demo.pool_size, r.demo.seed, leaf_weights=weights)
+        table = demo_pool(r.demo)
         write_parquet(self.corpus_path, table)
         write_manifest(self.p("corpus"), config=_dump(r.demo, exclude={"student"}), inputs={},
                        counts={"rows_written": table.num_rows}, wall_time_s=round(time.time() - t0, 3),
@@ -569,6 +601,16 @@ class Pipeline:
                 self.console.print(f"{name} − {loop['one_shot']} (one-shot, same budget): {100 * vs['delta']:+.1f} pp "
                                    f"[{100 * vs['low']:+.1f}, {100 * vs['high']:+.1f}] (95% paired-bootstrap interval, "
                                    f"{vs.get('n_problems', '?')} problems)", highlight=False)
+
+
+def demo_pool(demo: Any) -> Any:
+    """The demo's generated pool (a pyarrow Table) for a recipe's ``demo`` section."""
+    from .demo.generator import generate_corpus, skewed_weights
+
+    weights = None
+    if demo.pool_weak_weight != 1.0:
+        weights = skewed_weights(demo.pool_weak_weight, weak=demo.student.weak_leaves)
+    return generate_corpus(demo.pool_size, demo.seed, leaf_weights=weights)
 
 
 def _cores_per_job(jobs: int) -> int:

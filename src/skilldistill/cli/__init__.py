@@ -8,6 +8,7 @@ from . import demo as _demo  # noqa: F401
 from . import evaluate as _evaluate  # noqa: F401
 from . import format as _format  # noqa: F401
 from . import ingest as _ingest  # noqa: F401
+from . import plan as _plan  # noqa: F401
 from . import profile as _profile  # noqa: F401
 from . import report as _report  # noqa: F401
 from . import run as _run  # noqa: F401

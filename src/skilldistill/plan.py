@@ -1,0 +1,385 @@
+"""Cost preflight: ``skilldistill plan RECIPE``, what a run would do and cost, before it runs.
+
+For every stage a run of the recipe would go through (the pipeline walks its stages with
+nothing run, :meth:`Pipeline.plan`), in order:
+
+- **status**: done / to run / stale, and why (settings changed, an input stage changed, its
+  done-marker is missing, ``--from``);
+- **items** the stage handles;
+- **LLM calls** (attribution): measured calls per item on a small sample of the corpus with
+  the recipe's own backend (``sample_items``, default 20; ``--no-sample``: none), else from
+  the tree's shape (one chain per item: a call per inner node on the way to a leaf, the mean
+  over leaves) with that assumption stated; the embedding backend makes none;
+- **prompt and generated tokens** (profiling, evaluation): problems x samples; generated =
+  the mean answer length measured by an earlier run of the same stage when there is one,
+  else the token cap (an upper bound, stated); evaluation also gives the truncation share
+  an earlier run saw;
+- **training tokens**: examples x epochs x mean example length (measured by the format
+  stage when it ran, else the pool's mean text length at ``chars_per_token``);
+- **GPU-hours** per stage and in total, given throughputs (tokens/s per GPU) in the recipe's
+  ``plan`` section or on the command line.
+
+Everything is an estimate of work, never a run: the only thing executed is the attribution
+sample (a few LLM calls), into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from .artifacts import read_json
+
+log = logging.getLogger(__name__)
+
+# Problems per registered benchmark (the registry's descriptions; used when the files are
+# not at hand, e.g. a hub benchmark planned offline).
+BENCHMARK_SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "math_l5": 134,
+                   "olympiadbench": 581, "gsm8k": 1319}
+
+
+class PlanSettings(BaseModel):
+    """The recipe's ``plan`` section: throughputs and estimation settings of ``skilldistill plan``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generation_tokens_per_s: float | None = Field(
+        None, gt=0, description="Generated tokens/s per GPU of the inference engine (profiling, evaluation, "
+        "attribution), for GPU-hours.")
+    training_tokens_per_s: float | None = Field(None, gt=0, description="Training tokens/s per GPU, for GPU-hours.")
+    attribution_sample: int = Field(20, ge=1, description="Corpus items annotated with the recipe's backend to "
+                                    "measure LLM calls and tokens per item.")
+    chars_per_token: float = Field(4.0, gt=0, description="Token estimate of text no tokenizer has measured.")
+
+
+@dataclass
+class StageCost:
+    key: str
+    kind: str
+    status: str
+    reason: str
+    items: int | None = None
+    llm_calls: float | None = None
+    prompt_tokens: float | None = None
+    generated_tokens: float | None = None
+    training_tokens: float | None = None
+    gpu_hours: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    recipe: str
+    run_dir: str
+    stages: list[StageCost]
+    totals: dict[str, float | None]
+    assumptions: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "run_dir": self.run_dir, "stages": [asdict(s) for s in self.stages],
+                "totals": self.totals, "assumptions": self.assumptions}
+
+
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(folder / "manifest.json")
+    except (OSError, ValueError):
+        return None
+
+
+class _Estimator:
+    def __init__(self, pipe: Any, settings: PlanSettings, *, sample: bool) -> None:
+        self.pipe = pipe
+        self.recipe = pipe.recipe
+        self.settings = settings
+        self.sample = sample
+        self.assumptions: list[str] = []
+        self._pool_items: int | None = None
+        self._pool_text_tokens: float | None = None
+        self._calls_per_item: tuple[float, float | None, str] | None = None
+
+    # -- the pool ------------------------------------------------------------------
+    def pool_items(self) -> int | None:
+        if self._pool_items is None:
+            corpus = self.pipe.corpus_path
+            if corpus.exists():
+                self._pool_items = pq.read_metadata(corpus).num_rows
+            elif self.recipe.demo is not None:
+                self._pool_items = self.recipe.demo.pool_size
+            elif self.recipe.corpus is not None and self.recipe.corpus.limit is not None:
+                self._pool_items = self.recipe.corpus.limit
+                self.assumptions.append(f"corpus: its limit ({self.recipe.corpus.limit:,}) is taken as the pool size "
+                                        "(dedup and decontamination may remove some)")
+        return self._pool_items
+
+    def _pool_rows(self, n: int) -> list[dict[str, Any]] | None:
+        corpus = self.pipe.corpus_path
+        if corpus.exists():
+            table = pq.read_table(corpus)
+            return table.slice(0, n).to_pylist()
+        if self.recipe.demo is not None:  # generated exactly as the corpus stage will
+            from .pipeline import demo_pool
+
+            return demo_pool(self.recipe.demo).slice(0, n).to_pylist()
+        return None
+
+    def pool_text_tokens(self) -> float | None:
+        """Mean tokens of question + response over the first 500 pool rows (characters / chars_per_token)."""
+        if self._pool_text_tokens is None:
+            rows = self._pool_rows(500)
+            if rows:
+                chars = sum(len(r.get("question") or "") + len(r.get("response") or "") for r in rows) / len(rows)
+                self._pool_text_tokens = chars / self.settings.chars_per_token
+        return self._pool_text_tokens
+
+    # -- attribution ---------------------------------------------------------------
+    def calls_per_item(self, tree: Any) -> tuple[float, float | None, str]:
+        """(LLM calls per item, prompt tokens per item or None, how it was found)."""
+        if self._calls_per_item is not None:
+            return self._calls_per_item
+        cfg = self.recipe.annotate
+        done = self.pipe.p("annotate", "summary.json")
+        if done.exists():
+            s = read_json(done)
+            if s.get("items"):
+                tokens = s.get("prompt_tokens_this_run")
+                self._calls_per_item = (s.get("calls_total", 0) / s["items"],
+                                        tokens / max(1, s.get("calls_this_run") or 1) * s.get("calls_total", 0) / s["items"]
+                                        if tokens else None, "measured by this run's annotate stage")
+                return self._calls_per_item
+        rows = self._pool_rows(self.settings.attribution_sample) if self.sample else None
+        if rows:
+            import pyarrow as pa
+
+            from .annotate import annotate
+
+            with tempfile.TemporaryDirectory(prefix="skilldistill-plan-") as tmp:
+                src = Path(tmp) / "sample.parquet"
+                pq.write_table(pa.Table.from_pylist(rows), src)
+                res = annotate(src, tree, Path(tmp) / "out", cfg, show_progress=False)
+                s = res.summary
+            tokens = s.get("prompt_tokens_this_run")
+            self._calls_per_item = (s.get("calls_total", 0) / max(1, s["items"]),
+                                    tokens / max(1, s["items"]) if tokens else None,
+                                    f"measured on a sample of {s['items']} items with the recipe's backend")
+            return self._calls_per_item
+        inner = [len(c) for c in tree.leaves()]
+        per = sum(inner) / len(inner) if inner else 0.0
+        self._calls_per_item = (per, None, "from the tree's shape: one chain per item, one call per inner node "
+                                "on its way (the mean over leaves); several chains per item cost more")
+        return self._calls_per_item
+
+
+def plan_recipe(recipe: Any, *, run_dir: str | Path | None = None, force_from: str | None = None,
+                settings: PlanSettings | None = None, sample: bool = True) -> Plan:
+    """The stages a run of ``recipe`` would go through, their status and estimated cost."""
+    from .pipeline import Pipeline
+    from .tree import SkillTree
+
+    settings = settings or recipe.plan
+    pipe = Pipeline(recipe, run_dir=run_dir, force_from=force_from, show_progress=False)
+    planned = pipe.plan()
+    est = _Estimator(pipe, settings, sample=sample)
+    tree = SkillTree.resolve(recipe.tree, on_duplicate=recipe.on_duplicate)
+    gen_tps, train_tps = settings.generation_tokens_per_s, settings.training_tokens_per_s
+    stages: list[StageCost] = []
+    for st in planned:
+        c = StageCost(st["key"], st["kind"], st["status"], st["reason"])
+        folder = pipe.p(st["key"])
+        kind, cfg = st["kind"], st["config"]
+        if kind == "corpus":
+            c.items = est.pool_items()
+        elif kind == "demo":
+            d = recipe.demo
+            c.items = d.eval_per_leaf * len(tree.leaves()) if d else None
+            c.notes.append("held-out set and the packaged base student (a changed student config builds one here)")
+        elif kind == "annotate":
+            c.items = est.pool_items()
+            if recipe.annotate.backend == "embedding":
+                c.llm_calls = 0
+                c.notes.append("embedding backend: no LLM calls (one encoding per item and per tree node)")
+            else:
+                per, tok, how = est.calls_per_item(tree)
+                if c.items is not None:
+                    c.llm_calls = per * c.items
+                    c.prompt_tokens = tok * c.items if tok is not None else None
+                c.notes.append(f"{per:.2f} calls per item, {how}")
+                if gen_tps and c.llm_calls:  # answers are short; prompt reading dominates on the server
+                    c.generated_tokens = c.llm_calls * 16
+                    c.notes.append("generated tokens: about 16 per decision (a short list of names)")
+        elif kind == "profile":
+            _profile_cost(c, cfg, folder, est, pipe)
+        elif kind == "select":
+            c.items = cfg.get("budget")
+        elif kind == "format":
+            c.items = _format_items(st, pipe, planned)
+            rep = folder / "report.json"
+            if rep.exists():  # one pass over the data; the train stage counts the epochs
+                tok = read_json(rep).get("tokens") or {}
+                c.notes.append(f"{tok.get('total', 0):,} tokens in the formatted examples")
+        elif kind == "train":
+            _train_cost(c, st, planned, folder, est, pipe)
+        elif kind == "evaluate":
+            _evaluate_cost(c, cfg, folder, est, pipe)
+        if kind in ("annotate", "profile", "evaluate") and gen_tps and c.generated_tokens:
+            c.gpu_hours = c.generated_tokens / gen_tps / 3600
+        if kind == "train" and train_tps and c.training_tokens:
+            c.gpu_hours = c.training_tokens / train_tps / 3600
+        stages.append(c)
+
+    def total(attr: str, only_to_run: bool = False) -> float | None:
+        vals = [getattr(s, attr) for s in stages if getattr(s, attr) is not None and (not only_to_run or s.status != "done")]
+        return sum(vals) if vals else None
+
+    totals = {k: total(k) for k in ("llm_calls", "prompt_tokens", "generated_tokens", "training_tokens", "gpu_hours")}
+    totals["gpu_hours_to_run"] = total("gpu_hours", only_to_run=True)
+    if not (gen_tps and train_tps):
+        est.assumptions.append("GPU-hours need throughputs: plan.generation_tokens_per_s / plan.training_tokens_per_s "
+                               "in the recipe, or --gen-tokens-per-s / --train-tokens-per-s")
+    return Plan(recipe.name, str(pipe.run_dir), stages, totals, est.assumptions)
+
+
+def _profile_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: _Estimator, pipe: Any) -> None:
+    gen = cfg["generation"]
+    pool = est.pool_items()
+    left_out = 0
+    for sel in cfg.get("exclude_selections") or []:  # the items earlier rounds trained on
+        p = Path(sel)
+        p = p / "selection.parquet" if p.suffix != ".parquet" else p
+        left_out += pq.read_metadata(p).num_rows if p.exists() else _budget_of_selection(p, pipe)
+    items = pool - left_out if pool is not None else None
+    if cfg.get("sample") and items is not None:
+        items = min(items, cfg["sample"])
+    c.items = items
+    n = gen.get("n", 1)
+    if items is None:
+        return
+    samples = items * n
+    prompt_len, mean_len = _measured_tokens(folder / "generations.parquet")
+    cap = gen.get("max_new_tokens")
+    c.generated_tokens = samples * (mean_len if mean_len is not None else cap)
+    c.notes.append(f"{samples:,} samples ({items:,} items x n={n}); "
+                   + (f"{mean_len:.0f} tokens per answer (an earlier run of this stage)" if mean_len is not None
+                      else f"≤ {cap} tokens per answer (the cap)"))
+    if prompt_len is not None:
+        c.prompt_tokens = samples * prompt_len
+    elif (qtok := est.pool_text_tokens()) is not None:
+        c.prompt_tokens = samples * qtok * 0.3  # the question part of question + response
+        c.notes.append("prompt tokens: about 0.3 of the pool's question + response length per item")
+
+
+def _budget_of_selection(path: Path, pipe: Any) -> int:
+    """A selection not made yet (a later round's input): its budget from the planned stage."""
+    for st in pipe.planned:
+        if st["kind"] == "select" and str(pipe.p(st["key"], "selection.parquet")) == str(path):
+            return int(st["config"].get("budget") or 0)
+    return 0
+
+
+def _measured_tokens(generations: Path) -> tuple[float | None, float | None]:
+    """Mean (prompt, completion) tokens per sample an earlier run of a stage logged."""
+    if not generations.exists():
+        return None, None
+    try:
+        t = pq.read_table(generations, columns=["prompt_tokens", "completion_tokens"])
+    except (KeyError, ValueError, OSError):
+        return None, None
+
+    def mean(col: str) -> float | None:
+        vals = [v for v in t.column(col).to_pylist() if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return mean("prompt_tokens"), mean("completion_tokens")
+
+
+def _format_items(st: dict[str, Any], pipe: Any, planned: list[dict[str, Any]]) -> int | None:
+    """Examples a format stage writes: its selection's budget (every slice so far with replay)."""
+    key = st["key"]
+    sel_key = key[: -len("format")] + "select" if key.endswith("/format") else key.replace("format/", "select/", 1)
+    budgets = {p["key"]: p["config"].get("budget") for p in planned if p["kind"] == "select"}
+    slices = st["config"].get("slices", 1) if isinstance(st["config"], dict) else 1
+    if slices > 1 and key.startswith("rounds/"):
+        base = key.rsplit("/round", 1)[0]
+        r = int(key.rsplit("/round", 1)[1].split("/")[0])
+        return sum(int(budgets.get(f"{base}/round{k}/select") or 0) for k in range(1, r + 1))
+    return budgets.get(sel_key)
+
+
+def _train_cost(c: StageCost, st: dict[str, Any], planned: list[dict[str, Any]], folder: Path, est: _Estimator,
+                pipe: Any) -> None:
+    key = st["key"]
+    fmt_key = key[: -len("train")] + "format" if key.endswith("/train") else key.replace("train/", "format/", 1)
+    fmt = next((p for p in planned if p["key"] == fmt_key), None)
+    c.items = _format_items(fmt, pipe, planned) if fmt else None
+    epochs = float(st["config"].get("num_train_epochs") or 1)
+    rep = pipe.p(fmt_key, "report.json")
+    mean = None
+    how = ""
+    if rep.exists():
+        mean = (read_json(rep).get("tokens") or {}).get("mean")
+        how = "measured by the format stage"
+    if mean is None:
+        mean = est.pool_text_tokens()
+        how = f"the pool's mean question + response length at {est.settings.chars_per_token:g} characters per token"
+    if mean is None and st["config"].get("max_length"):
+        mean = float(st["config"]["max_length"])
+        how = "max_length, an upper bound: the pool is not ingested yet"
+    if c.items is not None and mean is not None:
+        c.training_tokens = c.items * epochs * mean
+        c.notes.append(f"{c.items:,} examples x {epochs:g} epochs x {mean:.0f} tokens ({how})")
+
+
+def _evaluate_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: _Estimator, pipe: Any) -> None:
+    from .evaluate import EvaluateConfig, load_benchmark
+
+    ev = EvaluateConfig.model_validate(cfg["eval"])
+    gen = cfg["gen"]
+    cap = gen.get("max_new_tokens")
+    problems_total = samples_total = 0
+    generated = 0.0
+    for name in ev.benchmarks:
+        local = ev.files.get(name) or ev.data_dir
+        demo = pipe.recipe.demo
+        try:  # local files only: a plan never downloads
+            if not local or (ev.files.get(name) and not Path(ev.files[name]).exists()):
+                raise FileNotFoundError(name)
+            n_problems = len(load_benchmark(name, data_dir=ev.data_dir, path=ev.files.get(name), limit=ev.limit))
+        except Exception:
+            if demo is not None and name == "demo_eval":  # generated by the demo stage: per leaf x leaves
+                from .demo.generator import LEAF_CHAINS
+
+                n_problems = demo.eval_per_leaf * len(LEAF_CHAINS)
+            else:  # not at hand (a hub benchmark): the registry's size
+                n_problems = BENCHMARK_SIZES.get(name, 0)
+                c.notes.append(f"{name}: {n_problems} problems (registry size; files not at hand)")
+            if ev.limit:
+                n_problems = min(n_problems, ev.limit)
+        n = ev.n_for(name)
+        samples = n_problems * n
+        problems_total += n_problems
+        samples_total += samples
+        res = folder / name / "results.json"
+        mean, trunc = None, None
+        if res.exists():
+            r = read_json(res)
+            mean, trunc = r.get("mean_completion_tokens"), r.get("truncated_share")
+        generated += samples * (mean if mean is not None else cap)
+        c.notes.append(f"{name}: {n_problems} x n={n}" + (f", {mean:.0f} tokens per answer, {100 * trunc:.1f}% truncated "
+                                                         "(an earlier run)" if mean is not None and trunc is not None
+                                                         else f", ≤ {cap} tokens per answer"))
+    c.items = problems_total
+    c.generated_tokens = generated
+
+
+def plan_json(plan: Plan) -> str:
+    return json.dumps(plan.to_dict(), indent=2, ensure_ascii=False)
+
+
+__all__ = ["BENCHMARK_SIZES", "Plan", "PlanSettings", "StageCost", "plan_json", "plan_recipe"]

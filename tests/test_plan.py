@@ -1,0 +1,87 @@
+"""`skilldistill plan`: the stages a run would go through, their status and estimated cost;
+counts checked against what the stages then do (the done-run case is in test_demo_cli)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from skilldistill.cli import app
+from skilldistill.config import load_recipe
+from skilldistill.plan import plan_recipe
+
+sys.path.insert(0, str(Path(__file__).parent))
+from openai_stub import OpenAIStub, pick_listed_skills  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = REPO / "recipes" / "demo-quick.yaml"
+
+
+def test_plan_of_a_fresh_demo_run(tmp_path):
+    plan = plan_recipe(load_recipe(QUICK), run_dir=tmp_path / "run")
+    by = {s.key: s for s in plan.stages}
+    assert list(by) == ["corpus", "demo", "annotate", "profile", "evaluate/base",
+                        *[f"{k}/{a}/seed0" for a in ("random-plain", "skill-skillaware")
+                          for k in ("select", "format", "train", "evaluate")]]
+    assert {s.status for s in plan.stages} == {"to run"}
+    assert by["corpus"].items == 600 and by["annotate"].items == 600 and by["annotate"].llm_calls == 0
+    assert by["profile"].items == 600 and by["profile"].generated_tokens == 600 * 120  # the cap: nothing measured yet
+    assert by["evaluate/base"].items == 16 * 8 and by["evaluate/base"].generated_tokens == 128 * 120
+    train = by["train/skill-skillaware/seed0"]
+    assert train.items == 256 and train.training_tokens > 256 * 5 * 20
+    assert plan.totals["gpu_hours"] is None and any("throughputs" in a for a in plan.assumptions)
+    assert not (tmp_path / "run").exists()  # a plan writes nothing
+
+    rounds = plan_recipe(load_recipe(QUICK, [
+        "arms=[{name: one, select: {strategy: skill}}, {name: loop, rounds: 2, select: {strategy: skill}}]",
+        "report.baseline=one", "report.method=one", "loop.profile_sample=100"]),
+        run_dir=tmp_path / "run2", settings=None)
+    by = {s.key: s for s in rounds.stages}
+    r = "rounds/loop/seed0"
+    assert [k for k in by if k.startswith(r)] == [f"{r}/round1/{s}" for s in ("select", "format", "train")] + [
+        f"{r}/round2/{s}" for s in ("profile", "select", "format", "train")]
+    assert by[f"{r}/round1/select"].items == 128 and by[f"{r}/round2/train"].items == 128
+    assert by[f"{r}/round2/profile"].items == 100
+
+
+def test_plan_measures_llm_calls_on_a_sample_and_the_run_agrees(tmp_path):
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        sets = ["annotate.backend=openai", "demo.pool_size=200",
+                f"annotate.llm={{kind: openai, model: stub-model, base_urls: ['{stub.base_url}'], api_key: x, "
+                "max_concurrency: 16}"]
+        recipe = load_recipe(QUICK, sets)
+        res = CliRunner().invoke(app, ["plan", str(QUICK), "--run-dir", str(tmp_path / "run"), "--json",
+                                       "--sample-items", "50", "--gen-tokens-per-s", "1000",
+                                       "--train-tokens-per-s", "5000", *[x for s in sets for x in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        plan = json.loads(res.stdout)
+        sampled = len(stub.requests)
+        assert 50 <= sampled <= 50 * 8  # the sample's calls, nothing more
+        annotate = next(s for s in plan["stages"] if s["key"] == "annotate")
+        assert "measured on a sample of 50 items" in " ".join(annotate["notes"])
+        assert plan["totals"]["gpu_hours"] > 0 and annotate["gpu_hours"] > 0
+
+        # the real stage on the whole pool: the estimate holds within the sample's error
+        from skilldistill.annotate import annotate as run_annotate
+        from skilldistill.pipeline import demo_pool
+        from skilldistill.tree import SkillTree
+
+        corpus = tmp_path / "corpus.parquet"
+        pq.write_table(demo_pool(recipe.demo), corpus)
+        summary = run_annotate(corpus, SkillTree.resolve("demo"), tmp_path / "annotate", recipe.annotate,
+                               show_progress=False).summary
+    assert abs(annotate["llm_calls"] - summary["calls_total"]) <= 0.15 * summary["calls_total"]
+
+    # with --no-sample nothing is sent: the tree's shape (demo tree: 2 inner levels)
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        sets[2] = (f"annotate.llm={{kind: openai, model: stub-model, base_urls: ['{stub.base_url}'], api_key: x}}")
+        res = CliRunner().invoke(app, ["plan", str(QUICK), "--run-dir", str(tmp_path / "run"), "--no-sample", "--json",
+                                       *[x for s in sets for x in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        assert stub.requests == []
+    annotate = next(s for s in json.loads(res.stdout)["stages"] if s["key"] == "annotate")
+    assert annotate["llm_calls"] == 2 * 200 and "tree's shape" in " ".join(annotate["notes"])
