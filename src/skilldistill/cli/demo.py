@@ -39,7 +39,7 @@ def demo_recipe(quick: bool, overrides: list[str]) -> Recipe:
 @user_errors
 def demo_cmd(
     ctx: typer.Context,
-    quick: bool = typer.Option(False, "--quick", help="The smaller demo (under a minute; indicative only)."),
+    quick: bool = typer.Option(False, "--quick", help="The smaller demo (about 1.5 minutes on 2 cores; indicative only)."),
     run_dir: Path | None = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/demo or runs/demo-quick)."),
     from_stage: str | None = typer.Option(None, "--from", help=f"Rerun from this stage on: {', '.join(STAGES)}."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
