@@ -107,8 +107,9 @@ def load_benchmark_problems(entries: Sequence[str | Path], *, data_dir: str | Pa
         for f in list_local_files(p):
             qfield = None
             for row in iter_local_rows(f):
-                if row.data is None:
-                    continue
+                if row.data is None:  # a problem left unread would stay in the corpus: read it whole or stop
+                    raise InputError(f"unreadable row in an exclusion file ({row.error or 'not an object'})",
+                                     file=f, row=row.line)
                 if qfield is None:
                     qfield = next((k for k in QUESTION_FIELDS if k in row.data), None)
                     if qfield is None:

@@ -360,8 +360,7 @@ class Pipeline:
                                lambda clean, rd=rd, sl=slices: self._round_format(rd, fmt_base, sl, clean))
             train_cfg = r.arm_train(arm, seed, model)
             fp_model = self.step(f"{rd}/train", "train", train_cfg.model_dump(mode="json"), [fp_fmt, fp_model],
-                                 lambda clean, rd=rd, cfg=train_cfg: self._train_into(f"{rd}/format", f"{rd}/train", cfg,
-                                                                                       clean, label=rd))
+                                 lambda clean, rd=rd, cfg=train_cfg: self._round_train(rd, cfg, clean))
             model = str(self.p(rd, "train", "final").resolve())
             earlier.append(selection)
             fp_earlier.append(fp_sel)
@@ -375,8 +374,20 @@ class Pipeline:
                                       "sample": loop.profile_sample, "sample_seed": loop.profile_sample_seed,
                                       "exclude_selections": [str(p) for p in earlier]})
 
+    def _round_train(self, rd: str, cfg: Any, clean: bool) -> None:
+        from .evaluate import evaluable_model
+
+        # an unmerged LoRA final/ of the round before (merge_lora: false) is merged once first
+        self._train_into(f"{rd}/format", f"{rd}/train", cfg.model_copy(update={"model": evaluable_model(cfg.model)}),
+                         clean, label=rd)
+
     def _round_profile(self, rd: str, cfg: Any, clean: bool) -> None:
+        from .evaluate import evaluable_model
         from .profile import run_profile
+
+        gen = cfg.generation  # the model of the round before, merged once if it is a LoRA adapter
+        cfg = cfg.model_copy(update={"generation": gen.model_copy(update={
+            "backend": gen.backend.model_copy(update={"model": evaluable_model(gen.backend.model)})})})
 
         tree = SkillTree.resolve(self.recipe.tree, on_duplicate=self.recipe.on_duplicate)
         run_profile(self.skills_path, self.p(rd, "profile"), cfg, tree=tree, force=clean, show_progress=self.show_progress)

@@ -881,7 +881,11 @@ def _split_exclude(entries: Sequence[str]) -> tuple[set[str], list[Path]]:
         p = Path(e)
         if p.exists():
             if p.is_file() and p.suffix.lower() == ".txt":
-                ids.update(line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+                try:
+                    text = p.read_text(encoding="utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=p) from None
+                ids.update(line.strip() for line in text.splitlines() if line.strip())
             else:
                 files.append(p)
         elif p.suffix.lower() in {".jsonl", ".json", ".parquet", ".txt"}:

@@ -79,6 +79,9 @@ def _cli(*args, timeout=120):
     (Reply(body=json.dumps({"id": "x", "object": "chat.completion"})), "not a chat completion"),
     (Reply(status=0), "cannot reach the model server|Connection"),
     (Reply(content="[]", delay_s=5), "did not answer within the request timeout"),
+    (Reply(body=json.dumps({"id": "x", "object": "chat.completion", "choices": [
+        {"index": i, "message": {"role": "assistant", "content": "[]"}, "finish_reason": "stop"} for i in range(2)]})),
+     "returned 2 choices, asked for 1"),
 ])
 def test_server_faults_end_in_one_clear_line_with_the_cache_kept(tmp_path, fault, needle):
     import re
@@ -142,3 +145,30 @@ def test_the_cli_logs_no_line_per_request(tmp_path):
     assert calls >= 60
     assert "HTTP Request" not in r.stderr and "POST http" not in r.stderr
     assert len(r.stderr.splitlines()) < 30
+
+
+def test_unparseable_decisions_are_recorded_then_asked_again_with_retry_failed(tmp_path):
+    """An answer that is no list of names (after the repair retry) is counted, not cached as
+    an empty choice forever: `annotate --retry-failed` asks exactly those decisions again."""
+    corpus, tree = _corpus(tmp_path, poison=False)
+
+    def rambling(request):
+        return Reply(content="I would rather not say which skills these are.")
+
+    base = ["annotate", str(corpus), "--tree", str(tree), "--out", str(tmp_path / "out"), "--backend", "openai",
+            "--model", "stub-model", "--max-retries", "1", "--no-progress"]
+    with OpenAIStub(responder=rambling) as stub:
+        r = _cli(*base, "--base-url", stub.base_url)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["failures"]["unparseable"] == 8  # every item's first decision
+    assert all(not row["skills"] for row in pq.read_table(tmp_path / "out" / "skills.parquet").to_pylist())
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        r = _cli(*base, "--base-url", stub.base_url)  # a plain rerun does not ask again
+        assert r.returncode == 0 and stub.chat_calls == 0, r.stderr[-2000:]
+        r = _cli(*base, "--base-url", stub.base_url, "--retry-failed")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert 8 <= stub.chat_calls <= 8 * 3  # the 8 root decisions again, then what lies below them
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["failures"]["unparseable"] == 0
+    assert all(row["skills"] for row in pq.read_table(tmp_path / "out" / "skills.parquet").to_pylist())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
@@ -115,6 +116,8 @@ def run(
             temperature=temperature, max_tokens=max_tokens, chat_template_kwargs=ct_kwargs,
             max_chars=max_chars, max_depth=max_depth,
         )
+    except ValidationError:
+        raise  # user_errors names the field in one line
     except ValueError as e:
         raise ConfigError(str(e)) from None
     result = annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress, retry_failed=retry_failed)
