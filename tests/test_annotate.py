@@ -500,3 +500,28 @@ def test_evaltree_annotates_with_embedding_and_openai_backends(tmp_path, shared_
     # the listed names come back exactly (trailing periods included): nothing fuzzy, nothing lost
     assert llm.summary["unmatched_names"] == 0
     assert max(len(c) for r in read_skills(llm.skills_path) for c in r["skills"]) >= 5
+
+
+def _item_of(request: dict) -> str:
+    """The item a decision is about: the prompt opens with the item text (prefix-cache friendly)."""
+    return request["messages"][0]["content"].split("The skills below are sub-skills of: ", 1)[0]
+
+
+def test_affinity_sends_every_call_about_an_item_to_one_server_round_robin_does_not(tmp_path, corpus, tree):
+    """Item affinity (issue 16): all of an item's decisions share its text as the prompt's
+    prefix, so they go to one server, whose prefix cache then serves the repeats."""
+    seen = {}
+    for routing in ("affinity", "round-robin"):
+        with OpenAIStub(responder=pick_listed_skills) as a, OpenAIStub(responder=pick_listed_skills) as b:
+            llm = BackendConfig(kind="openai", model="stub-model", base_urls=[a.base_url, b.base_url], api_key=SECRET,
+                                max_concurrency=8, max_retries=1, routing=routing)
+            annotate(corpus, tree, tmp_path / routing, AnnotateConfig(backend="openai", llm=llm), show_progress=False)
+            servers: dict[str, set[int]] = {}
+            for k, stub in enumerate((a, b)):
+                for r in stub.requests:
+                    if r["path"].endswith("/chat/completions"):
+                        servers.setdefault(_item_of(r["body"]), set()).add(k)
+            assert a.chat_calls and b.chat_calls  # both servers work in either mode
+            seen[routing] = servers
+    assert len(seen["affinity"]) == 24 and all(len(s) == 1 for s in seen["affinity"].values())
+    assert sum(len(s) == 2 for s in seen["round-robin"].values()) >= 6  # round-robin splits items

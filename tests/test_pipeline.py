@@ -36,7 +36,8 @@ def test_paper_recipe_settings():
     gen = r.generation_for_eval("runs/x/final")
     assert gen.max_new_tokens == 16384 and gen.backend.model == "runs/x/final" and gen.backend.kind == "vllm"
     ev = r.evaluate_config()
-    assert [ev.n_for(b) for b in ("aime24", "aime25", "amc23", "math_l5", "olympiadbench")] == [8, 8, 8, 8, 1]
+    assert ev.benchmarks == ["aime24", "aime25", "amc23", "math_l5", "math500", "olympiadbench"]
+    assert [ev.n_for(b) for b in ev.benchmarks] == [8, 8, 8, 8, 1, 1]  # the authors' samples per benchmark
     assert {(a.select["strategy"], a.format["style"]) for a in r.arms} == {
         ("random", "plain"), ("random", "skill-aware"), ("skill", "plain"), ("skill", "skill-aware")}
     # the authors' evaluation (eval_checkpoints.py): instruction first, "Question: ...",

@@ -271,3 +271,29 @@ def test_cli_grade_reports_and_writes(tmp_path):
     assert [g["correct"] for g in graded] == [True, False, False] and graded[2]["truncated"]
     bad = CliRunner().invoke(app, ["grade", str(src), "--gold-field", "gold"])
     assert bad.exit_code == 2 and "gold" in bad.output
+
+
+def test_a_sample_cut_by_the_token_cap_counts_wrong_even_with_a_closed_think_and_the_right_box(tmp_path, pool):
+    """Issue 16 (4): finish_reason 'length' is a truncated sample, whatever it boxed before the
+    cut; the unclosed-<think> case above would have been graded wrong anyway."""
+    path, table, tree = pool
+    cut = {"m5-0", "m5-1"}
+
+    class CutAtTheCap(ScriptedStudent):
+        def chat(self, conversations, params, *, on_result=None, progress=None, seeds=None):
+            out = []
+            for i, conv in enumerate(conversations):
+                item_id, solution = self.solutions[conv[-1]["content"].split("\n\nPlease reason")[0]]
+                reason = "length" if item_id in cut else "stop"
+                comps = [Completion(f"<think>done</think>{solution}", reason, 10, 20) for _ in range(params.n)]
+                out.append(comps)
+                if on_result:
+                    on_result(i, comps)
+            return out
+
+    student = CutAtTheCap({r["question"].strip(): (r["id"], r["response"]) for r in table}, set())
+    res = run_profile(path, tmp_path / "p", _profile_cfg(), tree=tree, backend=student, show_progress=False)
+    items = {r["id"]: r for r in pq.read_table(tmp_path / "p" / "profile.parquet").to_pylist()}
+    assert all(items[i]["n_correct"] == 0 and items[i]["n_truncated"] == 2 for i in cut)
+    assert items["m5-2"]["n_correct"] == 2  # the same answer, not cut: right
+    assert res.counts["truncated"] == 4
