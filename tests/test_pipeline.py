@@ -139,6 +139,8 @@ def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path):
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert set(summary["benchmarks"]["arms"]) == {"base", "random-plain", "skill-skillaware"}
     assert (run_dir / "annotate" / "attribution_accuracy.json").exists()
+    unreadable = [str(f.relative_to(run_dir)) for f in run_dir.rglob("*") if f.is_file() and (f.stat().st_mode & 0o044) != 0o044]
+    assert unreadable == []  # every artifact 0644 like any file a user writes (atomic writes start 0600)
 
     again = Pipeline(recipe, run_dir=run_dir, show_progress=False)
     again.run()

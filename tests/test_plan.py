@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from skilldistill.cli import app
@@ -85,3 +86,32 @@ def test_plan_measures_llm_calls_on_a_sample_and_the_run_agrees(tmp_path):
         assert stub.requests == []
     annotate = next(s for s in json.loads(res.stdout)["stages"] if s["key"] == "annotate")
     assert annotate["llm_calls"] == 2 * 200 and "tree's shape" in " ".join(annotate["notes"])
+
+
+def test_plan_of_the_paper_recipe_offline(tmp_path):
+    """The paper's setup, planned on a machine with no GPU and no hub: nothing loads, nothing is
+    downloaded; counts from the recipe, the registry's benchmark sizes and the token caps."""
+    from skilldistill.evaluate import BENCHMARKS
+    from skilldistill.tree import SkillTree
+
+    recipe = load_recipe(REPO / "recipes" / "qwen3-4b-openmathreasoning.yaml")
+    plan = plan_recipe(recipe, run_dir=tmp_path / "run", sample=False,
+                       settings=recipe.plan.model_copy(update={"generation_tokens_per_s": 2500.0,
+                                                               "training_tokens_per_s": 3000.0}))
+    by = {s.key: s for s in plan.stages}
+    assert len(by) == 3 + 4 * 4 + 1 and {s.status for s in plan.stages} == {"to run"}
+    leaves = SkillTree.resolve("math").leaves()
+    per_item = sum(len(c) for c in leaves) / len(leaves)  # one call per inner node on the way
+    assert by["annotate"].llm_calls == pytest.approx(100_000 * per_item)
+    gen = recipe.profile.generation
+    assert by["profile"].items == 100_000 and by["profile"].generated_tokens == 100_000 * gen.n * 8192
+    n = {"aime24": 8, "aime25": 8, "amc23": 8, "math_l5": 8, "math500": 1, "olympiadbench": 1}
+    sizes = {"aime24": 30, "aime25": 30, "amc23": 40, "math_l5": 134, "math500": 500, "olympiadbench": 581}
+    assert set(n) == set(recipe.evaluate.benchmarks) and set(sizes) <= set(BENCHMARKS)
+    ev = by["evaluate/skill-skillaware/seed0"]
+    assert ev.items == sum(sizes.values()) and ev.generated_tokens == sum(sizes[b] * n[b] for b in n) * 16384
+    tr = by["train/skill-skillaware/seed0"]
+    assert tr.items == 1000 and tr.training_tokens == 1000 * 5 * 8192  # max_length: an upper bound, stated
+    assert any("upper bound" in note for note in tr.notes)
+    assert tr.gpu_hours == pytest.approx(1000 * 5 * 8192 / 3000 / 3600)
+    assert plan.totals["gpu_hours"] == pytest.approx(sum(s.gpu_hours for s in plan.stages if s.gpu_hours))

@@ -172,3 +172,25 @@ def test_unparseable_decisions_are_recorded_then_asked_again_with_retry_failed(t
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["failures"]["unparseable"] == 0
     assert all(row["skills"] for row in pq.read_table(tmp_path / "out" / "skills.parquet").to_pylist())
+
+
+def test_a_second_annotate_on_one_output_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two processes on one --out used to send every request twice and mix their outputs."""
+    corpus, tree = _corpus(tmp_path, n=40, poison=False)
+    env = {**os.environ, "COLUMNS": "200", "OPENAI_API_KEY": "k"}
+    with OpenAIStub(responder=pick_listed_skills, latency_s=0.2) as stub:
+        args = [sys.executable, "-m", "skilldistill.cli", "annotate", str(corpus), "--tree", str(tree), "--out",
+                str(tmp_path / "out"), "--backend", "openai", "--model", "stub-model", "--base-url", stub.base_url,
+                "--concurrency", "2", "--no-progress"]
+        first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        t0 = time.time()
+        while stub.chat_calls == 0 and time.time() - t0 < 60:  # the first holds the folder and is asking
+            time.sleep(0.05)
+        second = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        calls_when_refused = stub.chat_calls
+        out, err = first.communicate(timeout=120)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    assert str(first.pid) in second.stderr and "annotate" in second.stderr  # who holds it
+    assert first.returncode == 0, err[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["calls_this_run"] == stub.chat_calls >= calls_when_refused  # no request sent twice

@@ -119,3 +119,18 @@ def test_a_typod_data_dir_deletes_nothing(tiny_run, tmp_path):
     with pytest.raises(Exception, match="not found under the data dir|no such"):
         Pipeline(bad, run_dir=run, show_progress=False).run()
     assert sorted(p.name for p in (run / "evaluate" / "base").rglob("*")) == before
+
+
+def test_client_only_llm_settings_leave_the_annotate_fingerprint_alone(tmp_path):
+    """Concurrency, server ports, timeouts and retries change how answers are fetched, not
+    what they are: a rerun with other values must not redo attribution (and all after it)."""
+
+    def fp(port, concurrency, timeout, retries, model="m"):
+        llm = (f"{{kind: openai, model: {model}, base_urls: ['http://127.0.0.1:{port}/v1'], max_concurrency: "
+               f"{concurrency}, request_timeout_s: {timeout}, max_retries: {retries}}}")
+        recipe = load_recipe(QUICK, ["annotate.backend=openai", "annotate.llm=" + llm])
+        pipe = Pipeline(recipe, run_dir=tmp_path / "run", show_progress=False)
+        return next(s["fingerprint"] for s in pipe.plan() if s["key"] == "annotate")
+
+    assert fp(8000, 256, 600, 6) == fp(8123, 16, 30, 1)
+    assert fp(8000, 256, 600, 6) != fp(8000, 256, 600, 6, model="another-model")  # what answers does count
