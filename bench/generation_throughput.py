@@ -53,10 +53,16 @@ def prompts(n: int) -> list[list[dict]]:
     return [[{"role": "user", "content": r["question"]}] for r in rows]
 
 
+def max_len(model: Path) -> int:
+    """1024 tokens, or less where the model's positions end (the demo student: 512)."""
+    cfg = json.loads((Path(model) / "config.json").read_text())
+    return min(1024, int(cfg.get("max_position_embeddings") or 1024))
+
+
 def bench_raw_vllm(model: Path, convs, max_tokens: int) -> tuple[float, int]:
     import vllm
 
-    llm = vllm.LLM(model=str(model), dtype="float32", max_model_len=1024, enforce_eager=True,
+    llm = vllm.LLM(model=str(model), dtype="float32", max_model_len=max_len(model), enforce_eager=True,
                    kv_cache_memory_bytes=1 << 30, enable_chunked_prefill=False, max_num_batched_tokens=4096)
     sp = vllm.SamplingParams(temperature=0.0, max_tokens=max_tokens)
     llm.chat(convs[:4], sampling_params=sp, use_tqdm=False)  # warm-up
@@ -132,7 +138,7 @@ def main() -> int:
     if not args.skip_vllm:
         res["a raw vllm.LLM.chat"] = bench_raw_vllm(model, convs, args.max_tokens)
         res["b VLLMBackend"] = bench_backend(
-            BackendConfig(kind="vllm", model=str(model), dtype="float32", max_model_len=1024, enforce_eager=True,
+            BackendConfig(kind="vllm", model=str(model), dtype="float32", max_model_len=max_len(model), enforce_eager=True,
                           kv_cache_memory_gb=1.0), convs, args.max_tokens)
     res["c plain transformers generate"] = bench_plain_transformers(model, convs, args.max_tokens, args.batch)
     res["d TransformersBackend"] = bench_backend(
