@@ -52,6 +52,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def readable_files(folder: str | Path) -> None:
+    """Give every file under ``folder`` the mode a new file gets (0644 under umask 022):
+    libraries that write through temporary files (model shards) leave some at 0600."""
+    mode = 0o666 & ~_UMASK
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and not f.is_symlink() and (f.stat().st_mode & 0o777) != mode:
+            os.chmod(f, mode)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -52,6 +52,7 @@ from .artifacts import (
     hash_obj,
     manifest_matches,
     read_json,
+    readable_files,
     sha256_file,
     write_json,
     write_manifest,
@@ -887,6 +888,7 @@ def _run_train_unlocked(
             _merge_lora(setup.model_path, save_dir, final_dir, setup.tokenizer,
                         dtype=args.model_init_kwargs["dtype"], trust_remote_code=config.trust_remote_code)
         trainer.state.save_to_json(str(out_dir / TRAINER_STATE))
+        readable_files(final_dir)
         history = trainer.state.log_history
         plot_loss(history, out_dir / LOSS_PNG, title=f"{config.model} ({setup.chat_template_name} template)")
         data_stats = setup.data_stats

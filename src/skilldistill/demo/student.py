@@ -34,7 +34,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..artifacts import hash_obj, manifest_matches, read_json, write_json, write_manifest
+from ..artifacts import (
+    hash_obj,
+    manifest_matches,
+    read_json,
+    readable_files,
+    write_json,
+    write_manifest,
+)
 from ..train import CHATML_TRAINING_TEMPLATE
 from .generator import (
     GENERATOR_VERSION,
@@ -374,6 +381,7 @@ def build_base_student(
                    counts={"examples": len(problems), "params": n_params(model),
                            "steps": state.global_step}, wall_time_s=round(wall, 2),
                    files=_file_hashes(tmp))
+    readable_files(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -449,6 +457,7 @@ def install_base_student(
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
+    readable_files(tmp)  # copytree keeps the package files' modes
     verify_student(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
