@@ -121,9 +121,9 @@ class _Estimator:
 
     def _pool_rows(self, n: int) -> list[dict[str, Any]] | None:
         corpus = self.pipe.corpus_path
-        if corpus.exists():
-            table = pq.read_table(corpus)
-            return table.slice(0, n).to_pylist()
+        if corpus.exists():  # the first n rows only: a corpus can be millions of rows
+            batch = next(pq.ParquetFile(corpus).iter_batches(batch_size=n), None)
+            return batch.to_pylist() if batch is not None else []
         if self.recipe.demo is not None:  # generated exactly as the corpus stage will
             from .pipeline import demo_pool
 
@@ -149,10 +149,11 @@ class _Estimator:
         if done.exists():
             s = read_json(done)
             if s.get("items"):
-                tokens = s.get("prompt_tokens_this_run")
-                self._calls_per_item = (s.get("calls_total", 0) / s["items"],
-                                        tokens / max(1, s.get("calls_this_run") or 1) * s.get("calls_total", 0) / s["items"]
-                                        if tokens else None, "measured by this run's annotate stage")
+                per_item = s.get("calls_total", 0) / s["items"]
+                tokens, calls = s.get("prompt_tokens_this_run"), s.get("calls_this_run")
+                per_call = tokens / calls if tokens and calls else None
+                self._calls_per_item = (per_item, per_call * per_item if per_call is not None else None,
+                                        "measured by this run's annotate stage")
                 return self._calls_per_item
         rows = self._pool_rows(self.settings.attribution_sample) if self.sample else None
         if rows:
