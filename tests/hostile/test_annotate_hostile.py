@@ -194,3 +194,66 @@ def test_a_second_annotate_on_one_output_folder_is_refused_while_the_first_runs(
     assert first.returncode == 0, err[-2000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["calls_this_run"] == stub.chat_calls >= calls_when_refused  # no request sent twice
+
+
+def test_a_10_mb_item_goes_into_no_prompt_whole(tmp_path):
+    """The cap must hold on what is sent, not just on a helper's return value."""
+    corpus, tree = _corpus(tmp_path, n=3, poison=False)
+    t = pq.read_table(corpus).to_pylist()
+    t[1]["question"] = "Q" * 10_000_000
+    t[1]["response"] = "S" * 10_000_000
+    pq.write_table(pa.Table.from_pylist(t), corpus)
+    sent: list[int] = []
+
+    def measure(request):
+        sent.append(sum(len(m["content"]) for m in request["messages"]))
+        return pick_listed_skills(request)
+
+    with OpenAIStub(responder=measure) as stub:
+        res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
+    assert res.summary["items_with_skills"] == 3
+    assert sent and max(sent) < 2 * 20_000 + 5_000, max(sent)  # question and solution capped at 20k each, plus the prompt
+
+
+SECRET = "sk-live-SECRET-d41d8cd98f00b204"
+
+
+def _no_secret_under(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            assert SECRET.encode() not in p.read_bytes(), p
+
+
+def test_the_api_key_is_in_no_output_file_and_no_message(tmp_path):
+    """The key from the environment (the CLI) or inline (the Python API), on a good run and
+    on one the server refuses: never in stdout, stderr or a file of the output folder."""
+    corpus, tree = _corpus(tmp_path, n=4, poison=False)
+    env = {**os.environ, "COLUMNS": "200", "SD_TEST_KEY": SECRET}
+    args = ["annotate", str(corpus), "--tree", str(tree), "--backend", "openai", "--model", "stub-model",
+            "--api-key-env", "SD_TEST_KEY", "--max-retries", "1", "--timeout", "2", "--no-progress"]
+    mode = {"fault": None}
+
+    def respond(request):
+        return mode["fault"] or pick_listed_skills(request)
+
+    with OpenAIStub(responder=respond) as stub:
+        good = subprocess.run([sys.executable, "-m", "skilldistill.cli", *args, "--out", str(tmp_path / "a"),
+                               "--base-url", stub.base_url], capture_output=True, text=True, env=env, timeout=120)
+        assert good.returncode == 0, good.stderr[-2000:]
+        mode["fault"] = Reply(status=401, body='{"error": {"message": "invalid api key"}}')
+        bad = subprocess.run([sys.executable, "-m", "skilldistill.cli", *args, "--out", str(tmp_path / "b"),
+                              "--base-url", stub.base_url], capture_output=True, text=True, env=env, timeout=120)
+        assert bad.returncode == 2 and "401" in bad.stderr, bad.stderr[-2000:]
+        inline = AnnotateConfig(backend="openai", llm=BackendConfig(kind="openai", model="stub-model",
+                                base_urls=[stub.base_url], api_key=SECRET, max_retries=1, request_timeout_s=2))
+        mode["fault"] = Reply(status=500, body='{"error": "boom"}')
+        with pytest.raises(Exception) as e:
+            annotate(corpus, tree, tmp_path / "c", inline, show_progress=False)
+        assert SECRET not in str(e.value) and SECRET not in repr(e.value)
+        mode["fault"] = None  # the server is well again
+        annotate(corpus, tree, tmp_path / "c", inline, show_progress=False)
+    for r in (good, bad):
+        assert SECRET not in r.stdout + r.stderr
+    for out in ("a", "b", "c"):
+        _no_secret_under(tmp_path / out)
+    assert (tmp_path / "c" / "skills.parquet").exists()

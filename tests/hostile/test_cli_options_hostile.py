@@ -95,3 +95,20 @@ def test_yaml_tags_that_would_run_code_are_refused(tmp_path):
     r, out = _cli("run", str(recipe), "--run-dir", str(tmp_path / "run"))
     _clear(r, out, "recipe.yaml")
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/skilldistill-abs-escape", "a/b", ".."])
+def test_format_name_that_is_a_path_is_refused_on_the_command_line(tmp_path, name):
+    """`format --name` becomes LLaMA-Factory's data file name: a path there would write
+    outside the output folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sel = tmp_path / "selection.parquet"
+    pq.write_table(pa.table({"id": ["a"], "question": ["1+1?"], "response": ["2"], "skills": [[["A", "b"]]]}), sel)
+    out = tmp_path / "run" / "format"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r, text = _cli("format", str(sel), "--out", str(out), "--name", name)
+    _clear(r, text, "dataset_name")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    assert not Path("/tmp/skilldistill-abs-escape.json").exists()

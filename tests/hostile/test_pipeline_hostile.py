@@ -114,11 +114,21 @@ def test_a_second_run_on_one_folder_is_refused(tiny_run, tmp_path):
 def test_a_typod_data_dir_deletes_nothing(tiny_run, tmp_path):
     run = tmp_path / "r"
     shutil.copytree(tiny_run, run)
-    before = sorted(p.name for p in (run / "evaluate" / "base").rglob("*"))
+
+    def contents() -> dict[str, bytes]:  # every file of the finished stages, path -> bytes
+        # (the run's own top-level files, recipe.yaml, the state and the lock, record each invocation)
+        return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+                if p.is_file() and p.parent != run}
+
+    before = contents()
+    assert any(k.startswith("evaluate/base/") for k in before)
     bad = load_recipe(QUICK, [*TINY, "evaluate.benchmarks=[demo_eval, aime24]", "evaluate.data_dir=/no/such/dir"])
     with pytest.raises(Exception, match="not found under the data dir|no such"):
         Pipeline(bad, run_dir=run, show_progress=False).run()
-    assert sorted(p.name for p in (run / "evaluate" / "base").rglob("*")) == before
+    after = contents()
+    assert after.keys() == before.keys()
+    changed = [k for k in before if after[k] != before[k]]
+    assert not changed, changed  # not a byte of a finished stage's files changed
 
 
 def test_client_only_llm_settings_leave_the_annotate_fingerprint_alone(tmp_path):
