@@ -115,3 +115,14 @@ def test_plan_of_the_paper_recipe_offline(tmp_path):
     assert any("upper bound" in note for note in tr.notes)
     assert tr.gpu_hours == pytest.approx(1000 * 5 * 8192 / 3000 / 3600)
     assert plan.totals["gpu_hours"] == pytest.approx(sum(s.gpu_hours for s in plan.stages if s.gpu_hours))
+
+
+def test_plan_counts_only_the_sample_for_the_distilled_backend(tmp_path):
+    sets = ["annotate.backend=distilled", "demo.pool_size=200", "annotate.distilled.sample_size=50",
+            "annotate.llm={kind: openai, model: stub-model, base_urls: ['http://127.0.0.1:9/v1'], api_key: x}"]
+    res = CliRunner().invoke(app, ["plan", str(QUICK), "--run-dir", str(tmp_path / "run"), "--no-sample", "--json",
+                                   *[x for s in sets for x in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    annotate = next(s for s in json.loads(res.stdout)["stages"] if s["key"] == "annotate")
+    assert annotate["items"] == 200 and annotate["llm_calls"] == 2 * 50  # the demo tree's 2 inner levels x the sample
+    assert "distilled: the LLM labels a sample of 50 items" in " ".join(annotate["notes"])

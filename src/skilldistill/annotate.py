@@ -59,6 +59,7 @@ from .artifacts import (
     write_manifest,
     write_parquet,
 )
+from .distilled_attribution import DistilledConfig
 from .errors import ConfigError, InputError
 from .llm.base import (
     CLIENT_ONLY_FIELDS,
@@ -92,13 +93,16 @@ class AnnotateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["embedding", "openai", "vllm", "transformers"] = Field(
-        "embedding", description="Who decides: the offline embedding scorer or a chat model."
+    backend: Literal["embedding", "openai", "vllm", "transformers", "distilled"] = Field(
+        "embedding", description="Who decides: the offline embedding scorer, a chat model, or 'distilled' (a chat "
+        "model labels a sample, per-node classifiers the rest; docs/annotate.md)."
     )
     llm: BackendConfig | None = Field(
-        None, description="Chat model settings; required unless backend is 'embedding'. Its kind must equal backend."
+        None, description="Chat model settings; required unless backend is 'embedding'. Its kind must equal backend "
+        "(distilled: the LLM's kind, openai, vllm or transformers)."
     )
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    distilled: DistilledConfig = Field(default_factory=DistilledConfig, description="The distilled backend's sample and classifiers.")
     prompt_template: str | None = Field(
         None, description="Path of a prompt template file; default: the bundled attribution_v1."
     )
@@ -119,7 +123,7 @@ class AnnotateConfig(BaseModel):
         if self.backend != "embedding":
             if self.llm is None:
                 raise ValueError(f"backend {self.backend!r} needs an 'llm' section (model, ...)")
-            if self.llm.kind != self.backend:
+            if self.backend != "distilled" and self.llm.kind != self.backend:  # distilled: any LLM kind
                 raise ValueError(f"llm.kind is {self.llm.kind!r} but backend is {self.backend!r}")
         return self
 
@@ -642,23 +646,36 @@ def _annotate_unlocked(
             backend = own_backend = make_backend(cfg.llm)
         decider = ChatDecider(backend, cfg, template, skill_tree.root.name)
 
+    text_hashes = [sha256_text(t) for t in texts]
+    distilled: dict[str, Any] | None = None
     try:
-        text_hashes = [sha256_text(t) for t in texts]
-        keys = _Keys(skill_tree, decider.model_id, decider.version)
-        decisions, counters = _walk(ids, texts, text_hashes, keys, skill_tree, cfg, decider, out / CALLS_FILE,
-                                    show_progress, retry_failed)
+        if cfg.backend == "distilled":
+            from .distilled_attribution import run_distilled
+
+            assert isinstance(decider, ChatDecider)
+            run = run_distilled(ids, texts, text_hashes, skill_tree, cfg, decider, out, out / CALLS_FILE,
+                                show_progress, retry_failed)
+            decisions, counters, item_keys, skills, distilled = run.cache, run.counters, run.item_keys, run.skills, run.section
+        else:
+            keys = _Keys(skill_tree, decider.model_id, decider.version)
+            decisions, counters = _walk(ids, texts, text_hashes, keys, skill_tree, cfg, decider, out / CALLS_FILE,
+                                        show_progress, retry_failed)
+            item_keys = [keys] * len(ids)
+            skills = [_chains_for(skill_tree, cfg.max_depth, lambda p, h=h: decisions.get(keys(p, h))) for h in text_hashes]
     finally:
         if own_backend is not None:
             own_backend.close()
 
-    skills = [_chains_for(skill_tree, cfg.max_depth, lambda p, h=h: decisions.get(keys(p, h))) for h in text_hashes]
     if "skills" in table.column_names:
         table = table.drop_columns(["skills"])
     table = table.append_column("skills", pa.array(skills, type=pa.list_(pa.list_(pa.string()))))
     write_parquet(out / SKILLS_FILE, table)
 
     wall = time.time() - t0
-    summary = _summary(ids, skills, decisions, text_hashes, skill_tree, cfg, decider, keys, counters, wall)
+    summary = _summary(ids, skills, decisions, text_hashes, skill_tree, cfg, decider, item_keys, counters, wall)
+    if distilled is not None:
+        summary["model"] = cfg.llm.model if cfg.llm else summary["model"]
+        summary["distilled"] = distilled
     write_json(out / SUMMARY_FILE, summary)
     write_manifest(
         out,
@@ -857,13 +874,13 @@ def _summary(
     tree: SkillTree,
     cfg: AnnotateConfig,
     decider: ChatDecider | EmbeddingDecider,
-    keys: _Keys,
+    item_keys: Sequence[_Keys],
     counters: _RunCounters,
     wall: float,
 ) -> dict[str, Any]:
     # Outcome over every decision the output rests on (cached or new).
     used: dict[str, dict[str, Any]] = {}
-    for h in text_hashes:
+    for h, keys in zip(text_hashes, item_keys, strict=True):
         stack: list[Chain] = [()]
         while stack:
             path = stack.pop()

@@ -208,9 +208,15 @@ def plan_recipe(recipe: Any, *, run_dir: str | Path | None = None, force_from: s
                 c.notes.append("embedding backend: no LLM calls (one encoding per item and per tree node)")
             else:
                 per, tok, how = est.calls_per_item(tree)
-                if c.items is not None:
-                    c.llm_calls = per * c.items
-                    c.prompt_tokens = tok * c.items if tok is not None else None
+                asked = c.items
+                if recipe.annotate.backend == "distilled" and c.items is not None:
+                    asked = min(c.items, recipe.annotate.distilled.sample_size)
+                    c.notes.append(f"distilled: the LLM labels a sample of {asked:,} items; the decisions the "
+                                   "classifiers are unsure of on the rest come on top (summary.json: "
+                                   "distilled.decisions.fallback_share)")
+                if asked is not None:
+                    c.llm_calls = per * asked
+                    c.prompt_tokens = tok * asked if tok is not None else None
                 c.notes.append(f"{per:.2f} calls per item, {how}")
                 if gen_tps and c.llm_calls:  # answers are short; prompt reading dominates on the server
                     c.generated_tokens = c.llm_calls * 16

@@ -82,7 +82,8 @@ def test_chat_template_kwargs_reach_the_template(engine):
     assert off[0][0].prompt_tokens > on[0][0].prompt_tokens
 
 
-def test_two_engines_share_the_work_and_keep_input_order(demo_student):
+def test_two_engines_share_the_work_keep_input_order_and_one_killed_stops_both(demo_student):
+    # one pair of engines for both checks: each start costs about a minute on 2 cores
     b = VLLMBackend(engine_config(demo_student, data_parallel_size=2))
     try:
         assert len(b.engines) == 2 and b.info[0]["pid"] != b.info[1]["pid"]
@@ -92,25 +93,22 @@ def test_two_engines_share_the_work_and_keep_input_order(demo_student):
         assert all(b.served), b.served  # both engines answered requests
         lengths = [c[0].prompt_tokens for c in out]
         assert lengths == sorted(lengths) and len(set(lengths)) == 24  # results in input order
+
+        # now one engine dies in the middle of a run
+        procs = [w.proc for w in b.engines]
+        convs = [[{"role": "user", "content": f"count {k} " * 20}] for k in range(400)]
+        killer = threading.Timer(1.0, procs[1].kill)
+        killer.start()
+        t0 = time.time()
+        with pytest.raises(RuntimeError, match=r"vLLM engine 1 of 2 died .*killed by signal 9"):
+            b.chat(convs, SamplingParams(temperature=0.8, max_tokens=64, n=1, seed=0))
+        killer.join()
+        assert time.time() - t0 < 300
+        for p in procs:
+            p.wait(timeout=120)  # the other engine was stopped too
+        assert all(p.poll() is not None for p in procs)
     finally:
         b.close()
-
-
-def test_a_killed_engine_stops_the_run_with_a_clear_error(demo_student):
-    b = VLLMBackend(engine_config(demo_student, data_parallel_size=2))
-    procs = [w.proc for w in b.engines]
-    convs = [[{"role": "user", "content": f"count {k} " * 20}] for k in range(400)]
-    victim = procs[1]
-    killer = threading.Timer(1.0, victim.kill)
-    killer.start()
-    t0 = time.time()
-    with pytest.raises(RuntimeError, match=r"vLLM engine 1 of 2 died .*killed by signal 9"):
-        b.chat(convs, SamplingParams(temperature=0.8, max_tokens=64, n=1, seed=0))
-    killer.join()
-    assert time.time() - t0 < 300
-    for p in procs:
-        p.wait(timeout=120)  # the other engine was stopped too
-    assert all(p.poll() is not None for p in procs)
 
 
 def _pool(tmp_path, n: int = 32):
@@ -175,6 +173,25 @@ def test_openai_backend_against_two_vllm_servers(two_servers, tmp_path):
                 "--benchmarks", "tiny", "--file", f"tiny={eval_file}", "--n", "tiny=2", "--max-new-tokens", "48")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["tiny"]["n_samples"] == 2
+
+
+def test_distilled_attribution_against_vllm_serve(two_servers, tmp_path):
+    """The distilled backend end to end with vLLM as its LLM: the sample's walk, the
+    classifiers, the fall-backs, through `vllm serve`."""
+    from skilldistill.demo.generator import generate_corpus, write_corpus
+
+    urls = [a for s in two_servers for a in ("--base-url", s.url)]
+    corpus = tmp_path / "corpus.parquet"
+    write_corpus(generate_corpus(40, seed=6), corpus)
+    r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "distilled",
+                "--llm-backend", "openai", "--model", "smollm2", *urls, "--max-tokens", "48", "--sample-size", "24",
+                "--holdout-fraction", "0.25", "--min-examples", "4", "--strata", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
+    d = summary["distilled"]
+    assert summary["items"] == 40 and d["sample"]["items"] == 24 and d["decisions"]["items"] == 16
+    assert d["llm_calls"]["sample"] >= 24 and summary["calls_this_run"] == d["llm_calls"]["total"]
+    assert (tmp_path / "annotate" / "classifiers.json").exists()
 
 
 def _requests(server) -> float:

@@ -50,7 +50,13 @@ def run(
     tree: str = typer.Option("math", "--tree", "-t", help="Skill tree file or bundled tree name."),
     on_duplicate: str = on_duplicate_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (skills.parquet, calls.jsonl, summary.json)."),
-    backend: str = typer.Option("embedding", "--backend", "-b", help="embedding | openai | vllm | transformers."),
+    backend: str = typer.Option("embedding", "--backend", "-b", help="embedding | openai | vllm | transformers | distilled."),
+    llm_backend: str | None = typer.Option(None, "--llm-backend", help="distilled: the LLM that labels the sample, openai | vllm | transformers."),
+    sample_size: int = typer.Option(2000, "--sample-size", help="distilled: items the LLM labels (stratified)."),
+    holdout_fraction: float = typer.Option(0.2, "--holdout-fraction", help="distilled: share of the sample kept out of training to measure agreement."),
+    min_examples: int = typer.Option(30, "--min-examples", help="distilled: a node with fewer training decisions is left to the LLM."),
+    strata: int = typer.Option(32, "--strata", help="distilled: embedding clusters the sample is drawn from."),
+    uncertain_band: str = typer.Option("0.2,0.8", "--uncertain-band", help="distilled: LOW,HIGH; a child probability inside sends the decision to the LLM."),
     model: str | None = typer.Option(None, "--model", "-m", help="Chat model id/path (openai, vllm, transformers)."),
     base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible base URL; repeat for round-robin."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
@@ -85,13 +91,25 @@ def run(
 ) -> None:
     """Attribute skill chains to every item of CORPUS; resumable (rerun to continue)."""
     from ..annotate import AnnotateConfig, annotate
+    from ..distilled_attribution import DistilledConfig
     from ..llm.base import BackendConfig
     from ..llm.embedding import EmbeddingConfig
 
-    if backend not in {"embedding", "openai", "vllm", "transformers"}:
-        raise ConfigError(f"--backend must be embedding, openai, vllm or transformers, not {backend!r}")
+    if backend not in {"embedding", "openai", "vllm", "transformers", "distilled"}:
+        raise ConfigError(f"--backend must be embedding, openai, vllm, transformers or distilled, not {backend!r}")
     if backend != "embedding" and not model:
         raise ConfigError(f"--backend {backend} needs --model")
+    if backend == "distilled":
+        if llm_backend not in {"openai", "vllm", "transformers"}:
+            raise ConfigError(f"--backend distilled needs --llm-backend openai, vllm or transformers (got {llm_backend!r})")
+    elif llm_backend is not None:
+        raise ConfigError("--llm-backend goes with --backend distilled")
+    try:
+        band = tuple(float(x) for x in uncertain_band.split(","))
+    except ValueError:
+        band = ()
+    if len(band) != 2:
+        raise ConfigError(f"--uncertain-band must be LOW,HIGH, e.g. 0.2,0.8 (got {uncertain_band!r})")
     try:
         ct_kwargs = json.loads(chat_template_kwargs) if chat_template_kwargs else {}
     except json.JSONDecodeError as e:
@@ -101,7 +119,7 @@ def run(
         if backend != "embedding":
             extra: dict = {"base_urls": base_url} if base_url else {}
             llm = BackendConfig(
-                kind=backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
+                kind=llm_backend if backend == "distilled" else backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
                 max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
                 fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size,
@@ -115,6 +133,8 @@ def run(
             backend=backend, llm=llm, embedding=emb, prompt_template=str(template) if template else None,
             temperature=temperature, max_tokens=max_tokens, chat_template_kwargs=ct_kwargs,
             max_chars=max_chars, max_depth=max_depth,
+            distilled=DistilledConfig(sample_size=sample_size, holdout_fraction=holdout_fraction, min_examples=min_examples,
+                                      strata=strata, uncertain_band=band),
         )
     except ValidationError:
         raise  # user_errors names the field in one line
@@ -136,6 +156,8 @@ def run(
                   f"{s['failures']['unparseable']} / {s['failures'].get('failed', 0)} / {s['no_valid_choice']} / {s['unmatched_names']}")
     table.add_row("wall time", f"{s['wall_time_s']} s ({s['items_per_s']} items/s)")
     console.print(table)
+    if s.get("distilled"):
+        _print_distilled(s["distilled"])
     console.print(f"wrote {result.skills_path}")
 
 
@@ -166,3 +188,23 @@ def stats(
         name = r["node"].rsplit("->", 1)[-1] if top is None else r["node"]
         table.add_row(indent + escape(name), str(r["depth"]), str(r["items"]), f"{100 * r['share']:.1f}%", str(r["chains"]))
     console.print(table)
+
+
+def _print_distilled(d: dict) -> None:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    t = Table(title="distilled attribution", show_header=False)
+    smp, cls, dec, calls = d["sample"], d["classifiers"], d["decisions"], d["llm_calls"]
+    t.add_row("LLM-labelled sample (train / held out)", f"{smp['items']} ({smp['train']} / {smp['held_out']})")
+    t.add_row("nodes with a classifier / left to the LLM", f"{cls['nodes_with_classifier']} / {cls['nodes_llm_only']}")
+    t.add_row("decisions on the other items (classifier / LLM)",
+              f"{dec['total']} ({dec['classifier']} / {dec['llm']}; fell back {pct(dec['fallback_share'])})")
+    for name, a in d["held_out_agreement"].items():
+        t.add_row(f"held-out agreement, {name.replace('_', ' ')} (P / R)",
+                  f"leaf {pct(a['leaf_precision'])} / {pct(a['leaf_recall'])}, "
+                  f"top {pct(a['top_precision'])} / {pct(a['top_recall'])} ({a['items']} items)")
+    t.add_row("LLM calls: made / labelling all with the LLM",
+              f"{calls['total']} / ~{calls['all_llm_estimate']}")
+    t.add_row("LLM calls saved", f"{calls['saved']} ({pct(calls['saved_share'])})")
+    console.print(t)

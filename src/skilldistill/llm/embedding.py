@@ -158,6 +158,11 @@ class EmbeddingAttributor:
                 log.warning("embedding cache %s unreadable (%s): recomputing", self._disk_file, e)
                 self._disk = {}
 
+    def seed_items(self, text_hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Item embeddings computed elsewhere (the distilled backend's ``features.npz``), by
+        text hash: ``select`` then encodes only other texts."""
+        self._items.update(zip(text_hashes, vectors, strict=True))
+
     def encode_nodes(self, texts: Sequence[str]) -> np.ndarray:
         """Tree-node texts, through the disk cache when one is in use."""
         if self._disk_file is None:
