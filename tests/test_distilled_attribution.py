@@ -150,3 +150,11 @@ def test_the_command_line_runs_it_end_to_end(corpus, tmp_path):
     assert "held-out agreement" in text and "LLM calls saved" in text, text
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["backend"] == "distilled" and s["distilled"]["sample"]["items"] == 160
+
+
+def test_other_backends_fingerprints_do_not_see_the_distilled_section():
+    """Run folders made before the backend existed stay up to date."""
+    assert "distilled" not in AnnotateConfig().public_dict()
+    assert AnnotateConfig().public_dict() == AnnotateConfig(distilled=DistilledConfig(sample_size=7)).public_dict()
+    cfg = AnnotateConfig(backend="distilled", llm=BackendConfig(kind="openai", model="m"))
+    assert cfg.public_dict()["distilled"]["sample_size"] == 2000

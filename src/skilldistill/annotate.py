@@ -142,6 +142,8 @@ class AnnotateConfig(BaseModel):
         d = self.model_dump(mode="json")
         if d.get("llm"):
             d["llm"].pop("api_key", None)
+        if self.backend != "distilled":  # unused: its defaults must not change other backends' fingerprints
+            d.pop("distilled", None)
         return d
 
 
