@@ -1,6 +1,11 @@
-"""Attribution over two vLLM servers: prefix-cache hits with item affinity vs round-robin.
+"""Attribution over vLLM servers: prefix-cache hits with item affinity vs round-robin.
 
     .venv-engines/bin/python bench/prefix_affinity.py --items 40
+    .venv-engines/bin/python bench/prefix_affinity.py --items 40 --servers 4
+
+With N servers, round-robin sends an item's next call to the server that already holds
+its text about 1/N of the time, so the gap grows with N (a GPU node has 8). Measured on 2
+cores: 2 servers 1.42x, 4 servers 2.35x (docs/engines.md).
 
 All of one item's attribution calls share its text (up to 20k characters), and the prompt
 template puts that text first. With ``routing: affinity`` (the default) every call about
@@ -32,6 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=40, help="items per routing mode")
     ap.add_argument("--max-chars", type=int, default=1500, help="item text cap (short: a CPU prefill budget)")
+    ap.add_argument("--servers", type=int, default=2, help="vllm serve servers (each holds ~1 GiB of KV cache here)")
     args = ap.parse_args()
 
     import pyarrow as pa
@@ -50,7 +56,7 @@ def main() -> int:
     rows = rows[: 2 * args.items]
     tree = SkillTree.load(SHARED / "skill_trees" / "skill_mix.json")
     tmp = Path(tempfile.mkdtemp(prefix="affinity_"))
-    servers = [VLLMServer(model, name="smollm2", log=tmp / f"server{i}.log", args=CPU_ARGS) for i in range(2)]
+    servers = [VLLMServer(model, name="smollm2", log=tmp / f"server{i}.log", args=CPU_ARGS) for i in range(args.servers)]
     results = {}
     try:
         for s in servers:
@@ -84,7 +90,7 @@ def main() -> int:
     finally:
         for s in servers:
             s.stop()
-    print(f"{args.items} MATH items per mode, skill_mix.json, 2 servers of SmolLM2-135M (vLLM CPU build)\n")
+    print(f"{args.items} MATH items per mode, skill_mix.json, {args.servers} servers of SmolLM2-135M (vLLM CPU build)\n")
     print(f"{'routing':12s} {'calls':>6s} {'prompt tokens':>14s} {'cache hits':>11s} {'hit rate':>9s} "
           f"{'requests per server':>20s} {'wall s':>7s}")
     for routing, r in results.items():
