@@ -158,3 +158,53 @@ def test_other_backends_fingerprints_do_not_see_the_distilled_section():
     assert AnnotateConfig().public_dict() == AnnotateConfig(distilled=DistilledConfig(sample_size=7)).public_dict()
     cfg = AnnotateConfig(backend="distilled", llm=BackendConfig(kind="openai", model="m"))
     assert cfg.public_dict()["distilled"]["sample_size"] == 2000
+
+
+KILL_SCRIPT = """
+import sys
+from skilldistill.annotate import AnnotateConfig, annotate
+from skilldistill.distilled_attribution import DistilledConfig
+from skilldistill.llm.base import BackendConfig
+llm = BackendConfig(kind="openai", model="stub-model", base_urls=[sys.argv[3]], api_key="k", max_concurrency=4)
+cfg = AnnotateConfig(backend="distilled", llm=llm, distilled=DistilledConfig(
+    sample_size=160, holdout_fraction=0.25, min_examples=10_000, strata=8))
+if __name__ == "__main__":
+    annotate(sys.argv[1], "demo", sys.argv[2], cfg, show_progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_in_the_fall_back_walk_then_rerun_repeats_no_call(corpus, tmp_path):
+    """kill -9 while the fall-backs are being asked: the rerun asks exactly the calls that
+    had not finished and gives the labels of an uninterrupted run."""
+    import signal
+    import time
+
+    from skilldistill.artifacts import AppendLog
+
+    path, truth = corpus
+    cfg = _cfg("http://x", min_examples=10_000)  # every decision outside the sample goes to the LLM
+    with OpenAIStub(responder=oracle(truth), latency_s=0.02) as stub:
+        cfg.llm.base_urls = [stub.base_url]
+        ref = annotate(path, "demo", tmp_path / "ref", cfg, show_progress=False)
+        uninterrupted = stub.chat_calls
+        sample_calls = ref.summary["distilled"]["llm_calls"]["sample"]
+        out = tmp_path / "killed"
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path), str(out), stub.base_url],
+                                env={**os.environ, "OPENAI_API_KEY": "k"})
+        log = out / "calls.jsonl"
+
+        def calls_done() -> int:
+            return sum(r.get("calls", 0) for r in AppendLog(log).read()) if log.exists() else 0
+
+        deadline = time.time() + 240
+        while time.time() < deadline and calls_done() < sample_calls + 40:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = calls_done()
+        assert sample_calls + 40 <= finished < uninterrupted  # killed in the distilled walk
+        before = stub.chat_calls
+        res = annotate(path, "demo", out, cfg, show_progress=False)
+        assert stub.chat_calls - before == uninterrupted - finished
+    assert pq.read_table(res.skills_path).to_pylist() == pq.read_table(ref.skills_path).to_pylist()
