@@ -868,6 +868,27 @@ def _chains_for(tree: SkillTree, max_depth: int | None, decision: Callable[[Chai
     return [list(c) for c in dict.fromkeys(tuple(c) for c in chains)]
 
 
+def decisions_used(tree: SkillTree, max_depth: int | None, text_hashes: Sequence[str], item_keys: Sequence[_Keys],
+                   cache: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """key -> record of every decision the items' chains rest on (``item_keys[i]``: the keys
+    item i's decisions are filed under)."""
+    used: dict[str, dict[str, Any]] = {}
+    for h, keys in zip(text_hashes, item_keys, strict=True):
+        stack: list[Chain] = [()]
+        while stack:
+            path = stack.pop()
+            node = tree.node(path)
+            if node.is_leaf or (max_depth is not None and len(path) >= max_depth):
+                continue
+            key = keys(path, h)
+            rec = cache.get(key)
+            if rec is None:
+                continue
+            used[key] = rec
+            stack.extend(path + (c,) for c in rec.get("chosen", []) if (path + (c,)) in tree)
+    return used
+
+
 def _summary(
     ids: list[str],
     skills: list[list[list[str]]],
@@ -881,20 +902,7 @@ def _summary(
     wall: float,
 ) -> dict[str, Any]:
     # Outcome over every decision the output rests on (cached or new).
-    used: dict[str, dict[str, Any]] = {}
-    for h, keys in zip(text_hashes, item_keys, strict=True):
-        stack: list[Chain] = [()]
-        while stack:
-            path = stack.pop()
-            node = tree.node(path)
-            if node.is_leaf or (cfg.max_depth is not None and len(path) >= cfg.max_depth):
-                continue
-            key = keys(path, h)
-            rec = cache.get(key)
-            if rec is None:
-                continue
-            used[key] = rec
-            stack.extend(path + (c,) for c in rec.get("chosen", []) if (path + (c,)) in tree)
+    used = decisions_used(tree, cfg.max_depth, text_hashes, item_keys, cache)
     statuses = collections.Counter(r.get("status") for r in used.values())
     unmatched = collections.Counter(name for r in used.values() for name in r.get("unmatched", []))
     n = len(ids)

@@ -406,7 +406,7 @@ def run_distilled(ids: list[str], texts: list[str], hashes: list[str], tree: Ski
                   llm: ChatDecider, out: Path, calls_path: Path, show_progress: bool, retry_failed: bool) -> DistilledRun:
     """The whole backend: features, sample, LLM walk of the sample, classifiers, distilled
     walk of the rest and of the held-out items, agreement."""
-    from .annotate import _chains_for, _Keys, _make_progress, _walk
+    from .annotate import _add, _chains_for, _Keys, _make_progress, _walk
     from .llm.embedding import EmbeddingAttributor
 
     dcfg = cfg.distilled
@@ -497,28 +497,12 @@ def run_distilled(ids: list[str], texts: list[str], hashes: list[str], tree: Ski
     return DistilledRun(skills, cache, item_keys, counters, section)
 
 
-def _add(a: int | None, b: int | None) -> int | None:
-    return None if a is None and b is None else (a or 0) + (b or 0)
-
-
 def _used_keys(tree: SkillTree, cfg: AnnotateConfig, hashes: Sequence[str], keys: _Keys,
                cache: dict[str, dict[str, Any]]) -> set[str]:
     """Keys of the decisions the items' chains rest on."""
-    used: set[str] = set()
-    for h in hashes:
-        stack: list[Chain] = [()]
-        while stack:
-            path = stack.pop()
-            node = tree.node(path)
-            if node.is_leaf or (cfg.max_depth is not None and len(path) >= cfg.max_depth):
-                continue
-            key = keys(path, h)
-            rec = cache.get(key)
-            if rec is None:
-                continue
-            used.add(key)
-            stack.extend(path + (c,) for c in rec.get("chosen", []) if path + (c,) in tree)
-    return used
+    from .annotate import decisions_used
+
+    return set(decisions_used(tree, cfg.max_depth, hashes, [keys] * len(hashes), cache))
 
 
 def write_sample(out: Path, ids: Sequence[str], train: Sequence[int], held_out: Sequence[int]) -> None:
