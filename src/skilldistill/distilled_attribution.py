@@ -297,7 +297,6 @@ class DistilledDecider:
         self.llm, self.llm_answer, self.band = llm, llm_answer, band
         self.model_id = f"distilled:{llm.model_id}:{train_hash[:16]}"
         self.version = f"{llm.version}|band={band[0]:g},{band[1]:g}"
-        self.counts: collections.Counter[str] = collections.Counter()
 
     def decide(self, questions: list[Question], on_decision: Callable[[Question, dict[str, Any]], None],
                progress: Callable[[int], None]) -> None:
@@ -325,7 +324,6 @@ class DistilledDecider:
                                 "source": "classifier",
                                 "probs": {model.children[j]: round(float(p[j]), 4) for j in np.argsort(-p)[:5]}})
                 done += 1
-            self.counts["classifier"] += done
             progress(done)
 
         # the LLM's own answer to this question, when it gave one (the held-out sample)
@@ -335,7 +333,6 @@ class DistilledDecider:
             if prev is not None:
                 on_decision(q, {k: v for k, v in prev.items() if k not in ("key", "node", "item")}
                             | {"source": "llm-cached", "calls": 0})
-                self.counts["llm_cached"] += 1
                 progress(1)
             else:
                 fresh.append(q)
@@ -343,7 +340,6 @@ class DistilledDecider:
             def relay(q: Question, rec: dict[str, Any]) -> None:
                 on_decision(q, {**rec, "source": "llm"})
 
-            self.counts["llm"] += len(fresh)
             self.llm.decide(fresh, relay, progress)
 
 
