@@ -97,6 +97,35 @@ def test_overrides():
         apply_overrides(data, ["arms.3.name=y"])
     with pytest.raises(ConfigError):
         apply_overrides(data, ["novalue"])
+    grown = apply_overrides(data, ["arms.+={name: y, rounds: 2}", "arms.1.select={strategy: skill}"])
+    assert grown["arms"] == [{"name": "x", "select": {}}, {"name": "y", "rounds": 2, "select": {"strategy": "skill"}}]
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(data, ["arms.+.name=y"])  # "+" appends only as the last key
+
+
+def test_demo_closed_loop_flag_adds_the_arm_and_its_comparison():
+    from skilldistill.cli.demo import demo_recipe
+
+    plain = demo_recipe(False, [])
+    assert [a.name for a in plain.arms] == ["random-plain", "random-skillaware", "skill-plain", "skill-skillaware"]
+    assert plain.one_shot is None
+    loop = demo_recipe(False, ["select.budget=128"], closed_loop=True)
+    assert [a.name for a in loop.arms][-1] == "closed-loop" and loop.arm_rounds(loop.arms[-1]) == 2
+    assert loop.one_shot == "skill-skillaware" and loop.loop.profile_sample == 600
+    assert loop.select.budget == 128  # the user's --set still applies
+    # the four arms' stages keep their fingerprints: runs/demo gains the arm without retraining
+    assert [a.model_dump() for a in loop.arms[:4]] == [a.model_dump() for a in plain.arms]
+    with pytest.raises(ConfigError, match="--closed-loop"):
+        demo_recipe(True, [], closed_loop=True)
+
+
+def test_new_train_fields_at_their_default_leave_fingerprints_alone():
+    from skilldistill.train import TrainConfig
+
+    assert "train_sampling_strategy" not in TrainConfig().fingerprint_dict()
+    assert TrainConfig(train_sampling_strategy="batch_rebalance").fingerprint_dict()["train_sampling_strategy"] == \
+        "batch_rebalance"
+    assert set(TrainConfig().model_dump()) - set(TrainConfig().fingerprint_dict()) == {"train_sampling_strategy"}
 
 
 def test_attribution_accuracy(tmp_path):

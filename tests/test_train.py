@@ -529,3 +529,55 @@ def test_unmerged_lora_final_is_evaluated_as_base_plus_adapter(tiny_student, for
         ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_student), final)(input_ids=x).logits
         got = AutoModelForCausalLM.from_pretrained(merged)(input_ids=x).logits
     assert torch.allclose(ref, got, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_batch_rebalance_keeps_each_steps_examples_with_less_padding_and_the_same_update(
+        tiny_student, shared_data, tmp_path):
+    """``train_sampling_strategy: batch_rebalance`` with gradient accumulation: every optimizer
+    step sees the same number of distinct examples, its micro-batches are length-sorted so they
+    carry less padding than random ones, and the update equals that of one unsplit batch (SGD,
+    so a wrong loss scale would show; Adam's first step would hide it)."""
+    import torch
+    from safetensors.torch import load_file
+
+    # 8 examples of very different lengths: a short and a long half
+    rows = _math_examples(shared_data, 8, system=False)
+    for i, r in enumerate(rows[4:]):
+        r["messages"][1]["content"] += " Let us check it again." * (20 + 5 * i)
+    data = _write_jsonl(tmp_path / "fmt" / "train.jsonl", rows).parent
+
+    def micro_batches(**kw) -> list[list[int]]:
+        """The real lengths of the examples in each micro-batch the trainer's dataloader yields."""
+        setup = build_trainer(data, tmp_path / f"probe-{len(kw)}", _tiny_config(tiny_student, **kw), progress=False)
+        return [b["attention_mask"].sum(1).tolist() for b in setup.trainer.get_train_dataloader()]
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(max(b) * len(b) for b in batches)
+
+    random_ = micro_batches(per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    rebalanced = micro_batches(per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                               train_sampling_strategy="batch_rebalance")
+    assert sorted(sum(random_, [])) == sorted(sum(rebalanced, []))  # the step's 8 examples, each once
+    assert len(rebalanced) == 2 and padded(rebalanced) < padded(random_), (rebalanced, random_)
+    short, long_ = sorted(rebalanced, key=max)
+    assert max(short) <= min(long_)  # length-sorted: the micro-batches do not overlap in length
+
+    sgd = {"optim": "sgd"}
+    common = dict(max_steps=1, max_grad_norm=1e9, learning_rate=1.0, sft_overrides=sgd)
+    whole = run_train(data, tmp_path / "whole", _tiny_config(tiny_student, per_device_train_batch_size=8, **common),
+                      progress=False)
+    split = run_train(data, tmp_path / "split", _tiny_config(tiny_student, per_device_train_batch_size=4,
+                                                             gradient_accumulation_steps=2,
+                                                             train_sampling_strategy="batch_rebalance", **common),
+                      progress=False)
+    before = load_file(tiny_student / "model.safetensors")
+    a, b = load_file(whole / "model.safetensors"), load_file(split / "model.safetensors")
+    moved = 0
+    for name, w0 in before.items():
+        if name not in a:
+            continue
+        step_a, step_b = a[name] - w0, b[name] - w0
+        assert torch.allclose(step_a, step_b, rtol=1e-3, atol=1e-6), name
+        moved += int(step_a.abs().max() > 0)
+    assert moved > 0

@@ -247,7 +247,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``key.sub=value`` (value parsed as YAML; list indices as numbers: ``arms.0.name=x``)."""
+    """``key.sub=value`` (value parsed as YAML; list indices as numbers: ``arms.0.name=x``; ``+``
+    appends to a list: ``arms.+={name: x, select: {strategy: skill}}``)."""
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
@@ -262,6 +263,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if isinstance(node, list):
+                if part == "+" and last:
+                    node.append(value)
+                    continue
                 if not part.isdigit() or int(part) >= len(node):
                     raise ConfigError(f"override {key!r}: {part!r} is not an index of a {len(node)}-item list")
                 if last:

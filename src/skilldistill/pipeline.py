@@ -236,7 +236,9 @@ class Pipeline:
 
         jobs = min(self.recipe.jobs, len(runs))
         self.console.print(f"[dim]{len(runs)} arm runs, {jobs} at a time in worker processes[/dim]")
-        todo = list(reversed(runs))
+        # Longest first (multi-round arms re-profile and train several times), so no worker is
+        # left alone with a long run at the end; the order does not change any result.
+        todo = list(reversed(sorted(runs, key=lambda run: -self.recipe.arm_rounds(run[0]))))
         recipe = self.recipe  # pickled as is (a JSON dump would mask inline API keys)
         workers: list[Worker] = []
         busy: dict[int, str] = {}
@@ -302,7 +304,7 @@ class Pipeline:
         fp_fmt = self.step(f"format/{sub}", "format", fmt_cfg.model_dump(mode="json"), [fp_sel, fp_student],
                            lambda clean: self._format(sub, fmt_cfg, clean))
         train_cfg = r.arm_train(arm, seed, self.student_model())
-        fp_train = self.step(f"train/{sub}", "train", train_cfg.model_dump(mode="json"), [fp_fmt, fp_student],
+        fp_train = self.step(f"train/{sub}", "train", train_cfg.fingerprint_dict(), [fp_fmt, fp_student],
                              lambda clean: self._train(sub, train_cfg, clean))
         final = str(self.p("train", sub, "final").resolve())
         gen = r.generation_for_eval(final)
@@ -359,7 +361,7 @@ class Pipeline:
                                [*fp_earlier, fp_sel, fp_student],
                                lambda clean, rd=rd, sl=slices: self._round_format(rd, fmt_base, sl, clean))
             train_cfg = r.arm_train(arm, seed, model)
-            fp_model = self.step(f"{rd}/train", "train", train_cfg.model_dump(mode="json"), [fp_fmt, fp_model],
+            fp_model = self.step(f"{rd}/train", "train", train_cfg.fingerprint_dict(), [fp_fmt, fp_model],
                                  lambda clean, rd=rd, cfg=train_cfg: self._round_train(rd, cfg, clean))
             model = str(self.p(rd, "train", "final").resolve())
             earlier.append(selection)

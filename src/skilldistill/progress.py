@@ -36,7 +36,7 @@ DEFAULT_INTERVAL_S = 30.0
 # in openai >= 3, httpx before) logs one line per request, which at 100K items is millions
 # of lines and several times the client's CPU per call.
 NOISY_LOGGERS = ("httpx", "httpx2", "httpcore", "aiohttp", "openai", "urllib3", "filelock", "datasets",
-                 "sentence_transformers", "vllm")
+                 "sentence_transformers", "vllm", "accelerate")
 
 
 @contextmanager

@@ -114,7 +114,12 @@ SFT_FIELDS = (
     "save_total_limit",
     "report_to",
     "dataset_num_proc",
+    "train_sampling_strategy",
 )
+
+# Fields added after run folders existed, with the default that means the old behaviour: at
+# that default they are left out of the stage's fingerprint, so finished stages stay done.
+LATER_FIELD_DEFAULTS: dict[str, Any] = {"train_sampling_strategy": "random"}
 
 # The paper's training setup (METHOD.md, stage 4): full fine-tuning, lr 1e-5, cosine,
 # warmup 0.1, 5 epochs, effective batch 8, max length 8,192, bf16 (DeepSpeed ZeRO-3 on
@@ -171,6 +176,10 @@ class TrainConfig(BaseModel):
     )
     per_device_train_batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(8, ge=1)
+    train_sampling_strategy: Literal["random", "sequential", "group_by_length", "batch_rebalance"] = Field(
+        "random", description="transformers' training sampler. batch_rebalance: each optimizer step keeps its "
+        "shuffled examples but splits them into length-sorted micro-batches of variable size (less padding; "
+        "needs gradient_accumulation_steps > 1 to gain anything). docs/train.md.")
     # Optimisation (SFTConfig names)
     learning_rate: float = Field(1e-5, gt=0)
     lr_scheduler_type: str = "cosine"
@@ -200,6 +209,11 @@ class TrainConfig(BaseModel):
     report_to: str | list[str] = "none"
     dataset_num_proc: int | None = None
     sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra SFTConfig fields, applied last.")
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """The config as its stage fingerprints it: later fields at their old-behaviour default left out."""
+        d = self.model_dump(mode="json")
+        return {k: v for k, v in d.items() if not (k in LATER_FIELD_DEFAULTS and v == LATER_FIELD_DEFAULTS[k])}
 
     @model_validator(mode="before")
     @classmethod
@@ -711,7 +725,7 @@ def build_trainer(
     from accelerate import PartialState
 
     if is_main:
-        _guard_output_dir(out_dir, {"config": config.model_dump(mode="json"), "inputs": inputs}, overwrite=overwrite)
+        _guard_output_dir(out_dir, {"config": config.fingerprint_dict(), "inputs": inputs}, overwrite=overwrite)
     PartialState().wait_for_everyone()
 
     model_path = _student_path(config, out_dir, is_main=is_main)
@@ -862,7 +876,7 @@ def _run_train_unlocked(
     t0 = time.time()
     out_dir = Path(out_dir)
     final_dir = out_dir / FINAL_DIR
-    cfg_json = config.model_dump(mode="json")
+    cfg_json = config.fingerprint_dict()
     if not overwrite and final_dir.is_dir():
         src, kind = resolve_dataset(dataset_path)
         if manifest_matches(out_dir, config=cfg_json, inputs={"dataset": dataset_hash(src, kind)}):

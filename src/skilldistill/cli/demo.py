@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ..config import Recipe, load_recipe
+from ..errors import ConfigError
 from ..pipeline import STAGES
 from .app import app, console, user_errors
 from .run import SET_HELP, _run
@@ -29,28 +30,42 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def demo_recipe(quick: bool, overrides: list[str]) -> Recipe:
+# `--closed-loop`: skill-skillaware in 2 rounds of 128, the round-1 student re-profiled on 600
+# pool items it was not trained on, compared with the one-shot arm at the same budget
+# (docs/closed_loop.md). Applied before the user's --set, so those can change it.
+CLOSED_LOOP = [
+    "arms.+={name: closed-loop, rounds: 2, select: {strategy: skill}, format: {style: skill-aware}}",
+    "loop.profile_sample=600",
+    "report.one_shot=skill-skillaware",
+]
+
+
+def demo_recipe(quick: bool, overrides: list[str], closed_loop: bool = False) -> Recipe:
     name = "demo-quick.yaml" if quick else "demo.yaml"
+    if closed_loop and quick:
+        raise ConfigError("--closed-loop runs with the full demo only (--quick has no skill-skillaware arm)")
     with resources.as_file(resources.files("skilldistill") / "recipes" / name) as path:
-        return load_recipe(path, overrides)
+        return load_recipe(path, (CLOSED_LOOP if closed_loop else []) + overrides)
 
 
 @demo_app.callback()
 @user_errors
 def demo_cmd(
     ctx: typer.Context,
-    quick: bool = typer.Option(False, "--quick", help="The smaller demo (about 1.5 minutes on 2 cores; indicative only)."),
+    quick: bool = typer.Option(False, "--quick", help="The smaller demo (about 2 minutes on 2 cores; indicative only)."),
     run_dir: Path | None = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/demo or runs/demo-quick)."),
     from_stage: str | None = typer.Option(None, "--from", help=f"Rerun from this stage on: {', '.join(STAGES)}."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Arm runs at once (default: the recipe's)."),
+    closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
+                                     "rounds, re-profiled in between; about 2 more minutes). docs/closed_loop.md."),
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
     uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
     if ctx.invoked_subcommand is not None:
         return
     _offline()
-    _run(demo_recipe(quick, set_), run_dir, from_stage, jobs)
+    _run(demo_recipe(quick, set_, closed_loop), run_dir, from_stage, jobs)
 
 
 @demo_app.command("build-student")
