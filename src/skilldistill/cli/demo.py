@@ -58,7 +58,7 @@ def demo_cmd(
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Arm runs at once (default: the recipe's)."),
     closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
-                                     "rounds, re-profiled in between; about 2 more minutes). docs/closed_loop.md."),
+                                     "rounds, re-profiled in between; about 3 more minutes). docs/closed_loop.md."),
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
     uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
