@@ -191,33 +191,53 @@ class Pipeline:
         tree = SkillTree.resolve(r.tree, on_duplicate=r.on_duplicate)
         tree_fp = hash_obj(tree.to_dict())
 
-        demo_pool = None
-        if r.demo is not None:  # the pool depends on which leaves are weak when they are rarer in it
-            demo_pool = _dump(r.demo, exclude={"student"}) | {"weak_leaves": list(r.demo.student.weak_leaves)}
-        fp_corpus = self.step("corpus", "corpus", {"ingest": _dump(r.corpus), "demo": demo_pool}, [], self._corpus)
-        fp_demo = None
-        if r.demo is not None:
-            fp_demo = self.step("demo", "demo", _dump(r.demo), [], self._demo)
-        fp_student = fp_demo or hash_obj(fingerprint_view(r.student.model_dump(mode="json")))
-
-        fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, tree_fp],
-                             lambda clean: self._annotate(tree, clean))
-        fp_profile = self.step("profile", "profile", self._profile_config().model_dump(mode="json"),
-                               [fp_annot, fp_student], lambda clean: self._profile(tree, clean))
-
-        eval_cfg = self._evaluate_config()
-        if r.evaluate.base:
-            gen = r.generation_for_eval(self.student_model())
-            self.step("evaluate/base", "evaluate", {"eval": eval_cfg.model_dump(mode="json"), "gen": _gen_dump(gen)},
-                      [fp_student, fp_demo or ""], lambda clean: self._evaluate("evaluate/base", gen, eval_cfg, clean),
-                      done_marker="results.json")
-
         runs = [(arm, seed) for arm in r.arms for seed in r.seeds]
+        # Workers start first: their imports overlap the stages below, and the base model's
+        # evaluation, which needs only the base student, runs in one beside annotate/profile.
+        pool = None
         if r.jobs > 1 and len(runs) > 1 and not self.dry_run:
-            self._arms_in_workers(runs, (fp_annot, fp_profile, fp_student, fp_demo))
-        else:
-            for arm, seed in runs:
-                self._arm(arm, seed, fp_annot, fp_profile, fp_student, fp_demo, eval_cfg)
+            from .arm_worker import ArmPool
+
+            jobs = min(r.jobs, len(runs))
+            self.console.print(f"[dim]{len(runs)} arm runs, {jobs} at a time in worker processes[/dim]")
+            pool = ArmPool(jobs, threads=r.threads or _cores_per_job(jobs))
+        try:
+            demo_pool = None
+            if r.demo is not None:  # the pool depends on which leaves are weak when they are rarer in it
+                demo_pool = _dump(r.demo, exclude={"student"}) | {"weak_leaves": list(r.demo.student.weak_leaves)}
+            fp_corpus = self.step("corpus", "corpus", {"ingest": _dump(r.corpus), "demo": demo_pool}, [], self._corpus)
+            fp_demo = None
+            if r.demo is not None:
+                fp_demo = self.step("demo", "demo", _dump(r.demo), [], self._demo)
+            fp_student = fp_demo or hash_obj(fingerprint_view(r.student.model_dump(mode="json")))
+
+            eval_cfg = self._evaluate_config()
+            if r.evaluate.base and pool is not None:
+                pool.submit("evaluate/base", "base", self._task(fingerprints=[fp_student, fp_demo]))
+            fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, tree_fp],
+                                 lambda clean: self._annotate(tree, clean))
+            fp_profile = self.step("profile", "profile", self._profile_config().model_dump(mode="json"),
+                                   [fp_annot, fp_student], lambda clean: self._profile(tree, clean))
+            if r.evaluate.base and pool is None:
+                self._evaluate_base(fp_student, fp_demo, eval_cfg)
+
+            fps = [fp_annot, fp_profile, fp_student, fp_demo]
+            if pool is not None:
+                # Longest first (multi-round arms re-profile and train several times), so no
+                # worker is left alone with a long run at the end; the order changes no result.
+                for arm, seed in sorted(runs, key=lambda run: -r.arm_rounds(run[0])):
+                    pool.submit(f"arm run {arm.name}/seed{seed}", "arm",
+                                self._task(arm=arm.name, seed=seed, fingerprints=fps))
+                ran, timings = pool.wait()
+                self.ran += ran
+                self.timings.update(timings)
+                self.state = read_json(self.state_path) if self.state_path.exists() else self.state
+            else:
+                for arm, seed in runs:
+                    self._arm(arm, seed, *fps, eval_cfg)
+        finally:
+            if pool is not None:
+                pool.close()
 
         if self.dry_run:
             return {}
@@ -228,61 +248,16 @@ class Pipeline:
         self.console.print(f"[green]✓ report[/green] [dim]{self.timings['report']:.1f}s[/dim]")
         return self.summary()
 
-    def _arms_in_workers(self, runs: list[tuple[ArmConfig, int]], fps: tuple[str, str, str, str | None]) -> None:
-        """Each (arm, seed) run in a worker process, ``recipe.jobs`` at once. Workers are
-        fresh ``python -m skilldistill.arm_worker`` processes (nothing of this process's
-        torch or thread state is inherited, and no ``__main__`` guard is needed)."""
-        from .subproc import Worker, WorkerDied, wait_any, wait_ready
+    def _task(self, **fields: Any) -> dict[str, Any]:
+        """A worker task's payload (the recipe is pickled as is: a JSON dump would mask inline API keys)."""
+        return {"recipe": self.recipe, "run_dir": str(self.run_dir), "force_from": self.force_from,
+                "show_progress": self.show_progress, **fields}
 
-        jobs = min(self.recipe.jobs, len(runs))
-        self.console.print(f"[dim]{len(runs)} arm runs, {jobs} at a time in worker processes[/dim]")
-        # Longest first (multi-round arms re-profile and train several times), so no worker is
-        # left alone with a long run at the end; the order does not change any result.
-        todo = list(reversed(sorted(runs, key=lambda run: -self.recipe.arm_rounds(run[0]))))
-        recipe = self.recipe  # pickled as is (a JSON dump would mask inline API keys)
-        workers: list[Worker] = []
-        busy: dict[int, str] = {}
-        try:
-            for k in range(jobs):
-                w = Worker.start("skilldistill.arm_worker", name=f"arm-worker-{k}")
-                workers.append(w)
-                w.send(("init", {"threads": self.recipe.threads or _cores_per_job(jobs)}))
-            for w in workers:
-                wait_ready(w, 600)
-
-            def hand_out(k: int) -> None:
-                arm, seed = todo.pop()
-                workers[k].send(("arm", {"recipe": recipe, "run_dir": str(self.run_dir), "force_from": self.force_from,
-                                         "arm": arm.name, "seed": seed, "fingerprints": list(fps),
-                                         "show_progress": self.show_progress}))
-                busy[k] = f"{arm.name}/seed{seed}"
-
-            for k in range(jobs):
-                if todo:
-                    hand_out(k)
-            while busy:
-                for w in wait_any([workers[k] for k in busy]):
-                    k = workers.index(w)
-                    try:
-                        kind, payload = w.recv()
-                    except WorkerDied as e:
-                        raise ConfigError(f"arm run {busy[k]}: {e}; rerun to resume") from None
-                    name = busy.pop(k)
-                    if kind == "error":
-                        err_type, message, tb = payload
-                        log.debug("arm run %s failed in its worker:\n%s", name, tb)
-                        if err_type in ("ConfigError", "InputError", "TreeError"):
-                            raise ConfigError(f"arm run {name}: {message}")
-                        raise RuntimeError(f"arm run {name} failed: {err_type}: {message}\n{tb}")
-                    ran, timings = payload
-                    self.ran += ran
-                    self.timings.update(timings)
-                    if todo:
-                        hand_out(k)
-        finally:
-            for w in workers:
-                w.close(timeout=10 if not busy else 0)
-        self.state = read_json(self.state_path) if self.state_path.exists() else self.state
+    def _evaluate_base(self, fp_student: str, fp_demo: str | None, eval_cfg: Any) -> None:
+        gen = self.recipe.generation_for_eval(self.student_model())
+        self.step("evaluate/base", "evaluate", {"eval": eval_cfg.model_dump(mode="json"), "gen": _gen_dump(gen)},
+                  [fp_student, fp_demo or ""], lambda clean: self._evaluate("evaluate/base", gen, eval_cfg, clean),
+                  done_marker="results.json")
 
     def _arm(self, arm: ArmConfig, seed: int, fp_annot: str, fp_profile: str, fp_student: str,
              fp_demo: str | None, eval_cfg: Any) -> None:
