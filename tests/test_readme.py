@@ -16,18 +16,46 @@ def _quick_start() -> list[str]:
 
 def test_ci_runs_the_readme_test_command_verbatim():
     demo, tests = _quick_start()
-    assert demo.endswith("skilldistill demo") and "pytest" in tests
+    assert demo.endswith("skilldistill demo") and tests.endswith("&& scripts/test")
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith(("#", "set ", "cd ", "export "))]
     assert ci[-1] == tests
-    assert re.search(r"python -m pytest -q && scripts/test-real-engines$", tests)  # both suites
 
 
-def test_scripts_the_readme_runs_exist_and_are_executable():
+def test_the_test_script_runs_both_suites_and_fails_when_either_fails(tmp_path):
+    """`scripts/test` in a copy of the repository whose `python -m pytest` and real-engine
+    script are stand-ins: both run, side by side, and either failing fails the whole."""
     import os
+    import shutil
+    import subprocess
 
-    script = REPO / "scripts" / "test-real-engines"
-    assert script.exists() and os.access(script, os.X_OK)
+    for name in ("test", "test-real-engines"):
+        assert os.access(REPO / "scripts" / name, os.X_OK)
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(REPO / "scripts" / "test", tmp_path / "scripts" / "test")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def stand_in(path, rc_var: str, says: str) -> None:
+        path.write_text(f'#!/usr/bin/env bash\necho "{says} $*"\nexit ${{{rc_var}:-0}}\n')
+        path.chmod(0o755)
+
+    stand_in(bin_dir / "python", "MAIN_RC", "main suite:")
+    stand_in(tmp_path / "scripts" / "test-real-engines", "ENGINES_RC", "real engines:")
+
+    def run(*args: str, **rcs: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **rcs}
+        return subprocess.run([str(tmp_path / "scripts" / "test"), *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    ok = run()
+    assert ok.returncode == 0, ok.stderr
+    assert "main suite: -m pytest -q" in ok.stdout and "real engines:" in ok.stderr  # its log, printed at the end
+    assert run(MAIN_RC="1").returncode != 0
+    failed = run(ENGINES_RC="3")
+    assert failed.returncode != 0 and "real-engine tests exit 3" in failed.stderr
+    serial = run("--serial", ENGINES_RC="3")
+    assert serial.returncode != 0 and "main suite: -m pytest -q" in serial.stdout and "real engines:" in serial.stdout
 
 
 def _commands() -> list[list[str]]:
