@@ -532,6 +532,24 @@ def test_unmerged_lora_final_is_evaluated_as_base_plus_adapter(tiny_student, for
 
 
 @pytest.mark.slow
+def test_batch_rebalance_shuffles_by_the_runs_seed(tiny_student, shared_data, tmp_path):
+    """Two runs that differ only in their seed see their examples in different orders (the
+    sampler transformers builds would shuffle both with its own seed 42); one seed, one order."""
+    data = _write_jsonl(tmp_path / "fmt" / "train.jsonl", _math_examples(shared_data, 16, system=False)).parent
+
+    def order(seed: int) -> list[tuple[int, ...]]:
+        cfg = _tiny_config(tiny_student, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                           train_sampling_strategy="batch_rebalance", seed=seed)
+        setup = build_trainer(data, tmp_path / f"probe-{seed}", cfg, progress=False)
+        return [tuple(ids[mask.bool()].tolist()) for b in setup.trainer.get_train_dataloader()
+                for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)]
+
+    first = order(0)
+    assert len(first) == 16 and len(set(first)) == 16  # every example once per epoch
+    assert order(0) == first
+    assert order(1) != first and sorted(order(1)) == sorted(first)
+
+
 def test_batch_rebalance_keeps_each_steps_examples_with_less_padding_and_the_same_update(
         tiny_student, shared_data, tmp_path):
     """``train_sampling_strategy: batch_rebalance`` with gradient accumulation: every optimizer

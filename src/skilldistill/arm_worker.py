@@ -39,11 +39,13 @@ def _init(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    # What every task needs, imported while the parent runs the first stages.
-    import transformers  # noqa: F401
-    import trl  # noqa: F401
+    # What every task needs, imported while the parent runs the first stages (transformers
+    # and TRL load lazily: naming the classes is what imports them, about 4 s here).
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+    from trl import SFTTrainer  # noqa: F401
 
     from . import evaluate, pipeline, train  # noqa: F401
+    from .llm import hf_backend  # noqa: F401
 
 
 def run_task(kind: str, payload: dict[str, Any]) -> tuple[list[str], dict[str, float]]:

@@ -754,13 +754,12 @@ def build_trainer(
                     data_stats["examples_read"], config.max_length)
 
     from datasets import Dataset
-    from trl import SFTTrainer
 
     train_dataset = Dataset.from_list([{"messages": r["messages"]} for r in kept])
     # prepare_examples' bar already covered tokenizing; TRL's pass and the weight loading stay quiet.
     quiet = library_bars_off() if Path(str(model_path)).is_dir() else contextlib.nullcontext()
     with quiet:
-        trainer = SFTTrainer(
+        trainer = _sft_trainer_class()(
             model=model_path,
             args=args,
             train_dataset=train_dataset,
@@ -773,6 +772,31 @@ def build_trainer(
     inference_template = own_template if (own_template and template_name in ("chatml", "trl")) else template
     return TrainSetup(trainer, args, tokenizer, template_name, data_stats, src, inputs, is_main, model_path,
                       inference_template)
+
+
+def _sft_trainer_class() -> type:
+    """TRL's ``SFTTrainer``, with ``batch_rebalance`` shuffling by the run's seed.
+
+    transformers builds its ``BatchRebalanceSampler`` with the sampler's default seed (42)
+    whatever ``args.seed`` says (its ``RandomSampler`` follows ``args.seed``), so runs that
+    differ only in their seed would see their examples in one order. The sampler gets
+    ``args.data_seed`` (else ``args.seed``), as the random sampler's order does.
+    """
+    from trl import SFTTrainer
+
+    try:
+        from transformers.trainer_pt_utils import BatchRebalanceSampler
+    except ImportError:  # a transformers without it has no batch_rebalance to seed
+        BatchRebalanceSampler = None
+
+    class SeededSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            sampler = super()._get_train_sampler(train_dataset)
+            if BatchRebalanceSampler is not None and isinstance(sampler, BatchRebalanceSampler):
+                sampler.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return sampler
+
+    return SeededSFTTrainer
 
 
 def use_rich_progress(trainer: Any, *, enabled: bool = True, description: str = "train") -> None:

@@ -52,13 +52,13 @@ def demo_recipe(quick: bool, overrides: list[str], closed_loop: bool = False) ->
 @user_errors
 def demo_cmd(
     ctx: typer.Context,
-    quick: bool = typer.Option(False, "--quick", help="The smaller demo (about 2 minutes on 2 cores; indicative only)."),
+    quick: bool = typer.Option(False, "--quick", help="The smaller demo (1 to 2 minutes on 2 cores; indicative only)."),
     run_dir: Path | None = typer.Option(None, "--run-dir", "-o", help="Run folder (default: runs/demo or runs/demo-quick)."),
     from_stage: str | None = typer.Option(None, "--from", help=f"Rerun from this stage on: {', '.join(STAGES)}."),
     set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Arm runs at once (default: the recipe's)."),
     closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
-                                     "rounds, re-profiled in between; about 3 more minutes). docs/closed_loop.md."),
+                                     "rounds, re-profiled in between; 2 to 3 more minutes). docs/closed_loop.md."),
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
     uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
