@@ -44,7 +44,8 @@ def test_the_test_script_runs_both_suites_and_fails_when_either_fails(tmp_path):
     stand_in(tmp_path / "scripts" / "test-real-engines", "ENGINES_RC", "real engines:")
 
     def run(*args: str, **rcs: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **rcs}
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SKILLDISTILL_TEST_MIN_GIB": "0",
+               **rcs}
         return subprocess.run([str(tmp_path / "scripts" / "test"), *args], capture_output=True, text=True, env=env,
                               timeout=60)
 
@@ -54,6 +55,8 @@ def test_the_test_script_runs_both_suites_and_fails_when_either_fails(tmp_path):
     assert run(MAIN_RC="1").returncode != 0
     failed = run(ENGINES_RC="3")
     assert failed.returncode != 0 and "real-engine tests exit 3" in failed.stderr
+    short = run(SKILLDISTILL_TEST_MIN_GIB="100000")  # too little memory for both at once
+    assert short.returncode == 0 and "one after the other" in short.stderr and "real engines:" in short.stdout
     serial = run("--serial", ENGINES_RC="3")
     assert serial.returncode != 0 and "main suite: -m pytest -q" in serial.stdout and "real engines:" in serial.stdout
 

@@ -20,6 +20,13 @@ A child module implements ``main()`` with :func:`child_channel`::
         while (msg := conn.recv()) is not None: conn.send(handle(msg))
 
 A dead child shows as :class:`WorkerDied` (with its exit code) on the next receive.
+
+``Worker.start(..., own_group=True)`` makes the child the leader of its own process group,
+for children that start processes of their own (a vLLM engine starts its engine core and,
+on the CPU build, a worker process): closing or reaping the worker then ends the whole
+group, so nothing the child started outlives it, even when the child itself was killed
+(kill -9, the OOM killer), which would otherwise leave its processes running with their
+memory (GPU memory, on a GPU).
 """
 
 from __future__ import annotations
@@ -48,19 +55,21 @@ class WorkerDied(RuntimeError):
 class Worker:
     """One ``python -m module`` child with a message channel (see the module docstring)."""
 
-    def __init__(self, proc: subprocess.Popen, name: str) -> None:
+    def __init__(self, proc: subprocess.Popen, name: str, own_group: bool = False) -> None:
         self.proc = proc
         self.name = name
+        self.own_group = own_group
         assert proc.stdin is not None and proc.stdout is not None
         self._out = Connection(os.dup(proc.stdin.fileno()), readable=False)
         self._in = Connection(os.dup(proc.stdout.fileno()), writable=False)
         proc.stdin.close()
         proc.stdout.close()
         # Never leave a child behind, even when the owner forgets close().
-        self._finalizer = weakref.finalize(self, _reap, proc, self._out, self._in)
+        self._finalizer = weakref.finalize(self, _reap, proc, own_group, self._out, self._in)
 
     @classmethod
-    def start(cls, module: str, *args: str, env: Mapping[str, str] | None = None, name: str | None = None) -> Worker:
+    def start(cls, module: str, *args: str, env: Mapping[str, str] | None = None, name: str | None = None,
+              own_group: bool = False) -> Worker:
         child_env = dict(os.environ)
         child_env.update(env or {})
         # The child must import this same package (an editable checkout or a src layout
@@ -68,9 +77,9 @@ class Worker:
         child_env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, child_env.get("PYTHONPATH", "")] if p)
         proc = subprocess.Popen(
             [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=child_env, close_fds=True,
+            env=child_env, close_fds=True, start_new_session=own_group,
         )
-        return cls(proc, name or f"{module}[{proc.pid}]")
+        return cls(proc, name or f"{module}[{proc.pid}]", own_group)
 
     # -- messages ---------------------------------------------------------------------
     def send(self, obj: Any) -> None:
@@ -124,7 +133,7 @@ class Worker:
         self._finalizer()
 
 
-def _reap(proc: subprocess.Popen, *conns: Connection) -> None:
+def _reap(proc: subprocess.Popen, own_group: bool, *conns: Connection) -> None:
     for c in conns:
         try:
             c.close()
@@ -137,6 +146,18 @@ def _reap(proc: subprocess.Popen, *conns: Connection) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+    if own_group:  # what the child started, still running without it
+        kill_group(proc.pid)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in process group ``pgid`` (none left: nothing to do)."""
+    import signal
+
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def child_channel() -> Connection:
@@ -162,6 +183,8 @@ def _exit_with_parent(interval_s: float = 1.0) -> None:
         while True:
             time.sleep(interval_s)
             if os.getppid() != parent:  # re-parented: the parent is gone
+                if os.getpgid(0) == os.getpid():  # own group (own_group=True): take what we started along
+                    kill_group(os.getpid())
                 os._exit(70)
 
     threading.Thread(target=watch, name="skilldistill-parent-watch", daemon=True).start()
@@ -208,4 +231,4 @@ def wait_ready(worker: Worker, timeout: float, what: str = "start") -> Any:
             raise WorkerDied(worker.name, worker.proc.returncode)
 
 
-__all__ = ["Worker", "WorkerDied", "child_channel", "wait_any", "wait_ready"]
+__all__ = ["Worker", "WorkerDied", "child_channel", "kill_group", "wait_any", "wait_ready"]

@@ -49,7 +49,7 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return dequantize_to_folder(folder, gguf, tmp_path_factory.mktemp("smollm2") / "model")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def two_servers(smollm2_dir, tmp_path_factory):
     """Two ``vllm serve`` servers of SmolLM2 on 127.0.0.1 (started together, always stopped)."""
     from skilldistill.llm.vllm_server import CPU_ARGS, VLLMServer

@@ -24,8 +24,10 @@ pytestmark = [pytest.mark.real_engine, pytest.mark.slow]
 ENGINE_FLAGS = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--kv-cache-gb", "1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def engine(demo_student):
+    """One engine for the tests of :class:`TestOneEngine` (closed after them: each engine holds
+    about 2.5 GB here, beside the main suite)."""
     b = VLLMBackend(engine_config(demo_student))
     yield b
     b.close()
@@ -42,44 +44,47 @@ def _gen(demo_student, **kw) -> GenerationConfig:
                             top_p=1.0, max_new_tokens=kw.pop("max_new_tokens", 32), **kw)
 
 
-def test_seeded_samples_are_distinct_reproducible_and_never_repeat_when_grown(engine, demo_student, tmp_path):
-    items = _items(12)
-    # The packaged student is sure of its arithmetic: at T=1 its 4 samples of an easy problem
-    # often coincide whatever the seeds, so T=2 lets the check see 4 different draws. A reused
-    # seed is what the grown run below catches (samples 2-3 would repeat samples 0-1).
-    gen = _gen(demo_student, n=4, seed=3, temperature=2.0)
-    first = run_generation(items, tmp_path / "a", gen, backend=engine, show_progress=False).to_pylist()
-    again = run_generation(items, tmp_path / "b", gen, backend=engine, show_progress=False).to_pylist()
-    assert [r["response"] for r in first] == [r["response"] for r in again]  # same seed: same samples
-    by_item: dict[str, list[str]] = {}
-    for r in first:
-        by_item.setdefault(r["id"], []).append(r["response"])
-    distinct = sum(len(set(v)) == 4 for v in by_item.values())
-    assert distinct >= 10, by_item  # 4 samples of an item are 4 different draws
-    assert len({r["sample_seed"] for r in first}) == 48  # one seed per (item, sample)
+class TestOneEngine:
+    """`LLM.chat` through the backend, on one engine."""
 
-    # grow from 2 to 4 samples in one folder: samples 0-1 kept, 2-3 new and equal to the n=4 run's
-    grown = tmp_path / "c"
-    run_generation(items, grown, _gen(demo_student, n=2, seed=3, temperature=2.0), backend=engine, show_progress=False)
-    rows = run_generation(items, grown, gen, backend=engine, show_progress=False).to_pylist()
-    assert [r["response"] for r in rows] == [r["response"] for r in first]
+    def test_seeded_samples_are_distinct_reproducible_and_never_repeat_when_grown(self, engine, demo_student, tmp_path):
+        items = _items(12)
+        # The packaged student is sure of its arithmetic: at T=1 its 4 samples of an easy problem
+        # often coincide whatever the seeds, so T=2 lets the check see 4 different draws. A reused
+        # seed is what the grown run below catches (samples 2-3 would repeat samples 0-1).
+        gen = _gen(demo_student, n=4, seed=3, temperature=2.0)
+        first = run_generation(items, tmp_path / "a", gen, backend=engine, show_progress=False).to_pylist()
+        again = run_generation(items, tmp_path / "b", gen, backend=engine, show_progress=False).to_pylist()
+        assert [r["response"] for r in first] == [r["response"] for r in again]  # same seed: same samples
+        by_item: dict[str, list[str]] = {}
+        for r in first:
+            by_item.setdefault(r["id"], []).append(r["response"])
+        distinct = sum(len(set(v)) == 4 for v in by_item.values())
+        assert distinct >= 10, by_item  # 4 samples of an item are 4 different draws
+        assert len({r["sample_seed"] for r in first}) == 48  # one seed per (item, sample)
 
-
-def test_truncation_is_seen_and_recorded(engine, demo_student, tmp_path):
-    rows = run_generation(_items(8), tmp_path, _gen(demo_student, n=1, seed=0, max_new_tokens=3), backend=engine,
-                          show_progress=False).to_pylist()
-    assert {r["finish_reason"] for r in rows} == {"length"}
-    assert all(r["completion_tokens"] == 3 for r in rows)
-    table = pq.read_table(tmp_path / "generations.parquet")
-    assert set(table.column("finish_reason").to_pylist()) == {"length"}
+        # grow from 2 to 4 samples in one folder: samples 0-1 kept, 2-3 new and equal to the n=4 run's
+        grown = tmp_path / "c"
+        run_generation(items, grown, _gen(demo_student, n=2, seed=3, temperature=2.0), backend=engine, show_progress=False)
+        rows = run_generation(items, grown, gen, backend=engine, show_progress=False).to_pylist()
+        assert [r["response"] for r in rows] == [r["response"] for r in first]
 
 
-def test_chat_template_kwargs_reach_the_template(engine):
-    conv = [[{"role": "user", "content": "What is 2 + 3?"}]]
-    on = engine.chat(conv, SamplingParams(temperature=0, max_tokens=4, chat_template_kwargs={"enable_thinking": True}))
-    off = engine.chat(conv, SamplingParams(temperature=0, max_tokens=4, chat_template_kwargs={"enable_thinking": False}))
-    # enable_thinking=False writes an empty think block into the prompt
-    assert off[0][0].prompt_tokens > on[0][0].prompt_tokens
+    def test_truncation_is_seen_and_recorded(self, engine, demo_student, tmp_path):
+        rows = run_generation(_items(8), tmp_path, _gen(demo_student, n=1, seed=0, max_new_tokens=3), backend=engine,
+                              show_progress=False).to_pylist()
+        assert {r["finish_reason"] for r in rows} == {"length"}
+        assert all(r["completion_tokens"] == 3 for r in rows)
+        table = pq.read_table(tmp_path / "generations.parquet")
+        assert set(table.column("finish_reason").to_pylist()) == {"length"}
+
+
+    def test_chat_template_kwargs_reach_the_template(self, engine):
+        conv = [[{"role": "user", "content": "What is 2 + 3?"}]]
+        on = engine.chat(conv, SamplingParams(temperature=0, max_tokens=4, chat_template_kwargs={"enable_thinking": True}))
+        off = engine.chat(conv, SamplingParams(temperature=0, max_tokens=4, chat_template_kwargs={"enable_thinking": False}))
+        # enable_thinking=False writes an empty think block into the prompt
+        assert off[0][0].prompt_tokens > on[0][0].prompt_tokens
 
 
 def test_two_engines_share_the_work_keep_input_order_and_one_killed_stops_both(demo_student):
@@ -107,8 +112,24 @@ def test_two_engines_share_the_work_keep_input_order_and_one_killed_stops_both(d
         for p in procs:
             p.wait(timeout=120)  # the other engine was stopped too
         assert all(p.poll() is not None for p in procs)
+        # and nothing vLLM started survives either engine, the killed one included (its
+        # engine core and CPU worker would otherwise keep running without it, memory and all)
+        deadline = time.time() + 60
+        while any(_group_alive(p.pid) for p in procs) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not any(_group_alive(p.pid) for p in procs)
     finally:
         b.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _pool(tmp_path, n: int = 32):
@@ -147,51 +168,54 @@ def test_profile_and_evaluate_cli_on_vllm(demo_student, tmp_path):
     assert len(samples) == 64 and all(s["skills"] for s in samples)
 
 
-def test_openai_backend_against_two_vllm_servers(two_servers, tmp_path):
-    from skilldistill.demo.generator import generate_corpus, write_corpus
+class TestTwoServers:
+    """Two `vllm serve` servers (stopped after these tests)."""
 
-    urls = [a for s in two_servers for a in ("--base-url", s.url)]
-    corpus = tmp_path / "corpus.parquet"
-    write_corpus(generate_corpus(16, seed=2), corpus)
-    r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "openai",
-                "--model", "smollm2", *urls, "--max-tokens", "64")
-    assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
-    assert summary["items"] == 16 and summary["calls_this_run"] >= 16
-    served = [_requests(s) for s in two_servers]
-    assert all(n > 0 for n in served), served  # both servers got requests
+    def test_openai_backend_against_two_vllm_servers(self, two_servers, tmp_path):
+        from skilldistill.demo.generator import generate_corpus, write_corpus
 
-    pool = _pool(tmp_path, 12)
-    r = run_cli("profile", str(pool), "-o", str(tmp_path / "profile"), "--model", "smollm2", "--backend", "openai",
-                *urls, "--max-new-tokens", "48", "--n", "2", "--tree", "demo")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "profile" / "skill_profile.json").read_text())["counts"]["samples"] == 24
-    eval_file = tmp_path / "bench.jsonl"
-    eval_file.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
-                                 for i in range(6)))
-    r = run_cli("evaluate", "--model", "smollm2", "--backend", "openai", *urls, "--out", str(tmp_path / "eval"),
-                "--benchmarks", "tiny", "--file", f"tiny={eval_file}", "--n", "tiny=2", "--max-new-tokens", "48")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["tiny"]["n_samples"] == 2
+        urls = [a for s in two_servers for a in ("--base-url", s.url)]
+        corpus = tmp_path / "corpus.parquet"
+        write_corpus(generate_corpus(16, seed=2), corpus)
+        r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "openai",
+                    "--model", "smollm2", *urls, "--max-tokens", "64")
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
+        assert summary["items"] == 16 and summary["calls_this_run"] >= 16
+        served = [_requests(s) for s in two_servers]
+        assert all(n > 0 for n in served), served  # both servers got requests
+
+        pool = _pool(tmp_path, 12)
+        r = run_cli("profile", str(pool), "-o", str(tmp_path / "profile"), "--model", "smollm2", "--backend", "openai",
+                    *urls, "--max-new-tokens", "48", "--n", "2", "--tree", "demo")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads((tmp_path / "profile" / "skill_profile.json").read_text())["counts"]["samples"] == 24
+        eval_file = tmp_path / "bench.jsonl"
+        eval_file.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                                     for i in range(6)))
+        r = run_cli("evaluate", "--model", "smollm2", "--backend", "openai", *urls, "--out", str(tmp_path / "eval"),
+                    "--benchmarks", "tiny", "--file", f"tiny={eval_file}", "--n", "tiny=2", "--max-new-tokens", "48")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["tiny"]["n_samples"] == 2
 
 
-def test_distilled_attribution_against_vllm_serve(two_servers, tmp_path):
-    """The distilled backend end to end with vLLM as its LLM: the sample's walk, the
-    classifiers, the fall-backs, through `vllm serve`."""
-    from skilldistill.demo.generator import generate_corpus, write_corpus
+    def test_distilled_attribution_against_vllm_serve(self, two_servers, tmp_path):
+        """The distilled backend end to end with vLLM as its LLM: the sample's walk, the
+        classifiers, the fall-backs, through `vllm serve`."""
+        from skilldistill.demo.generator import generate_corpus, write_corpus
 
-    urls = [a for s in two_servers for a in ("--base-url", s.url)]
-    corpus = tmp_path / "corpus.parquet"
-    write_corpus(generate_corpus(40, seed=6), corpus)
-    r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "distilled",
-                "--llm-backend", "openai", "--model", "smollm2", *urls, "--max-tokens", "48", "--sample-size", "24",
-                "--holdout-fraction", "0.25", "--min-examples", "4", "--strata", "4")
-    assert r.returncode == 0, r.stderr[-3000:]
-    summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
-    d = summary["distilled"]
-    assert summary["items"] == 40 and d["sample"]["items"] == 24 and d["decisions"]["items"] == 16
-    assert d["llm_calls"]["sample"] >= 24 and summary["calls_this_run"] == d["llm_calls"]["total"]
-    assert (tmp_path / "annotate" / "classifiers.json").exists()
+        urls = [a for s in two_servers for a in ("--base-url", s.url)]
+        corpus = tmp_path / "corpus.parquet"
+        write_corpus(generate_corpus(40, seed=6), corpus)
+        r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "distilled",
+                    "--llm-backend", "openai", "--model", "smollm2", *urls, "--max-tokens", "48", "--sample-size", "24",
+                    "--holdout-fraction", "0.25", "--min-examples", "4", "--strata", "4")
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
+        d = summary["distilled"]
+        assert summary["items"] == 40 and d["sample"]["items"] == 24 and d["decisions"]["items"] == 16
+        assert d["llm_calls"]["sample"] >= 24 and summary["calls_this_run"] == d["llm_calls"]["total"]
+        assert (tmp_path / "annotate" / "classifiers.json").exists()
 
 
 def _requests(server) -> float:
@@ -222,8 +246,6 @@ def test_run_a_recipe_with_vllm_for_profiling_and_evaluation(tmp_path):
         backends = set(pq.read_table(tmp_path / "run" / key / "generations.parquet").column("backend").to_pylist())
         assert backends == {"vllm"}, key
     assert (tmp_path / "run" / "report" / "report.html").exists()
-
-
 
 
 def test_annotate_with_the_in_process_vllm_backend(smollm2_dir, tmp_path):

@@ -173,7 +173,8 @@ class VLLMBackend:
         kwargs = llm_kwargs(self.cfg, cpu=self.cpu)
         try:
             for rank, env in enumerate(self._placements()):
-                w = Worker.start(ENGINE_MODULE, env=env, name=f"vllm-engine-{rank}")
+                # own_group: vLLM's engine core and worker die with the engine, even a killed one
+                w = Worker.start(ENGINE_MODULE, env=env, name=f"vllm-engine-{rank}", own_group=True)
                 self.engines.append(w)
                 w.send(("init", kwargs))
             for rank, w in enumerate(self.engines):
