@@ -22,6 +22,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 def _init(threads: int | None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -139,9 +141,6 @@ class ArmPool:
         # elsewhere) or never used (everything was up to date) is stopped at once.
         for k, w in enumerate(self.workers):
             w.close(timeout=10 if k in self.used and k not in self.busy else 0)
-
-
-log = logging.getLogger(__name__)
 
 
 def main() -> None:

@@ -218,7 +218,7 @@ class Pipeline:
                                  lambda clean: self._annotate(tree, clean))
             fp_profile = self.step("profile", "profile", self._profile_config().model_dump(mode="json"),
                                    [fp_annot, fp_student], lambda clean: self._profile(tree, clean))
-            if r.evaluate.base and pool is None:
+            if r.evaluate.base and pool is None:  # serially: after profile, where `skilldistill plan` lists it
                 self._evaluate_base(fp_student, fp_demo, eval_cfg)
 
             fps = [fp_annot, fp_profile, fp_student, fp_demo]

@@ -58,7 +58,6 @@ class Worker:
     def __init__(self, proc: subprocess.Popen, name: str, own_group: bool = False) -> None:
         self.proc = proc
         self.name = name
-        self.own_group = own_group
         assert proc.stdin is not None and proc.stdout is not None
         self._out = Connection(os.dup(proc.stdin.fileno()), readable=False)
         self._in = Connection(os.dup(proc.stdout.fileno()), writable=False)
