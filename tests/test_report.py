@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from skilldistill.evaluate import SAMPLES_SCHEMA
-from skilldistill.report import build_report, stage_times, strip_backend_defaults
+from skilldistill.report import build_report, stage_times, strip_backend_defaults, verdict
 from skilldistill.stats import paired_bootstrap
 
 LEAVES = [["A", "a1"], ["A", "a2"], ["B", "b1"], ["B", "b2"]]
@@ -101,12 +101,24 @@ def test_deltas_carry_paired_bootstrap_intervals_and_a_verdict(run_dir):
     v = summary["verdict"]
     assert v["method"] == "skill-skillaware" and v["baseline"] == "random-plain"
     assert v["text"].startswith("skill-skillaware beats random-plain by +13.3 pp [")
+    assert "3 seeds)" in v["text"] and "one seed per arm" not in v["text"]
     md = (run_dir / "report" / "report.md").read_text()
     assert md.splitlines()[2].startswith("**Verdict:** skill-skillaware beats random-plain")
     # one benchmark: no "average" column
     header = next(line for line in md.splitlines() if line.startswith("| arm |"))
     assert "average" not in header and "demo_eval" in header
     assert "(+13.3 [" in md
+
+
+def test_a_single_seed_verdict_says_its_interval_leaves_out_seed_variation():
+    ci = {"delta": 0.039, "low": -0.008, "high": 0.094, "n_problems": 128, "n_seeds": 1}
+    bench = {"baseline": "random-plain", "benchmarks": ["demo_eval"],
+             "arms": {"skill-skillaware": {"average": {"ci": ci}}}}
+    text = verdict(bench, "skill-skillaware")["text"]
+    assert text.startswith("skill-skillaware does not differ significantly from random-plain: +3.9 pp [-0.8, +9.4] "
+                           "on demo_eval (95% paired-bootstrap interval over 128 problems)")
+    assert text.endswith("; one seed per arm, so the interval leaves out seed-to-seed variation: "
+                         "run more seeds to include it")
 
 
 def test_weak_leaves_come_from_the_world_when_it_knows_them(run_dir):

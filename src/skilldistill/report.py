@@ -396,6 +396,10 @@ def verdict(bench: dict[str, Any], method: str | None) -> dict[str, Any] | None:
     else:
         how = f"does not differ significantly from {baseline}: {interval}"
     text = (f"{method} {how} on {scope} (95% paired-bootstrap interval over {ci['n_problems']} problems{seeds})")
+    if ci["n_seeds"] == 1:
+        # One training run per arm: resampling problems says nothing about how much another
+        # seed's selection and training would move the arm (in the demo: several pp).
+        text += "; one seed per arm, so the interval leaves out seed-to-seed variation: run more seeds to include it"
     return {"text": text, "method": method, "baseline": baseline, "scope": scope, **ci}
 
 

@@ -65,7 +65,21 @@ def demo_cmd(
     if ctx.invoked_subcommand is not None:
         return
     _offline()
-    _run(demo_recipe(quick, set_, closed_loop), run_dir, from_stage, jobs)
+    recipe = demo_recipe(quick, set_, closed_loop)
+    _run(recipe, run_dir, from_stage, jobs)
+    if quick:
+        full = demo_recipe(False, [])
+        assert recipe.demo is not None and full.demo is not None
+        console.print(QUICK_CAVEAT.format(
+            arms=len(recipe.arms), seeds=len(recipe.seeds), per_leaf=recipe.demo.eval_per_leaf,
+            full_arms=len(full.arms), full_seeds=len(full.seeds), full_per_leaf=full.demo.eval_per_leaf),
+            highlight=False)
+
+
+QUICK_CAVEAT = ("[bold]Indicative only[/bold] (--quick): {arms} arms x {seeds} seed(s), {per_leaf} held-out problems "
+                "per leaf. Its interval is wide and leaves out seed-to-seed variation, so even its sign can differ "
+                "from the full demo's; `skilldistill demo` ({full_arms} arms x {full_seeds} seeds, {full_per_leaf} "
+                "held-out problems per leaf) gives the verdict.")
 
 
 @demo_app.command("build-student")
