@@ -156,7 +156,17 @@ TINY = [
 
 
 @pytest.mark.slow
-def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path):
+def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path, monkeypatch):
+    import skilldistill.arm_worker as arm_worker
+
+    pools: list[int] = []  # the worker processes each run started (jobs: 2 in demo-quick)
+
+    class CountedPool(arm_worker.ArmPool):
+        def __init__(self, jobs: int, **kw):
+            pools.append(jobs)
+            super().__init__(jobs, **kw)
+
+    monkeypatch.setattr(arm_worker, "ArmPool", CountedPool)
     recipe = load_recipe(REPO / "recipes" / "demo-quick.yaml", TINY)
     run_dir = tmp_path / "run"
     first = Pipeline(recipe, run_dir=run_dir, show_progress=False)
@@ -171,14 +181,17 @@ def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path):
     unreadable = [str(f.relative_to(run_dir)) for f in run_dir.rglob("*") if f.is_file() and (f.stat().st_mode & 0o044) != 0o044]
     assert unreadable == []  # every artifact 0644 like any file a user writes (atomic writes start 0600)
 
+    assert pools == [2]
     again = Pipeline(recipe, run_dir=run_dir, show_progress=False)
     again.run()
     assert again.ran == []  # everything up to date
+    assert pools == [2]  # and no worker was started for it
 
     changed = load_recipe(REPO / "recipes" / "demo-quick.yaml", [*TINY, "arms.1.select.budget=10"])
     third = Pipeline(changed, run_dir=run_dir, show_progress=False)
     third.run()
     assert set(third.ran) == {f"{s}/skill-skillaware/seed0" for s in ("select", "format", "train", "evaluate")}
+    assert pools == [2]  # one arm run to do: in this process
     import pyarrow.parquet as pq
 
     assert pq.read_table(run_dir / "select" / "skill-skillaware" / "seed0" / "selection.parquet").num_rows == 10
@@ -187,3 +200,4 @@ def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path):
     forced = Pipeline(changed, run_dir=run_dir, force_from="evaluate", show_progress=False)
     forced.run()
     assert set(forced.ran) == {"evaluate/base", "evaluate/random-plain/seed0", "evaluate/skill-skillaware/seed0"}
+    assert pools == [2, 2]  # --from evaluate: both arm runs to do, in workers

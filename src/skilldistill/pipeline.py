@@ -195,11 +195,12 @@ class Pipeline:
         # Workers start first: their imports overlap the stages below, and the base model's
         # evaluation, which needs only the base student, runs in one beside annotate/profile.
         pool = None
-        if r.jobs > 1 and len(runs) > 1 and not self.dry_run:
+        todo = self._arm_runs_to_do(runs) if r.jobs > 1 and len(runs) > 1 and not self.dry_run else []
+        if len(todo) > 1:
             from .arm_worker import ArmPool
 
-            jobs = min(r.jobs, len(runs))
-            self.console.print(f"[dim]{len(runs)} arm runs, {jobs} at a time in worker processes[/dim]")
+            jobs = min(r.jobs, len(todo))
+            self.console.print(f"[dim]{len(todo)} arm runs to do, {jobs} at a time in worker processes[/dim]")
             pool = ArmPool(jobs, threads=r.threads or _cores_per_job(jobs))
         try:
             demo_pool = None
@@ -247,6 +248,16 @@ class Pipeline:
         self.timings["report"] = round(time.time() - t0, 2)
         self.console.print(f"[green]✓ report[/green] [dim]{self.timings['report']:.1f}s[/dim]")
         return self.summary()
+
+    def _arm_runs_to_do(self, runs: list[tuple[ArmConfig, int]]) -> list[tuple[ArmConfig, int]]:
+        """The arm runs with a stage to run, from a dry run (a rerun of a finished run folder
+        then starts no worker processes: their start-up alone is about 10 s)."""
+        if not self.state["stages"]:
+            return runs
+        probe = Pipeline(self.recipe, run_dir=self.run_dir, force_from=self.force_from, console=self.console,
+                         show_progress=False, dry_run=True)
+        pending = ["/" + s["key"] + "/" for s in probe.plan() if s["status"] != "done"]
+        return [(arm, seed) for arm, seed in runs if any(f"/{arm.name}/seed{seed}/" in k for k in pending)]
 
     def _task(self, **fields: Any) -> dict[str, Any]:
         """A worker task's payload (the recipe is pickled as is: a JSON dump would mask inline API keys)."""
