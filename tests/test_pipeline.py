@@ -115,7 +115,7 @@ def test_demo_closed_loop_flag_adds_the_arm_and_its_comparison():
     assert loop.select.budget == 128  # the user's --set still applies
     # the four arms' stages keep their fingerprints: runs/demo gains the arm without retraining
     assert [a.model_dump() for a in loop.arms[:4]] == [a.model_dump() for a in plain.arms]
-    with pytest.raises(ConfigError, match="--closed-loop"):
+    with pytest.raises(ConfigError, match="--closed-loop runs with the full demo only: it compares"):
         demo_recipe(True, [], closed_loop=True)
 
 
