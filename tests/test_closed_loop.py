@@ -137,10 +137,12 @@ def _run(run_dir: Path, *, kill_when: str | None = None, timeout: float = 600) -
 
 
 def _stages(run_dir: Path) -> dict:
+    """The finished stages (a stage being run is recorded as {"running": ..., "clean": ...})."""
     try:
-        return json.loads((run_dir / "pipeline_state.json").read_text())["stages"]
+        stages = json.loads((run_dir / "pipeline_state.json").read_text())["stages"]
     except (OSError, ValueError, KeyError):
         return {}
+    return {k: v for k, v in stages.items() if "running" not in v}
 
 
 R = "rounds/closed-loop/seed0"

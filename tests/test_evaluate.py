@@ -136,6 +136,14 @@ def test_run_evaluate_end_to_end_and_resume(tmp_path, shared_data, tiny_chat_mod
     log = (out / "aime24" / "generations.jsonl").read_text()
     run_evaluate(out, cfg, gen, backend=tiny_transformers_backend, show_progress=False)  # resumes: nothing new
     assert (out / "aime24" / "generations.jsonl").read_text() == log
+    # fresh (the pipeline's clean rerun): the old samples are gone, the folder's lock file is
+    # kept (it is held while the folder is cleared), and every sample is generated again
+    (out / "aime24" / "generations.jsonl").write_text(log.replace('"response": "', '"response": "STALE '))
+    (out / "leftover.txt").write_text("from another run")
+    run_evaluate(out, cfg, gen, backend=tiny_transformers_backend, show_progress=False, fresh=True)
+    assert not (out / "leftover.txt").exists() and (out / ".skilldistill.lock").exists()
+    assert "STALE" not in (out / "aime24" / "generations.jsonl").read_text()
+    assert pq.read_table(out / "aime24" / "samples.parquet").num_rows == 4
 
 
 def test_a_truncated_sample_counts_wrong_even_with_a_correct_box(tmp_path, shared_data):

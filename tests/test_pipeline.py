@@ -146,6 +146,49 @@ def test_attribution_accuracy(tmp_path):
     assert acc["top_level_majority_rate"] == pytest.approx(3 / 4) and acc["top_level_random_rate"] == 0.5
 
 
+def test_a_stage_killed_before_its_clean_restart_wiped_still_restarts_clean(tmp_path):
+    """A stage rerun because its settings changed discards its old output (clean). If it dies
+    before doing so, the rerun must still discard it: generation logs are keyed by settings
+    a retrained model at the same path matches, so resuming would report the old model."""
+    pipe = Pipeline(load_recipe(REPO / "recipes" / "demo-quick.yaml"), run_dir=tmp_path)
+    calls: list[bool] = []
+
+    def finish(clean: bool) -> None:
+        calls.append(clean)
+        (tmp_path / "evaluate" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "evaluate" / "x" / "manifest.json").write_text("{}")
+
+    def die(clean: bool) -> None:
+        calls.append(clean)
+        raise KeyboardInterrupt  # killed before the wipe
+
+    step = lambda cfg, fn: pipe.step("evaluate/x", "evaluate", cfg, [], fn)  # noqa: E731
+    step({"lr": 1}, finish)
+    with pytest.raises(KeyboardInterrupt):
+        step({"lr": 2}, die)  # settings changed: a clean restart, interrupted
+    assert pipe.state["stages"]["evaluate/x"]["clean"] is True
+    planned = Pipeline(pipe.recipe, run_dir=tmp_path)
+    planned.dry_run = True
+    planned.step("evaluate/x", "evaluate", {"lr": 2}, [], finish)
+    assert planned.planned[0]["status"] == "to run"
+    assert planned.planned[0]["reason"] == "interrupted before it finished: restarts clean"
+    step({"lr": 2}, finish)
+    assert calls == [False, True, True]  # the rerun still starts clean
+    step({"lr": 2}, finish)
+    assert calls == [False, True, True]  # and is then up to date
+    # an interrupted attempt that resumed resumes again, unless the settings changed since
+    (tmp_path / "evaluate" / "x" / "manifest.json").unlink()  # done-marker gone: a resume
+    with pytest.raises(KeyboardInterrupt):
+        step({"lr": 2}, die)
+    assert calls[-1] is False and pipe.state["stages"]["evaluate/x"] == {
+        "running": pipe.state["stages"]["evaluate/x"]["running"], "clean": False}
+    fresh = Pipeline(pipe.recipe, run_dir=tmp_path)
+    fresh.step("evaluate/x", "evaluate", {"lr": 3}, [], finish)
+    assert calls[-1] is True
+    fresh.step("evaluate/x", "evaluate", {"lr": 3}, [], finish)
+    assert len(calls) == 5  # up to date
+
+
 TINY = [
     "demo.pool_size=60", "demo.eval_per_leaf=1",
     "demo.student.base_examples=48", "demo.student.epochs=1", "demo.student.hidden_size=32",

@@ -121,6 +121,86 @@ def test_a_single_seed_verdict_says_its_interval_leaves_out_seed_variation():
                          "run more seeds to include it")
 
 
+def _arm_runs(name: str, per_seed: list[dict[str, dict[str, int]]], chains=None):
+    """ArmRuns from ``[seed] -> benchmark -> problem id -> correct (0/1)``, one sample each."""
+    from skilldistill.report import ArmRuns
+
+    arm = ArmRuns(name)
+    for k, benches in enumerate(per_seed):
+        seed = f"seed{k}"
+        arm.seeds.append(seed)
+        arm.problems[seed] = {b: {pid: (float(c), 1, (chains or {}).get((b, pid), [])) for pid, c in probs.items()}
+                              for b, probs in benches.items()}
+        arm.results[seed] = {"benchmarks": {b: {"accuracy": sum(p.values()) / len(p)} for b, p in benches.items()}}
+    return arm
+
+
+def test_weak_problems_are_matched_within_their_benchmark():
+    from skilldistill.report import _problems_under, compare
+
+    # problem "1" of `annot` is under the weak leaf and does not change; an unrelated problem
+    # "1" of amc23 goes 0 -> 1: it must not count as a weak-leaf gain
+    chains = {("annot", "1"): [["A", "weak"]], ("annot", "2"): [["A", "other"]]}
+    base = _arm_runs("base", [{"annot": {"1": 0, "2": 1}, "amc23": {"1": 0, "3": 1}}], chains)
+    arm = _arm_runs("x", [{"annot": {"1": 0, "2": 1}, "amc23": {"1": 1, "3": 1}}], chains)
+    ids = _problems_under(base, {"A->weak"})
+    assert ids == {("annot", "1")}
+    ci = compare(arm, base, ["amc23", "annot"], only=ids)
+    assert set(ci) == {"annot", "average"} and ci["average"]["delta"] == 0.0
+
+
+def test_the_delta_and_verdict_cover_what_the_interval_compared():
+    from skilldistill.report import benchmark_table
+
+    # the baseline ran b1 only, the method b1 and b2: the interval (and so the delta and the
+    # verdict's scope) can only be about b1
+    rp = _arm_runs("random-plain", [{"b1": {str(i): int(i < 5) for i in range(10)}}])
+    m = _arm_runs("m", [{"b1": {str(i): int(i < 9) for i in range(10)}, "b2": {str(i): 0 for i in range(10)}}])
+    table = benchmark_table({"random-plain": rp, "m": m}, "random-plain")
+    cell = table["arms"]["m"]["average"]
+    assert cell["delta"] == pytest.approx(0.4) and cell["ci"]["low"] <= cell["delta"] <= cell["ci"]["high"]
+    assert cell["ci"]["benchmarks"] == ["b1"]
+    v = verdict(table, "m")
+    assert " on b1 (" in v["text"] and "2-benchmark" not in v["text"]
+
+
+def test_the_seed_caveat_names_the_arm_with_one_seed():
+    from skilldistill.report import benchmark_table
+
+    probs = [{"b": {str(i): int(i < 6 + k) for i in range(40)}} for k in range(3)]
+    rp = _arm_runs("random-plain", probs)
+    one = _arm_runs("m", [{"b": {str(i): int(i < 12) for i in range(40)}}])
+    text = verdict(benchmark_table({"random-plain": rp, "m": one}, "random-plain"), "m")["text"]
+    assert "1 seed(s) of m and 3 of random-plain" in text
+    assert text.endswith("; one seed of m, so the interval leaves out its seed-to-seed variation: "
+                         "run more seeds to include it")
+
+
+def test_per_skill_accuracy_pools_benchmarks_by_problems_within_a_seed():
+    from skilldistill.report import ArmRuns, per_skill_table
+
+    arm = ArmRuns("m", seeds=["seed0"])
+    arm.results["seed0"] = {"benchmarks": {
+        "b1": {"per_skill": {"A": {"n": 1, "accuracy": 1.0}}},
+        "b2": {"per_skill": {"A": {"n": 99, "accuracy": 0.0}}}}}
+    cell = per_skill_table({"m": arm})["A"]["m"]
+    assert cell["mean"] == pytest.approx(0.01) and cell["n_seeds"] == 1 and cell["std"] == 0.0
+
+
+def test_a_correlation_of_constant_emphasis_is_undefined_not_nan():
+    from skilldistill.report import _md_emphasis, emphasis_vs_gain
+
+    leaves = ["A->a1", "A->a2", "B->b1", "B->b2"]
+    dists = {"s": {leaf: 0.25 for leaf in leaves}, "r": {leaf: 0.25 for leaf in leaves}}  # emphasis 1 everywhere
+    skills = {leaf: {"s": {"mean": 0.1 * i}, "r": {"mean": 0.0}} for i, leaf in enumerate(leaves)}
+    recipe = {"arms": [{"name": "s", "select": {"strategy": "skill"}}, {"name": "r", "select": {"strategy": "random"}}]}
+    emph = emphasis_vs_gain({}, skills, dists, recipe)
+    corr = emph["pairs"]["s"]["correlation"]
+    assert corr["r"] is None and corr["low"] is None and corr["high"] is None
+    json.dumps(emph, allow_nan=False)  # summary.json stays valid JSON
+    assert "| s | r | 4 | undefined | (constant emphasis or gain) |" in "\n".join(_md_emphasis(emph))
+
+
 def test_weak_leaves_come_from_the_world_when_it_knows_them(run_dir):
     summary = build_report(run_dir, baseline="random-plain")
     weak = summary["weak_skill_gains"]
@@ -153,10 +233,20 @@ def test_emphasis_against_gain_pairs_skill_arm_with_random_arm(run_dir):
 def test_samples_needed_section(run_dir):
     summary = build_report(run_dir, baseline="random-plain", target_se=0.05)
     base = summary["n_needed"]["benchmarks"]["demo_eval"]["base"]
-    # base: 20 problems at 1 and 20 at 0: no sampling variance at all
-    assert base["samples_needed"] == 1 and base["sampling_se"] == 0
+    # one sample per problem at an unknown temperature: the variance cannot be estimated
+    assert base["samples_needed"] is None and base["sampling_se"] is None
     rp = summary["n_needed"]["benchmarks"]["demo_eval"]["random-plain"]
     assert rp["n_problems"] == 40 and rp["n_samples"] == 1
+    md = (run_dir / "report" / "report.md").read_text()
+    assert "| demo_eval | base | 40 | 1 | – | – |" in md and "one sample per problem" in md
+    # greedy decoding (as the demo evaluates): no sampling variance, one sample is enough
+    for res_file in (run_dir / "evaluate").rglob("results.json"):
+        doc = json.loads(res_file.read_text())
+        doc["benchmarks"]["demo_eval"]["decoding"] = {"temperature": 0.0}
+        res_file.write_text(json.dumps(doc))
+    greedy = build_report(run_dir, baseline="random-plain", target_se=0.05)["n_needed"]["benchmarks"]["demo_eval"]
+    assert greedy["base"]["samples_needed"] == 1 and greedy["base"]["sampling_se"] == 0.0
+    assert greedy["random-plain"]["note"] == "greedy decoding: no sampling variance"
 
 
 def test_files_are_world_readable_and_settings_are_collapsed_and_stripped(run_dir):

@@ -95,14 +95,24 @@ def test_misaligned_inputs_are_refused(bad):
 
 
 def test_samples_needed_for_a_target_standard_error():
-    # 30 problems all at p = 0.5: sampling variance sum p(1-p) / (n P^2) = 7.5 / (900 n);
-    # for SE 0.01, n = 7.5 / (900 * 1e-4) = 83.3 -> 84.
+    # 30 problems observed at p = 0.5 over 8 samples: each problem's per-sample variance,
+    # estimated without bias, is 8/7 * 0.25 = 2/7; their sum 60/7. Sampling variance of avg@n:
+    # (60/7) / (900 n); for SE 0.01, n = (60/7) / (900 * 1e-4) = 95.2 -> 96.
     out = samples_needed([0.5] * 30, n_samples=8, target_se=0.01)
-    assert out["samples_needed"] == 84
-    assert out["sampling_se"] == pytest.approx(math.sqrt(7.5 / (900 * 8)))
-    assert out["problem_se"] == 0.0
-    # problems the model always or never solves need no more samples
-    assert samples_needed([0.0, 1.0, 1.0], n_samples=1, target_se=0.01)["samples_needed"] == 1
+    assert out["samples_needed"] == 96
+    assert out["sampling_se"] == pytest.approx(math.sqrt((60 / 7) / (900 * 8)))
+    assert out["problem_se"] == 0.0 and out["note"] is None
+    # one row per seed: the variance is estimated per seed, then averaged (seed 2's problems
+    # at 0 and 1 have none), so the difference between the seeds is not sampling noise
+    two = samples_needed([[0.5] * 30, [0.0] * 15 + [1.0] * 15], n_samples=8, target_se=0.01)
+    assert two["samples_needed"] == math.ceil((30 / 7) / (900 * 1e-4))  # 47.6 -> 48
+    # one sample per problem: every p is 0 or 1, which says nothing about the variance
+    one = samples_needed([0.0, 1.0, 1.0], n_samples=1, target_se=0.01)
+    assert one["samples_needed"] is None and one["sampling_se"] is None
+    assert one["note"].startswith("one sample per problem")
+    # greedy decoding has no sampling variance: one sample is all there is to take
+    greedy = samples_needed([0.0, 1.0, 1.0], n_samples=1, target_se=0.01, greedy=True)
+    assert greedy["samples_needed"] == 1 and greedy["sampling_se"] == 0.0
 
 
 def test_bootstrap_correlation_of_a_perfect_line():

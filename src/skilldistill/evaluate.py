@@ -415,16 +415,28 @@ def run_evaluate(
     *,
     backend: ChatBackend | None = None,
     show_progress: bool = True,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``generation.backend.model`` on every configured benchmark.
 
     Writes ``out_dir/<benchmark>/{generations.jsonl, generations.parquet, samples.parquet,
     results.json}`` and ``out_dir/results.json`` (summary + all benchmarks). Generation
-    resumes from each benchmark's log, so a killed run repeats no finished sample.
+    resumes from each benchmark's log, so a killed run repeats no finished sample;
+    ``fresh`` first removes everything in ``out_dir`` (under its lock), so nothing is resumed.
     """
+    import shutil
+
     from .artifacts import FolderLock
 
     with FolderLock(out_dir, what="evaluate"):
+        if fresh:
+            for child in Path(out_dir).iterdir():
+                if child.name == FolderLock.NAME:
+                    continue  # the lock held right now: removing it would let a second process in
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         return _run_evaluate_unlocked(out_dir, config, generation, backend=backend, show_progress=show_progress)
 
 

@@ -9,8 +9,9 @@ select/<arm>/seed<k> -> format/... -> train/... -> evaluate/base, evaluate/<arm>
 hash of its config and of the fingerprints of the stages it reads), recorded in
 ``pipeline_state.json``; change a setting and that stage and everything downstream of
 it rerun, nothing else. A stage that crashed resumes from its own logs (annotation
-cache, generation log, training checkpoints). ``--from STAGE`` forces a rerun from that
-stage on.
+cache, generation log, training checkpoints), or starts clean again when the attempt that
+crashed was a clean restart (the state file records each attempt). ``--from STAGE``
+forces a rerun from that stage on.
 """
 
 from __future__ import annotations
@@ -82,11 +83,13 @@ class Pipeline:
         if not forced and prev.get("fingerprint") == fp and marker.exists():
             self.console.print(f"[dim]✓ {key}: up to date[/dim]")
             return fp
-        clean = forced or (bool(prev) and prev.get("fingerprint") != fp)
+        clean = forced or self._must_clean(prev, fp)
         self.console.print(f"[bold cyan]▶ {key}[/bold cyan]" + (" [dim](settings changed: rerun)[/dim]" if clean and not forced else ""))
         # Until it finishes, the stage is not done: the state file must not vouch for files
-        # it is about to rewrite (a kill mid-stage leaves no entry, so the rerun redoes it).
-        self._record(key, None)
+        # it is about to rewrite. It records the attempt instead, with whether it discards
+        # the old output, so a stage killed before its wipe still wipes when rerun (its logs
+        # are keyed by settings that a retrained model at the same path would match).
+        self._record(key, {"running": fp, "clean": clean})
         t0 = time.time()
         fn(clean)
         wall = round(time.time() - t0, 2)
@@ -98,12 +101,23 @@ class Pipeline:
         return fp
 
     @staticmethod
+    def _must_clean(prev: dict[str, Any], fp: str) -> bool:
+        """Whether a stage must discard its old output: it finished, or was last started,
+        with another fingerprint, or an interrupted attempt was itself a clean restart."""
+        if "running" in prev:
+            return bool(prev.get("clean")) or prev["running"] != fp
+        return bool(prev) and prev.get("fingerprint") != fp
+
+    @staticmethod
     def _status(prev: dict[str, Any], fp: str, config_hash: str, forced: bool, marker: Path) -> dict[str, str]:
         """What a run would do with a stage: done / to run / stale (and why)."""
         if forced:
             return {"status": "stale", "reason": "forced by --from"}
         if not prev:
             return {"status": "to run", "reason": "never finished"}
+        if "running" in prev:
+            how = "restarts clean" if Pipeline._must_clean(prev, fp) else "resumes"
+            return {"status": "to run", "reason": f"interrupted before it finished: {how}"}
         if prev.get("fingerprint") == fp:
             if marker.exists():
                 return {"status": "done", "reason": f"finished {prev.get('finished_at', '')}".strip()}
@@ -505,11 +519,8 @@ class Pipeline:
         out = self.p(key)
         for name in cfg.benchmarks:  # every input must load before anything is removed
             load_benchmark(name, data_dir=cfg.data_dir, path=cfg.files.get(name), limit=cfg.limit)
-        if clean and out.exists():
-            import shutil
-
-            shutil.rmtree(out)  # stale samples from other settings must not be resumed
-        run_evaluate(out, cfg, gen, show_progress=self.show_progress)
+        # fresh: stale samples from other settings must not be resumed (wiped under the folder's lock)
+        run_evaluate(out, cfg, gen, show_progress=self.show_progress, fresh=clean)
 
     def _report(self) -> None:
         from .report import build_report

@@ -284,9 +284,10 @@ def _benchmarks_of(res: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def problem_matrices(arm: ArmRuns, other: ArmRuns, benches: list[str], *,
-                     only: set[str] | None = None) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]]] | None:
+                     only: set[tuple[str, str]] | None = None) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]]] | None:
     """``[seed, problem]`` accuracy matrices of two arms on the problems both evaluated
-    (every seed of each arm), aligned by problem id; ``only`` restricts to those ids."""
+    (every seed of each arm), aligned by problem id; ``only`` restricts to those
+    ``(benchmark, problem id)`` pairs (ids are only unique within a benchmark)."""
     a_out: dict[str, list[list[float]]] = {}
     b_out: dict[str, list[list[float]]] = {}
     for bench in benches:
@@ -295,7 +296,7 @@ def problem_matrices(arm: ArmRuns, other: ArmRuns, benches: list[str], *,
             for seed in runs.seeds:
                 got = set(runs.problems.get(seed, {}).get(bench, {}))
                 ids = got if ids is None else ids & got
-        if not ids or (only is not None and not (ids := ids & only)):
+        if not ids or (only is not None and not (ids := ids & {pid for b, pid in only if b == bench})):
             continue
         order = sorted(ids)
         a_out[bench] = [[arm.problems[s][bench][p][0] for p in order] for s in arm.seeds]
@@ -303,7 +304,7 @@ def problem_matrices(arm: ArmRuns, other: ArmRuns, benches: list[str], *,
     return (a_out, b_out) if a_out else None
 
 
-def compare(arm: ArmRuns, baseline: ArmRuns, benches: list[str], *, only: set[str] | None = None,
+def compare(arm: ArmRuns, baseline: ArmRuns, benches: list[str], *, only: set[tuple[str, str]] | None = None,
             seed: int = 0) -> dict[str, Any] | None:
     """Per-benchmark and average paired-bootstrap intervals of ``arm - baseline``."""
     mats = problem_matrices(arm, baseline, benches, only=only)
@@ -311,13 +312,16 @@ def compare(arm: ArmRuns, baseline: ArmRuns, benches: list[str], *, only: set[st
         return None
     a, b = mats
     pair = arm.seeds == baseline.seeds and len(arm.seeds) > 1
+    # What was compared, for the verdict: the benchmarks both arms ran, each arm's seeds.
+    compared = {"n_seeds_arm": len(arm.seeds), "n_seeds_baseline": len(baseline.seeds)}
     out: dict[str, Any] = {}
     for bench in a:
-        out[bench] = paired_bootstrap({bench: a[bench]}, {bench: b[bench]}, seed=seed, pair_seeds=pair).as_dict()
+        out[bench] = paired_bootstrap({bench: a[bench]}, {bench: b[bench]}, seed=seed, pair_seeds=pair).as_dict() | compared
     if len(a) > 1:
-        out["average"] = paired_bootstrap(a, b, seed=seed, pair_seeds=pair).as_dict()
+        out["average"] = paired_bootstrap(a, b, seed=seed, pair_seeds=pair).as_dict() | compared
     elif a:
         out["average"] = dict(next(iter(out.values())))
+    out["average"]["benchmarks"] = sorted(a)
     return out
 
 
@@ -357,6 +361,9 @@ def benchmark_table(arms: dict[str, ArmRuns], baseline: str | None) -> dict[str,
                 cell["delta"] = None if base is None or cell["mean"] is None else cell["mean"] - base
                 if b in cis:
                     cell["ci"] = cis[b]
+                    # the interval's own point: the same problems and benchmarks as its bounds
+                    # (differs from the means' difference only when the arms ran different ones)
+                    cell["delta"] = cis[b]["delta"]
     return {"benchmarks": names, "arms": table, "baseline": baseline}
 
 
@@ -385,9 +392,13 @@ def verdict(bench: dict[str, Any], method: str | None) -> dict[str, Any] | None:
     ci = cell.get("ci")
     if not ci:
         return None
-    names = bench["benchmarks"]
+    names = ci.get("benchmarks") or bench["benchmarks"]  # the benchmarks both arms ran
     scope = f"the {len(names)}-benchmark average" if len(names) > 1 else f"{names[0]}"
-    seeds = f", {ci['n_seeds']} seeds" if ci["n_seeds"] > 1 else ""
+    k_arm, k_base = ci.get("n_seeds_arm", ci["n_seeds"]), ci.get("n_seeds_baseline", ci["n_seeds"])
+    if k_arm == k_base:
+        seeds = f", {k_arm} seeds" if k_arm > 1 else ""
+    else:
+        seeds = f", {k_arm} seed(s) of {method} and {k_base} of {baseline}"
     interval = f"{_pp(ci['delta'])} pp [{_pp(ci['low'])}, {_pp(ci['high'])}]"
     if ci["low"] > 0:
         how = f"beats {baseline} by {interval}"
@@ -396,10 +407,15 @@ def verdict(bench: dict[str, Any], method: str | None) -> dict[str, Any] | None:
     else:
         how = f"does not differ significantly from {baseline}: {interval}"
     text = (f"{method} {how} on {scope} (95% paired-bootstrap interval over {ci['n_problems']} problems{seeds})")
-    if ci["n_seeds"] == 1:
-        # One training run per arm: resampling problems says nothing about how much another
-        # seed's selection and training would move the arm (in the demo: several pp).
+    # One training run of an arm: resampling problems says nothing about how much another
+    # seed's selection and training would move it (in the demo: several pp). The base
+    # model is not trained: it has no seeds to vary.
+    single = [a for a, k in ((method, k_arm), (baseline, k_base)) if k == 1 and a != BASE]
+    if len(single) == 2:
         text += "; one seed per arm, so the interval leaves out seed-to-seed variation: run more seeds to include it"
+    elif single:
+        text += (f"; one seed of {single[0]}, so the interval leaves out its seed-to-seed variation: "
+                 "run more seeds to include it")
     return {"text": text, "method": method, "baseline": baseline, "scope": scope, **ci}
 
 
@@ -409,10 +425,18 @@ def per_skill_table(arms: dict[str, ArmRuns]) -> dict[str, dict[str, dict[str, A
     for arm in arms.values():
         per: dict[str, list[float]] = {}
         for res in arm.results.values():
+            # one value per seed: the skill's problems pooled over the benchmarks (weighted by
+            # each benchmark's count under it), so the spread is over seeds, not benchmarks
+            pooled: dict[str, list[float]] = {}
             for r in _benchmarks_of(res).values():
                 for chain, v in (r.get("per_skill") or {}).items():
                     if v.get("accuracy") is not None:
-                        per.setdefault(chain, []).append(v["accuracy"])
+                        n = v.get("n") or 1
+                        acc = pooled.setdefault(chain, [0.0, 0.0])
+                        acc[0] += v["accuracy"] * n
+                        acc[1] += n
+            for chain, (correct, n) in pooled.items():
+                per.setdefault(chain, []).append(correct / n)
         for chain, vals in per.items():
             m, sd = _mean_std(vals)
             out.setdefault(chain, {})[arm.name] = {"mean": m, "std": sd, "n_seeds": len(vals)}
@@ -446,13 +470,14 @@ def weak_leaf_set(skills: dict[str, dict[str, dict[str, Any]]], profile: dict[st
     return weak, {n["chain"] for n in nodes[cut:]}, f"the {len(weak)} leaves with the lowest profiled accuracy"
 
 
-def _problems_under(arm: ArmRuns, leaves: set[str]) -> set[str]:
-    ids: set[str] = set()
+def _problems_under(arm: ArmRuns, leaves: set[str]) -> set[tuple[str, str]]:
+    """``(benchmark, problem id)`` of the problems with a chain under one of ``leaves``."""
+    ids: set[tuple[str, str]] = set()
     for per_bench in arm.problems.values():
-        for probs in per_bench.values():
+        for bench, probs in per_bench.items():
             for pid, (_, _, chains) in probs.items():
                 if any("->".join(c) in leaves for c in chains):
-                    ids.add(pid)
+                    ids.add((bench, pid))
     return ids
 
 
@@ -523,8 +548,10 @@ def emphasis_vs_gain(arms: dict[str, ArmRuns], skills: dict[str, dict[str, dict[
             points.append({"leaf": leaf, "emphasis": share_a / share_r, "gain": per[arm_name]["mean"] - per[partner]["mean"]})
         entry: dict[str, Any] = {"against": partner, "points": points}
         if len(points) >= 3:
-            entry["correlation"] = bootstrap_correlation([math.log2(p["emphasis"]) for p in points],
-                                                         [p["gain"] for p in points])
+            corr = bootstrap_correlation([math.log2(p["emphasis"]) for p in points], [p["gain"] for p in points])
+            # constant emphasis or gain: no correlation (None in summary.json, not NaN)
+            entry["correlation"] = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                    for k, v in corr.items()}
         out["pairs"][arm_name] = entry
     return out
 
@@ -535,17 +562,19 @@ def n_needed(arms: dict[str, ArmRuns], target_se: float = DEFAULT_TARGET_SE) -> 
     for name, arm in sorted(arms.items(), key=lambda kv: (kv[0] != BASE, kv[0])):
         benches = sorted({b for per in arm.problems.values() for b in per})
         for bench in benches:
-            per_problem: dict[str, list[float]] = {}
-            n_samples = []
-            for seed in arm.seeds:
-                for pid, (acc, n, _) in arm.problems.get(seed, {}).get(bench, {}).items():
-                    per_problem.setdefault(pid, []).append(acc)
-                    n_samples.append(n)
-            if not per_problem:
+            seeds = [s for s in arm.seeds if arm.problems.get(s, {}).get(bench)]
+            if not seeds:
                 continue
-            ps = [sum(v) / len(v) for v in per_problem.values()]
-            n = min(n_samples) if n_samples else 1
-            out["benchmarks"].setdefault(bench, {})[name] = samples_needed(ps, n, target_se)
+            # the problems every seed evaluated, one row of per-problem accuracies per seed
+            ids = sorted(set.intersection(*(set(arm.problems[s][bench]) for s in seeds)))
+            if not ids:
+                continue
+            rows = [[arm.problems[s][bench][pid][0] for pid in ids] for s in seeds]
+            n = min(arm.problems[s][bench][pid][1] for s in seeds for pid in ids)
+            temps = {((_benchmarks_of(arm.results.get(s, {})).get(bench) or {}).get("decoding") or {}).get("temperature")
+                     for s in seeds}
+            greedy = temps == {0.0} or temps == {0}
+            out["benchmarks"].setdefault(bench, {})[name] = samples_needed(rows, n, target_se, greedy=greedy)
     return out
 
 
@@ -561,7 +590,8 @@ def stage_times(state: dict[str, Any] | None) -> list[dict[str, Any]]:
         seed = int(parts[1][4:]) if len(parts) > 1 and parts[1].startswith("seed") and parts[1][4:].isdigit() else -1
         return (rank, arm != BASE, arm, seed)
 
-    return [{"stage": k, "wall_time_s": v.get("wall_time_s")} for k, v in sorted(stages.items(), key=lambda kv: order(kv[0]))]
+    done = {k: v for k, v in stages.items() if "running" not in v}  # not the ones being run or interrupted
+    return [{"stage": k, "wall_time_s": v.get("wall_time_s")} for k, v in sorted(done.items(), key=lambda kv: order(kv[0]))]
 
 
 # ----------------------------------------------------------------------------------
@@ -730,7 +760,7 @@ def plot_emphasis(emph: dict[str, Any], path: Path, *, weak: set[str] | None = N
         ys = [100 * p["gain"] for p in entry["points"]]
         corr = entry.get("correlation")
         label = f"{arm} vs {entry['against']}"
-        if corr:
+        if corr and all(corr[k] is not None for k in ("r", "low", "high")):
             label += f": r = {corr['r']:+.2f} [{corr['low']:+.2f}, {corr['high']:+.2f}]"
         ax.scatter(xs, ys, color=colors[arm], label=label, s=28, zorder=3)
         for p, x, y in zip(entry["points"], xs, ys, strict=True):
@@ -912,6 +942,10 @@ def _md_emphasis(emph: dict[str, Any]) -> list[str]:
              "| arm | against | leaves | r | 95% interval |", "|---|---|---|---|---|"]
     for arm, e in rows:
         c = e["correlation"]
+        if any(c[k] is None for k in ("r", "low", "high")):
+            # every leaf with the same emphasis (or the same gain): no correlation to speak of
+            lines.append(f"| {arm} | {e['against']} | {c['n']} | undefined | (constant emphasis or gain) |")
+            continue
         lines.append(f"| {arm} | {e['against']} | {c['n']} | {c['r']:+.2f} | [{c['low']:+.2f}, {c['high']:+.2f}] |")
     return lines + [""]
 
@@ -922,14 +956,22 @@ def _md_needed(needed: dict[str, Any]) -> list[str]:
     t = needed["target_se"]
     lines = ["## Samples needed", "",
              f"Samples per problem (avg@n) that bring the sampling standard error of a benchmark's accuracy to "
-             f"{100 * t:.1f} pp, from the observed per-problem accuracies (mean over seeds). The problem SE is the "
+             f"{100 * t:.1f} pp, from the observed per-problem accuracies (each problem's per-sample variance "
+             "estimated within each seed, n/(n-1) p(1-p), then averaged over seeds). The problem SE is the "
              "part no number of samples removes: which problems the benchmark happens to hold.", "",
              "| benchmark | arm | problems | samples now | sampling SE now (pp) | samples needed | problem SE (pp) |",
              "|---|---|---|---|---|---|---|"]
+    notes: dict[str, None] = {}
     for bench, per_arm in needed["benchmarks"].items():
         for arm, r in per_arm.items():
-            lines.append(f"| {bench} | {arm} | {r['n_problems']} | {r['n_samples']} | {100 * r['sampling_se']:.2f} | "
-                         f"{r['samples_needed']} | {100 * r['problem_se']:.2f} |")
+            se = "–" if r["sampling_se"] is None else f"{100 * r['sampling_se']:.2f}"
+            k = "–" if r["samples_needed"] is None else str(r["samples_needed"])
+            if r.get("note"):
+                notes[r["note"]] = None
+            lines.append(f"| {bench} | {arm} | {r['n_problems']} | {r['n_samples']} | {se} | {k} | "
+                         f"{100 * r['problem_se']:.2f} |")
+    if notes:
+        lines += ["", "Notes: " + "; ".join(notes) + "."]
     return lines + [""]
 
 

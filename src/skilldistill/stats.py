@@ -143,33 +143,41 @@ def paired_bootstrap(
     )
 
 
-def samples_needed(per_problem: Sequence[float], n_samples: int, target_se: float) -> dict:
+def samples_needed(per_problem: Sequence[float] | Sequence[Sequence[float]], n_samples: int, target_se: float,
+                   *, greedy: bool = False) -> dict:
     """Samples per problem so the *sampling* standard error of a benchmark's avg@n is at most
-    ``target_se`` (fraction), from the observed per-problem accuracies ``p_i``.
+    ``target_se`` (fraction), from the observed per-problem accuracies.
 
-    With the problems fixed, avg@n has sampling variance ``sum_i p_i (1 - p_i) / (n P^2)``;
-    the n that brings it to ``target_se**2`` is ``sum_i p_i (1 - p_i) / (P^2 target_se**2)``.
-    The problem set itself (which problems the benchmark happens to hold) adds variance no
-    number of samples removes: ``problem_se`` is the standard error of the mean over problems.
+    ``per_problem``: the accuracies ``p_i`` over each problem's ``n_samples`` samples, one row,
+    or one row per seed (``[seed][problem]``: the variance is estimated per seed, then averaged,
+    so differences between seeds do not count as sampling noise). With the problems fixed,
+    avg@n has sampling variance ``sum_i v_i / (n P^2)``, where ``v_i`` is problem i's
+    per-sample variance, estimated without bias as ``n / (n - 1) * p_i (1 - p_i)``: that needs
+    ``n >= 2``. With one sample per problem ``sampling_se`` and ``samples_needed`` are None
+    (every ``p_i`` is 0 or 1, which says nothing about the variance), unless decoding is
+    ``greedy``, which has no sampling variance at all. The n that brings the variance to
+    ``target_se**2`` is ``sum_i v_i / (P^2 target_se**2)``. The problem set itself (which
+    problems the benchmark happens to hold) adds variance no number of samples removes:
+    ``problem_se`` is the standard error of the mean over problems.
     """
-    p = np.asarray(per_problem, dtype=float)
-    if p.size == 0:
+    rows = np.atleast_2d(np.asarray(per_problem, dtype=float))
+    if rows.size == 0:
         raise ValueError("no problems")
     if target_se <= 0:
         raise ValueError("target_se must be positive")
-    n_problems = p.size
-    var_sum = float(np.sum(p * (1 - p)))
-    sampling_se = math.sqrt(var_sum / (max(n_samples, 1) * n_problems**2))
-    needed = math.ceil(var_sum / (n_problems**2 * target_se**2)) if var_sum > 0 else 1
+    n_problems = rows.shape[1]
+    p = rows.mean(axis=0)
     problem_se = float(np.std(p, ddof=1) / math.sqrt(n_problems)) if n_problems > 1 else 0.0
-    return {
-        "n_problems": n_problems,
-        "n_samples": n_samples,
-        "sampling_se": sampling_se,
-        "target_se": target_se,
-        "samples_needed": max(1, needed),
-        "problem_se": problem_se,
-    }
+    out = {"n_problems": n_problems, "n_samples": n_samples, "target_se": target_se, "problem_se": problem_se}
+    if greedy:
+        return {**out, "sampling_se": 0.0, "samples_needed": 1, "note": "greedy decoding: no sampling variance"}
+    if n_samples < 2:
+        return {**out, "sampling_se": None, "samples_needed": None,
+                "note": "one sample per problem: its sampling variance cannot be estimated (sample n >= 2)"}
+    var_sum = float(np.mean(np.sum(rows * (1 - rows), axis=1))) * n_samples / (n_samples - 1)
+    sampling_se = math.sqrt(var_sum / (n_samples * n_problems**2))
+    needed = math.ceil(var_sum / (n_problems**2 * target_se**2)) if var_sum > 0 else 1
+    return {**out, "sampling_se": sampling_se, "samples_needed": max(1, needed), "note": None}
 
 
 def bootstrap_correlation(x: Sequence[float], y: Sequence[float], *, replicates: int = DEFAULT_REPLICATES,

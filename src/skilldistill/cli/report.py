@@ -34,7 +34,13 @@ def report_cmd(
                       "problem SE (pp)", title=f"samples per problem for a sampling SE of {n_needed:g} pp")
         for bench, per_arm in summary["n_needed"]["benchmarks"].items():
             for arm, r in per_arm.items():
-                table.add_row(bench, arm, str(r["n_problems"]), str(r["n_samples"]), f"{100 * r['sampling_se']:.2f}",
-                              str(r["samples_needed"]), f"{100 * r['problem_se']:.2f}")
+                table.add_row(bench, arm, str(r["n_problems"]), str(r["n_samples"]),
+                              "–" if r["sampling_se"] is None else f"{100 * r['sampling_se']:.2f}",
+                              "–" if r["samples_needed"] is None else str(r["samples_needed"]),
+                              f"{100 * r['problem_se']:.2f}")
         console.print(table)
+        notes = dict.fromkeys(r["note"] for per_arm in summary["n_needed"]["benchmarks"].values()
+                              for r in per_arm.values() if r.get("note"))
+        for note in notes:
+            console.print(f"[dim]{note}[/dim]", highlight=False)
     console.print(f"wrote {out / 'report.md'} and {out / 'report.html'}")
