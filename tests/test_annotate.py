@@ -141,6 +141,82 @@ def test_match_names_exact_folded_fuzzy_and_unmatched():
     assert match_names(["Quad"], children) == ([], ["Quad"])  # too far for the threshold
 
 
+def test_a_fuzzy_match_must_be_clearly_the_closest_sibling():
+    # an answer naming no child, closest to one of two similar siblings, is no match
+    ab = [SkillNode("Algebra I"), SkillNode("Algebra II")]
+    assert match_names(["Algebra"], ab) == ([], ["Algebra"])
+    assert match_names(["Algebra III"], ab) == ([], ["Algebra III"])
+    solving = [SkillNode("Solving linear inequalities"), SkillNode("Solving quadratic equations")]
+    assert match_names(["Solving linear equations"], solving) == ([], ["Solving linear equations"])
+    # a typo of one name, far from the others, still matches it
+    children = [SkillNode("Linear equations"), SkillNode("Quadratic equations"), SkillNode("Inequalities")]
+    assert match_names(["Linear equatons"], children) == (["Linear equations"], [])
+
+
+def test_an_answer_cut_off_by_the_token_cap_is_not_read():
+    from skilldistill.annotate import _read_complete
+    from skilldistill.llm.base import Completion
+
+    rec: dict = {}
+    assert _read_complete(Completion('["Algebra", "Geometry"', finish_reason="length"), rec) is None
+    assert rec == {"finish_reason": "length"}
+    # reasoning that never ended: its list is no answer
+    assert parse_answer('<think>Options: ["Algebra", "Geometry"]. Geometry is clearly not') is None
+    assert parse_answer('<think>hmm</think>["Algebra"]') == ["Algebra"]
+
+
+def test_a_truncated_answer_is_repaired_not_taken(tmp_path, tree, corpus):
+    def cut_first(request):
+        if len(request["messages"]) == 1:  # the first ask: cut off at the cap
+            return Reply(content='Not only ["Algebra"]: on reflection also "Geom', finish_reason="length")
+        return Reply(content='["Counting"]')  # the repair
+
+    with OpenAIStub(responder=cut_first) as stub:
+        res = annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
+    rows = read_skills(res.skills_path)
+    assert all(r["skills"] == [["Counting"]] for r in rows)
+    records = AppendLog(tmp_path / "out" / "calls.jsonl").read()
+    pending = [r for r in records if r.get("status") == "pending_repair"]
+    final = [r for r in records if r.get("status") == "ok"]
+    assert pending and all(r["finish_reason"] == "length" for r in pending)  # the cut-off first answers
+    assert len(final) == len(pending) and all(r["calls"] == 2 for r in final)
+
+
+def test_changed_sampling_settings_ask_again_client_settings_do_not(tmp_path, tree, corpus):
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
+        first = stub.chat_calls
+        # concurrency and retries are how requests are sent: the cached decisions stand
+        llm = openai_cfg(stub.base_url).llm.model_copy(update={"max_concurrency": 3, "max_retries": 5})
+        annotate(corpus, tree, tmp_path / "out", AnnotateConfig(backend="openai", llm=llm), show_progress=False)
+        assert stub.chat_calls == first
+        # a new temperature or token cap decides answers: every decision is asked again
+        res = annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url, temperature=1.0, max_tokens=64),
+                       show_progress=False)
+        assert not res.skipped and stub.chat_calls == 2 * first
+        res = annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url, match_threshold=0.95),
+                       show_progress=False)
+        assert stub.chat_calls == 3 * first
+
+
+def test_a_kill_before_the_manifest_leaves_no_stale_certificate(tmp_path, tree, corpus, monkeypatch):
+    import skilldistill.annotate as annotate_mod
+
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
+
+        def killed(*a, **k):
+            raise KeyboardInterrupt  # after skills.parquet of the new settings, before their manifest
+
+        monkeypatch.setattr(annotate_mod, "write_manifest", killed)
+        with pytest.raises(KeyboardInterrupt):
+            annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url, temperature=1.0), show_progress=False)
+        monkeypatch.undo()
+        # the first settings again: their old manifest must not vouch for the other run's output
+        res = annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
+        assert not res.skipped and read_json(tmp_path / "out" / "manifest.json")["config"]["temperature"] == 0.3
+
+
 def test_match_names_on_evaltree_near_twins(shared_data):
     """EvalTree names end in "." and three sibling pairs differ only by it: an exact answer
     reaches its own sibling, not the twin (the old period-stripping lookup picked the twin)."""

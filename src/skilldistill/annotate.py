@@ -248,6 +248,8 @@ def parse_answer(text: str) -> list[str] | None:
     """
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
+    elif "<think>" in text:
+        return None  # reasoning that never ended: whatever list it holds was not the answer
     fenced = _FENCE.findall(text)
     candidates = [*fenced, text] if fenced else [text]
     for cand in candidates:
@@ -334,13 +336,27 @@ def match_names(names: Sequence[str], children: Sequence[SkillNode], threshold: 
                 last = name.rsplit(CHAIN_SEP, 1)[1]
                 hit = exact.get(last.strip()) or by_norm.get(_norm(_strip_name(last)))
             if hit is None:
-                close = rf_process.extractOne(folded, keys, scorer=fuzz.ratio, score_cutoff=threshold * 100)
-                hit = by_norm[close[0]] if close else None
+                hit = _fuzzy(folded, keys, by_norm, threshold)
         if hit is None:
             unmatched.append(_strip_name(name))
         elif hit not in matched:
             matched.append(hit)
     return matched, unmatched
+
+
+FUZZY_MARGIN = 10.0  # points of fuzz.ratio the best name must lead the next by
+
+
+def _fuzzy(folded: str, keys: list[str], by_norm: dict[str, str], threshold: float) -> str | None:
+    """The closest child name, when it is close enough and clearly closer than any other:
+    "Algebra" between "Algebra I" and "Algebra II", or "Solving linear equations" between
+    "Solving linear inequalities" and "Solving quadratic equations", is no match at all."""
+    best = rf_process.extract(folded, keys, scorer=fuzz.ratio, limit=2)
+    if not best or best[0][1] < threshold * 100:
+        return None
+    if len(best) > 1 and best[0][1] - best[1][1] < FUZZY_MARGIN:
+        return None
+    return by_norm[best[0][0]]
 
 
 def _strip_outer(s: str) -> str:
@@ -375,7 +391,13 @@ class ChatDecider:
         self.root_name = root_name
         self.params = cfg.sampling()
         self.model_id = backend.model
-        self.version = template.version
+        # Beyond the prompt, what decides an answer: the sampling settings, the matching rule,
+        # the root's name (the prompt names it) and what every request carries. They are in
+        # every decision's cache key, so changing one asks again instead of serving answers
+        # made under other settings (client-only settings, like concurrency, are not).
+        decides = {"sampling": self.params.as_dict(), "match_threshold": cfg.match_threshold, "root": root_name,
+                   "extra_body": (cfg.llm.extra_body if cfg.llm else {}) or {}}
+        self.version = f"{template.version}|decide={hash_obj(decides)[:12]}"
 
     def decide(self, questions: list[Question], on_decision: OnDecision, progress: Callable[[int], None]) -> None:
         fresh = [q for q in questions if q.pending is None]
@@ -390,7 +412,7 @@ class ChatDecider:
             q, c = fresh[j], comps[0]
             rec = {"answer": _stored(c.text), "calls": 1, "prompt_tokens": c.prompt_tokens,
                    "completion_tokens": c.completion_tokens}
-            names = parse_answer(c.text)
+            names = _read_complete(c, rec)
             if names is None and self.cfg.repair_retries > 0:
                 rec["status"] = PENDING_REPAIR
                 on_decision(q, rec)
@@ -432,7 +454,7 @@ class ChatDecider:
                     "prompt_tokens": _add(prev.get("prompt_tokens"), c.prompt_tokens),
                     "completion_tokens": _add(prev.get("completion_tokens"), c.completion_tokens),
                 }
-                names = parse_answer(c.text)
+                names = _read_complete(c, rec)
                 if names is None and not last:
                     rec["status"] = PENDING_REPAIR
                     on_decision(q, rec)
@@ -510,6 +532,15 @@ class EmbeddingDecider:
                 }
                 on_decision(q, rec)
             progress(len(chunk))
+
+
+def _read_complete(c: Completion, rec: dict[str, Any]) -> list[str] | None:
+    """The names of a complete answer; None (unreadable: repaired, else counted) when the
+    token cap cut it off: a list half written, or reasoning cut mid-sentence, is no answer."""
+    if c.finish_reason == "length":
+        rec["finish_reason"] = "length"
+        return None
+    return parse_answer(c.text)
 
 
 def _add(a: int | None, b: int | None) -> int | None:
@@ -636,6 +667,9 @@ def _annotate_unlocked(
 
     table = pq.read_table(corpus_path)
     ids, texts = _read_items(table, corpus_path, cfg.max_chars)
+    # From here on skills.parquet and summary.json change: the old manifest no longer
+    # certifies them (a kill between their writes and the new manifest must not leave it).
+    (out / "manifest.json").unlink(missing_ok=True)
 
     own_backend = None
     if cfg.backend == "embedding":
