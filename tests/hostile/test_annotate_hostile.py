@@ -82,6 +82,15 @@ def _cli(*args, timeout=120):
     (Reply(body=json.dumps({"id": "x", "object": "chat.completion", "choices": [
         {"index": i, "message": {"role": "assistant", "content": "[]"}, "finish_reason": "stop"} for i in range(2)]})),
      "returned 2 choices, asked for 1"),
+    # a reply of the right shape with fields of the wrong type: a clear line, not an AttributeError
+    (Reply(body=json.dumps({"id": "x", "object": "chat.completion", "choices": [None]})),
+     "a choice in the server's reply is not an object"),
+    (Reply(body=json.dumps({"id": "x", "object": "chat.completion", "usage": {"prompt_tokens": "12"}, "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "[]"}, "finish_reason": "stop"}]})),
+     "usage.prompt_tokens is not a whole number"),
+    (Reply(body=json.dumps({"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": ["Algebra"]}, "finish_reason": "stop"}]})),
+     "message has no text content"),
 ])
 def test_server_faults_end_in_one_clear_line_with_the_cache_kept(tmp_path, fault, needle):
     import re

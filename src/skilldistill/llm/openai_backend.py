@@ -438,7 +438,10 @@ class OpenAIBackend:
                 raise openai.APIConnectionError(message=f"Connection error: {e}",
                                                 request=self._httpx.Request("POST", self._routes[c][1])) from e
             raise
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise MalformedReply(f"the server answered with a body that is not JSON: {resp.text[:200]!r}") from e
 
     async def _post_fast(self, c: int, payload: dict[str, Any]) -> Any:
         """POST through client ``c``'s HTTP client with its headers; SDK-typed errors."""
@@ -472,21 +475,31 @@ class OpenAIBackend:
     def _completions(self, data: Any, n: int) -> list[Completion]:
         if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
             raise MalformedReply(f"the server's reply is not a chat completion (no 'choices' list): {str(data)[:200]}")
+        # Every field is checked for its type: a server's reply is untrusted input, and a bad
+        # one must be a MalformedReply (retried, then reported), never an AttributeError.
         usage = data.get("usage") or {}
-        prompt_tokens = usage.get("prompt_tokens")
-        completion_tokens = usage.get("completion_tokens")
+        if not isinstance(usage, dict):
+            raise MalformedReply(f"the server's 'usage' is not an object: {str(usage)[:200]}")
+        prompt_tokens = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
+        completion_tokens = _count(usage.get("completion_tokens"), "usage.completion_tokens")
         if prompt_tokens:
             self.stats["prompt_tokens"] += prompt_tokens
         if completion_tokens:
             self.stats["completion_tokens"] += completion_tokens
-        choices = sorted(data["choices"], key=lambda c: c.get("index") or 0)
+        if not all(isinstance(c, dict) for c in data["choices"]):
+            raise MalformedReply(f"a choice in the server's reply is not an object: {str(data['choices'])[:200]}")
+        choices = sorted(data["choices"], key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
         out = []
         for j, choice in enumerate(choices):
             msg = choice.get("message") or {}
+            content = msg.get("content") if isinstance(msg, dict) else None
+            if not isinstance(msg, dict) or not isinstance(content, str | None):
+                raise MalformedReply(f"a choice's message has no text content: {str(msg)[:200]}")
+            finish = choice.get("finish_reason")
             out.append(
                 Completion(
-                    text=msg.get("content") or "",
-                    finish_reason=choice.get("finish_reason"),
+                    text=content or "",
+                    finish_reason=finish if isinstance(finish, str) else None,
                     # Usage is per request: reported once, on the first completion, so
                     # sums over completions give the true totals.
                     prompt_tokens=prompt_tokens if j == 0 else None,
@@ -496,6 +509,14 @@ class OpenAIBackend:
         if len(out) != n:
             raise MalformedReply(f"the server returned {len(out)} choices, asked for {n}")
         return out
+
+
+def _count(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedReply(f"the server's {name} is not a whole number: {value!r}")
+    return value
 
 
 def _refused_item(e: BaseException) -> bool:
