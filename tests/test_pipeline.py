@@ -28,6 +28,7 @@ def test_shipped_recipes_validate(path):
 def test_paper_recipe_settings():
     r = load_recipe(REPO / "recipes" / "qwen3-4b-openmathreasoning.yaml")
     assert r.select.budget == 1000 and r.select.w_max == 1000 and r.select.temperature == 1.0
+    assert (r.select.accuracy, r.select.unprofiled_leaves) == ("raw", "exclude")  # the paper's rule exactly
     assert r.annotate.temperature == 0.3 and r.annotate.llm.model == "Qwen/Qwen2.5-32B-Instruct"
     assert r.profile.generation.temperature == 0.6 and r.profile.generation.max_new_tokens == 8192
     assert r.profile.generation.backend.model == "Qwen/Qwen3-4B"

@@ -179,6 +179,24 @@ def test_quota_shares_the_shortfall_of_dry_leaves():
     assert counts[0] == 3 and counts.sum() == 60 and abs(int(counts[1]) - int(counts[2])) <= 1
 
 
+def test_quota_goes_on_when_a_round_only_reaches_leaves_already_emptied_through_others():
+    # x = {0, 1}, y = {0, 1, 2}, z = {3..6}: y takes 0, 1, 2 in round 1 and x is then empty
+    # though never drawn from; the round that gives x the last unit takes nothing, and the
+    # draw used to stop there, 3 items into a budget of 4 with z still holding four
+    keys = [("A", "x"), ("A", "y"), ("A", "z")]
+    index = LeafIndex.from_pairs(np.array([0, 1, 0, 1, 2, 3, 4, 5, 6]), np.array([0, 0, 1, 1, 1, 2, 2, 2, 2]), keys, 7)
+    for seed in range(6):
+        draw = draw_quota(index, np.array([1.0, 1000.0, 1.0]), 4, np.random.default_rng(seed))
+        assert len(draw.items) == 4 and len(set(draw.items)) == 4 and draw.reason == "budget met"
+    # the length filter refusing a leaf's only item: the budget still comes from the others
+    index = LeafIndex.from_pairs(np.array([0, 1, 2, 3]), np.array([0, 1, 1, 1]), [("A", "x"), ("A", "y")], 4)
+    draw = draw_quota(index, np.array([1000.0, 1.0]), 2, np.random.default_rng(0), accept=lambda i: i != 0)
+    assert len(draw.items) == 2 and 0 not in draw.items
+    # zero-weight leaves cannot fill a quota: the draw ends instead of looping
+    draw = draw_quota(index, np.array([0.0, 0.0]), 2, np.random.default_rng(0))
+    assert draw.items == [] and draw.reason == "every leaf ran dry"
+
+
 # -- profile fallbacks ------------------------------------------------------------------
 def test_leaf_accuracy_fallbacks(tmp_path: Path):
     keys = [("A", "a1"), ("A", "a2"), ("B", "b1"), ("C", "c1")]

@@ -388,6 +388,9 @@ def test_explicit_fields_and_sft_overrides_win(tmp_path):
     assert args.model_init_kwargs == {"dtype": "float32", "attn_implementation": "sdpa"}
     with pytest.raises(ConfigError, match="not SFTConfig fields: no_such_field"):
         TrainConfig(model="m", bf16=False, sft_overrides={"no_such_field": 1}).sft_kwargs(tmp_path)
+    # TRL's max_length below train.max_length would cut examples the stage kept whole
+    with pytest.raises(ConfigError, match="max_length is train.max_length"):
+        TrainConfig(model="m", bf16=False, max_length=512, sft_overrides={"max_length": 128}).sft_kwargs(tmp_path)
     with pytest.raises(Exception, match="unknown preset"):
         TrainConfig(preset="nope")
     with pytest.raises(Exception, match="extra"):

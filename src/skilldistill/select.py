@@ -425,7 +425,7 @@ def draw_quota(
     order = np.lexsort((np.arange(index.n_leaves), sizes))
     need = budget
     while need > 0:
-        if not active.any():
+        if not (active & (p > 0)).any():  # zero-weight leaves get no quota: they cannot fill one
             draw.reason = "every leaf ran dry"
             break
         quotas = largest_remainder(np.where(active, p, 0.0), need)
@@ -443,10 +443,10 @@ def draw_quota(
                 draw.exhausted_leaves += 1
         if progress is not None:
             progress(got)
+        # A round that took nothing gave its whole quota to leaves that turned out dry (their
+        # items taken through other leaves, or refused by the length filter): they are
+        # inactive now, so the next round shares the quota among the leaves still holding items.
         need -= got
-        if got == 0:
-            draw.reason = "every leaf ran dry"
-            break
     return draw
 
 

@@ -299,6 +299,11 @@ class TrainConfig(BaseModel):
             raise ConfigError(f"sft_overrides: not SFTConfig fields: {', '.join(unknown)}")
         if "output_dir" in overrides:
             raise ConfigError("sft_overrides: output_dir is set by the stage (--out)")
+        if "max_length" in overrides:
+            # the stage drops over-long examples by train.max_length before TRL sees them; a
+            # smaller TRL max_length would cut the rest silently
+            raise ConfigError("sft_overrides: max_length is train.max_length (examples longer than it are dropped "
+                              "and counted, never cut): set train.max_length instead")
         if isinstance(overrides.get("model_init_kwargs"), dict):
             overrides["model_init_kwargs"] = {**init, **overrides["model_init_kwargs"]}
         kwargs.update(overrides)
