@@ -321,8 +321,16 @@ def test_malformed_answers_repair_unmatched_and_drop(tmp_path, tree, corpus):
     rows = [{"problem": f"ITEM {i} What is x if 2x = {2 * i}?", "solution": f"x = {i}", "type": "Algebra", "idx": i} for i in range(24)]
     path = write_corpus(rows, tmp_path / "c.parquet")
     with OpenAIStub(responder=responder) as stub:
-        res = annotate(path, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
+        # half the items stay unreadable: over the default max_failed_share, the stage fails
+        # with the counts, certifies nothing and keeps every decision
+        with pytest.raises(InputError, match=r"12 of 24 items have no complete attribution \(0 with a call the server "
+                                             r"refused, 12 with an answer that stayed unreadable"):
+            annotate(path, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
+        assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "skills.parquet").exists()
         calls = stub.chat_calls
+        # allowed by the config, the same decisions (from the cache) give the output
+        res = annotate(path, tree, tmp_path / "out", openai_cfg(stub.base_url, max_failed_share=0.5), show_progress=False)
+        assert stub.chat_calls == calls
     s = res.summary
     assert calls == 24 + 24 * 2  # root, then Algebra + one repair each
     assert s["calls_total"] == calls and s["repaired"] == 24
@@ -331,6 +339,9 @@ def test_malformed_answers_repair_unmatched_and_drop(tmp_path, tree, corpus):
     out = read_skills(res.skills_path)
     assert all(r["skills"] == [["Algebra", "Linear equations"]] for r in out[:12])
     assert all(r["skills"] == [] for r in out[12:])  # dropped branch: nothing recorded
+    # ... and said so: those items are not items without skills
+    assert [r["skills_status"] for r in out] == ["ok"] * 12 + ["unparseable"] * 12
+    assert s["items_incomplete"] == {"failed": 0, "unparseable": 12}
 
 
 class CrashAfter:
@@ -398,9 +409,26 @@ def test_crash_between_answer_and_repair_resumes_at_the_repair(tmp_path, tree, c
         backend.close()
         assert [r["status"] for r in AppendLog(tmp_path / "o" / "calls.jsonl").read()] == ["pending_repair"] * 24
         n = len(stub.requests)
-        annotate(corpus, tree, tmp_path / "o", openai_cfg(stub.base_url), show_progress=False)
+        res = annotate(corpus, tree, tmp_path / "o", openai_cfg(stub.base_url), show_progress=False)
         root_requests = [r["body"]["messages"] for r in stub.requests[n:] if node_of(r["body"]) == "Mathematics"]
+        second_run = len(stub.requests) - n
     assert len(root_requests) == 24 and all(len(m) == 3 for m in root_requests)  # only the repair turns
+    # the counts: this run's requests only, and every request of both runs in the total
+    assert res.summary["calls_this_run"] == second_run
+    assert res.summary["calls_total"] == len(stub.requests)
+
+
+def test_retried_decisions_keep_their_earlier_calls_in_the_total(tmp_path, tree, corpus):
+    with OpenAIStub(responder=lambda req: "no list here") as stub:
+        with pytest.raises(InputError):  # every answer unreadable: over max_failed_share
+            annotate(corpus, tree, tmp_path / "o", openai_cfg(stub.base_url), show_progress=False)
+        first = len(stub.requests)  # 24 root questions x (answer + repair)
+    with OpenAIStub(responder=pick_listed_skills) as stub:
+        res = annotate(corpus, tree, tmp_path / "o", openai_cfg(stub.base_url), show_progress=False, retry_failed=True)
+        assert res.summary["calls_this_run"] == len(stub.requests)
+    root = [r for r in AppendLog(tmp_path / "o" / "calls.jsonl").read() if r["node"] == "" and r["status"] == "ok"]
+    assert len(root) == 24 and all(r["calls"] == 3 for r in root)  # 2 before the retry, 1 with it
+    assert res.summary["calls_total"] == first + len(stub.requests)
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -75,6 +75,7 @@ from .tree import CHAIN_SEP, Chain, SkillNode, SkillTree, chain_str
 log = logging.getLogger(__name__)
 
 SKILLS_FILE = "skills.parquet"
+SKILLS_STATUS = "skills_status"  # per item: ok | failed | unparseable (its chains rest on incomplete decisions)
 CALLS_FILE = "calls.jsonl"
 SUMMARY_FILE = "summary.json"
 DEFAULT_TEMPLATE = "attribution_v1"
@@ -117,6 +118,10 @@ class AnnotateConfig(BaseModel):
     max_depth: int | None = Field(None, ge=1, description="Stop descending below this depth (chains may end at inner nodes).")
     match_threshold: float = Field(0.85, gt=0, le=1, description="Indel similarity (rapidfuzz fuzz.ratio / 100) needed for a fuzzy name match.")
     repair_retries: int = Field(1, ge=0, le=3, description="Re-asks after an unreadable answer.")
+    max_failed_share: float = Field(
+        0.05, ge=0, le=1, description="The stage fails (nothing certified, the cache kept) when more than this share of "
+        "items has a decision the server refused or an answer that stayed unreadable; below it, such items are "
+        "marked in skills_status and counted.")
 
     @model_validator(mode="after")
     def _check_backend(self) -> AnnotateConfig:
@@ -376,6 +381,7 @@ class Question:
     path: Chain
     children: list[SkillNode]
     pending: dict[str, Any] | None = None  # a cached first answer awaiting its repair
+    calls_before: int = 0  # requests this decision took in earlier runs (a pending or a retried record)
 
 
 OnDecision = Callable[[Question, dict[str, Any]], None]
@@ -410,7 +416,7 @@ class ChatDecider:
 
         def first(j: int, comps: list[Completion]) -> None:
             q, c = fresh[j], comps[0]
-            rec = {"answer": _stored(c.text), "calls": 1, "prompt_tokens": c.prompt_tokens,
+            rec = {"answer": _stored(c.text), "calls": q.calls_before + 1, "prompt_tokens": c.prompt_tokens,
                    "completion_tokens": c.completion_tokens}
             names = _read_complete(c, rec)
             if names is None and self.cfg.repair_retries > 0:
@@ -426,7 +432,8 @@ class ChatDecider:
                 # The server refused this prompt for good (e.g. longer than its context): the
                 # decision is dropped with the reason, counted, and re-asked by --retry-failed.
                 before = prev[j] or {}
-                rec = {"status": FAILED, "chosen": [], "unmatched": [], "calls": before.get("calls", 0) + 1,
+                rec = {"status": FAILED, "chosen": [], "unmatched": [],
+                       "calls": before.get("calls", qs[j].calls_before) + 1,
                        "answer": before.get("answer"), "error": f"{type(exc).__name__}: {exc}"[:500]}
                 on_decision(qs[j], rec)
                 progress(1)
@@ -702,17 +709,38 @@ def _annotate_unlocked(
         if own_backend is not None:
             own_backend.close()
 
-    if "skills" in table.column_names:
-        table = table.drop_columns(["skills"])
-    table = table.append_column("skills", pa.array(skills, type=pa.list_(pa.list_(pa.string()))))
-    write_parquet(out / SKILLS_FILE, table)
-
+    # Whether each item's chains rest on complete decisions: a refused call or an answer
+    # that stayed unreadable drops a branch, and the item must say so, not pass for one
+    # without those skills.
+    statuses = [_item_status(skill_tree, cfg.max_depth, lambda p, h=h, k=k: decisions.get(k(p, h)))
+                for h, k in zip(text_hashes, item_keys, strict=True)]
     wall = time.time() - t0
     summary = _summary(ids, skills, decisions, text_hashes, skill_tree, cfg, decider, item_keys, counters, wall)
+    summary["items_incomplete"] = {FAILED: statuses.count(FAILED), UNPARSEABLE: statuses.count(UNPARSEABLE)}
     if distilled is not None:
         summary["model"] = cfg.llm.model if cfg.llm else summary["model"]
         summary["distilled"] = distilled
     write_json(out / SUMMARY_FILE, summary)
+    n_bad = len(ids) - statuses.count(OK)
+    if n_bad > cfg.max_failed_share * len(ids):
+        reasons = "; ".join(r for r, _ in summary["failed_reasons"][:2])
+        raise InputError(
+            f"{n_bad} of {len(ids)} items have no complete attribution ({statuses.count(FAILED)} with a call the "
+            f"server refused, {statuses.count(UNPARSEABLE)} with an answer that stayed unreadable"
+            + (f"; the server said: {reasons}" if reasons else "")
+            + f"), over max_failed_share {cfg.max_failed_share:g}. Every decision is kept in {out / CALLS_FILE}: fix "
+            "the cause and rerun with --retry-failed to ask those decisions again (or raise annotate.max_failed_share)",
+            file=out / SUMMARY_FILE)
+    if n_bad:
+        log.warning("annotate: %d of %d items have no complete attribution (marked in skills_status; rerun with "
+                    "--retry-failed to ask again)", n_bad, len(ids))
+
+    for col in ("skills", SKILLS_STATUS):
+        if col in table.column_names:
+            table = table.drop_columns([col])
+    table = table.append_column("skills", pa.array(skills, type=pa.list_(pa.list_(pa.string()))))
+    table = table.append_column(SKILLS_STATUS, pa.array(statuses, type=pa.string()))
+    write_parquet(out / SKILLS_FILE, table)
     write_manifest(
         out,
         config=fingerprint_view(cfg.public_dict()),
@@ -813,7 +841,8 @@ def _walk(
                                or (retry_failed and cached.get("status") in RETRYABLE))
                         if key not in questions and ask:
                             pending = cached if cached is not None and cached.get("status") == PENDING_REPAIR else None
-                            questions[key] = Question(key, texts[i], path, list(node.children), pending)
+                            before = int((cached or {}).get("calls") or 0)
+                            questions[key] = Question(key, texts[i], path, list(node.children), pending, before)
 
                 # Items finish when their last question of the walk is decided.
                 outstanding = collections.Counter(i for i, _, key in asks if key in questions)
@@ -837,7 +866,7 @@ def _walk(
                     if rec["status"] not in FINAL:
                         return
                     counters.new_keys.add(q.key)
-                    counters.calls += rec.get("calls", 0)
+                    counters.calls += rec.get("calls", 0) - q.calls_before  # the requests of this run only
                     counters.prompt_tokens = _add(counters.prompt_tokens, rec.get("prompt_tokens"))
                     counters.completion_tokens = _add(counters.completion_tokens, rec.get("completion_tokens"))
                     has_more = _has_inner_child(tree, cfg, q.path, rec)
@@ -880,6 +909,27 @@ def _has_inner_child(tree: SkillTree, cfg: AnnotateConfig, path: Chain, rec: dic
         if p in tree and not tree.node(p).is_leaf and (cfg.max_depth is None or len(p) < cfg.max_depth):
             return True
     return False
+
+
+def _item_status(tree: SkillTree, max_depth: int | None, decision: Callable[[Chain], dict[str, Any] | None]) -> str:
+    """``failed`` when a decision the item's walk reached was refused by the server,
+    ``unparseable`` when one stayed unreadable (and none was refused), else ``ok``."""
+    worst = OK
+    stack: list[Chain] = [()]
+    while stack:
+        path = stack.pop()
+        node = tree.node(path)
+        if node.is_leaf or (path and max_depth is not None and len(path) >= max_depth):
+            continue
+        rec = decision(path)
+        if rec is None:
+            continue
+        if rec.get("status") == FAILED:
+            return FAILED
+        if rec.get("status") == UNPARSEABLE:
+            worst = UNPARSEABLE
+        stack.extend(path + (c,) for c in rec.get("chosen", []) if (path + (c,)) in tree)
+    return worst
 
 
 def _chains_for(tree: SkillTree, max_depth: int | None, decision: Callable[[Chain], dict[str, Any] | None]) -> list[list[str]]:

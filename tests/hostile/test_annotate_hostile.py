@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openai_stub import OpenAIStub, Reply, pick_listed_skills  # noqa: E402
 from skilldistill.annotate import AnnotateConfig, annotate, item_text  # noqa: E402
 from skilldistill.artifacts import AppendLog  # noqa: E402
+from skilldistill.errors import InputError  # noqa: E402
 from skilldistill.llm.base import BackendConfig  # noqa: E402
 
 TREE = {"name": "Mathematics", "children": [
@@ -36,9 +37,9 @@ def _corpus(tmp_path, n=8, poison=True):
     return tmp_path / "corpus.parquet", tmp_path / "tree.json"
 
 
-def _cfg(url):
+def _cfg(url, **kw):
     return AnnotateConfig(backend="openai", llm=BackendConfig(kind="openai", model="stub-model", base_urls=[url],
-                                                            api_key="k", max_retries=1, request_timeout_s=2))
+                                                            api_key="k", max_retries=1, request_timeout_s=2), **kw)
 
 
 def refuse_poison(request):
@@ -50,14 +51,22 @@ def refuse_poison(request):
 def test_a_refused_item_is_recorded_dropped_and_the_run_goes_on(tmp_path):
     corpus, tree = _corpus(tmp_path)
     with OpenAIStub(responder=refuse_poison) as stub:
-        res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
+        # 1 item of 8 is over the default share (5%): the stage says so and certifies nothing
+        with pytest.raises(InputError, match=r"1 of 8 items have no complete attribution \(1 with a call the server "
+                                             r"refused.*the server said: .*prompt is longer"):
+            annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False)
+        # allowed (one item in 100,000 is far under 5%), the run goes on and marks the item
+        res = annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url, max_failed_share=0.2), show_progress=False)
         s = res.summary
         assert s["failures"]["failed"] == 1 and "prompt is longer" in s["failed_reasons"][0][0]
+        assert s["items_incomplete"] == {"failed": 1, "unparseable": 0}
         rows = pq.read_table(res.skills_path).to_pylist()
         assert rows[3]["skills"] == [] and all(r["skills"] for i, r in enumerate(rows) if i != 3)
+        assert [r["skills_status"] for r in rows] == ["ok"] * 3 + ["failed"] + ["ok"] * 4
         calls = stub.chat_calls
         # a rerun does not ask again (a 400 would come back the same) ...
-        annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url), show_progress=False, force=True)
+        annotate(corpus, tree, tmp_path / "out", _cfg(stub.base_url, max_failed_share=0.2), show_progress=False,
+                 force=True)
         assert stub.chat_calls == calls
     # ... unless asked to: the server now takes it
     with OpenAIStub(responder=pick_listed_skills) as stub:
@@ -167,14 +176,16 @@ def test_unparseable_decisions_are_recorded_then_asked_again_with_retry_failed(t
     base = ["annotate", str(corpus), "--tree", str(tree), "--out", str(tmp_path / "out"), "--backend", "openai",
             "--model", "stub-model", "--max-retries", "1", "--no-progress"]
     with OpenAIStub(responder=rambling) as stub:
+        # no item got a readable answer: the stage fails in one line, nothing certified
         r = _cli(*base, "--base-url", stub.base_url)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "8 of 8 items have no complete attribution" in r.stderr and "--retry-failed" in r.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["failures"]["unparseable"] == 8  # every item's first decision
-    assert all(not row["skills"] for row in pq.read_table(tmp_path / "out" / "skills.parquet").to_pylist())
+    assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "skills.parquet").exists()
     with OpenAIStub(responder=pick_listed_skills) as stub:
         r = _cli(*base, "--base-url", stub.base_url)  # a plain rerun does not ask again
-        assert r.returncode == 0 and stub.chat_calls == 0, r.stderr[-2000:]
+        assert r.returncode != 0 and stub.chat_calls == 0, r.stderr[-2000:]
         r = _cli(*base, "--base-url", stub.base_url, "--retry-failed")
         assert r.returncode == 0, r.stderr[-2000:]
         assert 8 <= stub.chat_calls <= 8 * 3  # the 8 root decisions again, then what lies below them

@@ -154,6 +154,10 @@ def run(
         table.add_row("tokens this run (prompt / completion)", f"{s['prompt_tokens_this_run']} / {s['completion_tokens_this_run']}")
     table.add_row("unparseable / failed / no valid choice / unmatched names",
                   f"{s['failures']['unparseable']} / {s['failures'].get('failed', 0)} / {s['no_valid_choice']} / {s['unmatched_names']}")
+    bad = s.get("items_incomplete") or {}
+    if any(bad.values()):
+        table.add_row("items without a complete attribution (refused / unreadable)",
+                      f"{bad.get('failed', 0)} / {bad.get('unparseable', 0)} (skills_status; --retry-failed asks again)")
     table.add_row("wall time", f"{s['wall_time_s']} s ({s['items_per_s']} items/s)")
     console.print(table)
     if s.get("distilled"):
