@@ -186,3 +186,26 @@ def test_growing_n_asks_only_for_the_new_indices_with_their_own_seeds(tmp_path, 
     assert backend.seeds == [[cfg.sample_seed(i["id"], k) for k in (2, 3)] for i in ITEMS]
     rows = pq.read_table(tmp_path / GENERATIONS_PARQUET).to_pylist()
     assert len({r["sample_seed"] for r in rows}) == 12
+
+
+def test_resume_asks_again_when_a_setting_that_shapes_outputs_or_the_question_changed(
+        tmp_path, tiny_chat_model_dir, tiny_transformers_backend):
+    cfg = _cfg(tiny_chat_model_dir, n=1)
+    run_generation(ITEMS, tmp_path, cfg, backend=CountingBackend(tiny_transformers_backend), show_progress=False)
+    # how requests are sent (batch size, device) changes nothing: resumed
+    idle = CountingBackend(tiny_transformers_backend)
+    run_generation(ITEMS, tmp_path, _cfg(tiny_chat_model_dir, n=1).model_copy(update={"backend": cfg.backend.model_copy(
+        update={"batch_size": 7})}), backend=idle, show_progress=False)
+    assert idle.calls == []
+    # what shapes a sample (extra_body's top_k, model_kwargs) does: asked again
+    for change in ({"extra_body": {"top_k": 20}}, {"model_kwargs": {"revision": "other"}}):
+        again = CountingBackend(tiny_transformers_backend)
+        changed = cfg.model_copy(update={"backend": cfg.backend.model_copy(update=change)})
+        run_generation(ITEMS, tmp_path, changed, backend=again, show_progress=False)
+        assert again.calls == [(3, 1)], change
+    # an id whose question changed is asked again, with its new question
+    edited = [dict(ITEMS[0], question="What is 7*8?"), *ITEMS[1:]]
+    fresh = CountingBackend(tiny_transformers_backend)
+    table = run_generation(edited, tmp_path, cfg, backend=fresh, show_progress=False)
+    assert fresh.calls == [(1, 1)]
+    assert table.to_pylist()[0]["prompt"].startswith("What is 7*8?")

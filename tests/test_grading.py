@@ -193,6 +193,16 @@ def test_a_worker_that_dies_costs_one_item_only():
     assert res[1].error is not None and res[1].error.startswith("worker died")
 
 
+def test_workers_killed_between_calls_lose_no_answer_of_the_next_call():
+    with GradingPool(2, timeout_s=60, math_verify_timeout_s=None) as pool:
+        assert [r.correct for r in pool.map(["1", "2"], ["</think>\\boxed{1}", "</think>\\boxed{3}"])] == [True, False]
+        for w in pool._workers:
+            w.process.kill()  # idle, between two calls (the OOM killer)
+        time.sleep(0.5)
+        res = pool.map(["1", "2", "3", "4"], [f"</think>\\boxed{{{k}}}" for k in (1, 2, 3, 4)])
+    assert [r.correct for r in res] == [True] * 4 and all(r.error is None for r in res)
+
+
 def test_length_mismatch_is_rejected():
     with pytest.raises(ValueError):
         grade_many(["1"], ["a", "b"], processes=1)

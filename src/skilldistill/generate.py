@@ -119,12 +119,15 @@ class GenerationConfig(BaseModel):
         return messages
 
     def fingerprint(self) -> str:
-        """Hash of what shapes one sample (not n, not the backend's throughput knobs)."""
+        """Hash of what shapes one sample (not n, not the backend's throughput knobs): the
+        backend config without its client-only fields (so extra_body's top_k, the dtype, the
+        context length, model_kwargs count; concurrency and servers do not), the sampling and
+        the prompt settings. Each logged row also keeps its prompt, checked on resume."""
+        from .llm.base import fingerprint_view
+
         return hash_obj(
             {
-                "model": self.backend.model,
-                "gguf_file": self.backend.gguf_file,
-                "tokenizer": self.backend.tokenizer,
+                "backend": fingerprint_view(self.backend.model_dump(mode="json")),
                 "temperature": self.temperature,
                 "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens,
@@ -167,11 +170,13 @@ def _validate_items(items: Iterable[Mapping[str, Any]], source: str | None) -> l
     return out
 
 
-def load_done(log_path: str | Path, gen_hash: str) -> dict[tuple[str, int], dict]:
-    """Rows already in the log for these settings, keyed by (id, sample)."""
+def load_done(log_path: str | Path, gen_hash: str, prompts: Mapping[str, str] | None = None) -> dict[tuple[str, int], dict]:
+    """Rows already in the log for these settings, keyed by (id, sample); with ``prompts``
+    (id -> user prompt), only rows whose prompt is the item's prompt now (an id whose
+    question changed is asked again, not answered with the old question's samples)."""
     done: dict[tuple[str, int], dict] = {}
     for rec in AppendLog(log_path).iter():
-        if rec.get("gen_hash") == gen_hash:
+        if rec.get("gen_hash") == gen_hash and (prompts is None or prompts.get(rec["id"]) == rec.get("prompt")):
             done[(rec["id"], int(rec["sample"]))] = rec
     return done
 
@@ -200,7 +205,8 @@ def run_generation(
     out_dir.mkdir(parents=True, exist_ok=True)
     log = AppendLog(out_dir / GENERATIONS_LOG)
     gen_hash = config.fingerprint()
-    done = load_done(log.path, gen_hash)
+    prompts = {item_id: config.user_prompt(question) for item_id, question in pairs}
+    done = load_done(log.path, gen_hash, prompts)
 
     # Which samples each item still needs; group items by how many are missing, since a
     # backend call samples the same n for every conversation.
@@ -228,7 +234,7 @@ def run_generation(
             if own_backend:
                 backend.close()
 
-    done = load_done(log.path, gen_hash)
+    done = load_done(log.path, gen_hash, prompts)
     rows = []
     for item_id, _ in pairs:
         for s in range(config.n):

@@ -491,9 +491,13 @@ class GradingPool:
         while done < n:
             for w in workers:
                 if not w.inflight and todo:
+                    chunk = todo.popleft()
                     try:
-                        send(w, todo.popleft())
+                        send(w, chunk)
                     except WorkerDied as e:
+                        # died while idle (between calls, e.g. the OOM killer): its chunk was
+                        # never sent, so it goes back to the queue for the replacement
+                        todo.appendleft(chunk)
                         fail_current(w, f"worker died ({e})", died=True)
             busy = [w for w in workers if w.inflight]
             if not busy:
