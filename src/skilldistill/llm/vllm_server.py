@@ -23,6 +23,11 @@ import urllib.request
 from pathlib import Path
 
 
+# Requests to our own 127.0.0.1 server never go through a proxy: urllib honours http_proxy
+# and, on Linux, bypasses 127.0.0.1 only when no_proxy says so (clusters often set a proxy).
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,9 +61,10 @@ class VLLMServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # its engine core may outlive it: end the group
                 raise RuntimeError(f"vllm serve exited with code {self.proc.returncode}: {self._tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                with _LOCAL.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
                     if r.status == 200:
                         return self
             except OSError:
@@ -68,7 +74,7 @@ class VLLMServer:
 
     def metrics(self) -> dict[str, float]:
         """Prometheus counters and gauges from ``/metrics``, summed over their labels."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+        with _LOCAL.open(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
             text = r.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
@@ -83,16 +89,25 @@ class VLLMServer:
         return out
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        """End the server's whole process group, even when the server process itself has
+        already died: its engine core does not notice that and would keep the GPU."""
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass
+        pgid = self.proc.pid  # start_new_session: the server leads its group
+        for sig, wait_s in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break  # nothing of the group is left
+            try:
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+            deadline = time.time() + 5  # the rest of the group shutting down after its leader
+            while _group_alive(pgid) and time.time() < deadline:
+                time.sleep(0.1)
+            if not _group_alive(pgid):
+                break
 
     def _tail(self, n: int = 3000) -> str:
         try:
@@ -105,6 +120,16 @@ class VLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # Small CPU servers (vLLM's CPU build on a laptop): fp32, short context, 1 GiB KV cache,
