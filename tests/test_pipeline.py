@@ -120,6 +120,17 @@ def test_demo_closed_loop_flag_adds_the_arm_and_its_comparison():
         demo_recipe(True, [], closed_loop=True)
 
 
+def test_from_train_reruns_the_later_rounds_profiles_of_a_closed_loop(tmp_path):
+    from skilldistill.cli.demo import demo_recipe
+
+    recipe = demo_recipe(False, [], closed_loop=True)
+    for force_from, forced in (("select", True), ("train", True), ("evaluate", False)):
+        planned = {s["key"]: s for s in Pipeline(recipe, run_dir=tmp_path, force_from=force_from).plan()}
+        round2 = planned["rounds/closed-loop/seed0/round2/profile"]
+        assert (round2["reason"] == "forced by --from") is forced, force_from
+        assert planned["profile"]["reason"] != "forced by --from"  # the base student's profile stays
+
+
 def test_new_train_fields_at_their_default_leave_fingerprints_alone():
     from skilldistill.train import TrainConfig
 

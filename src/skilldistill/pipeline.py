@@ -74,7 +74,12 @@ class Pipeline:
         config_view = self._portable(fingerprint_view(config))
         fp = hash_obj({"kind": kind, "config": config_view, "upstream": upstream})
         prev = self.state["stages"].get(key, {})
-        forced = self.force_from is not None and STAGES.index(kind) >= STAGES.index(self.force_from)
+        rank = STAGES.index(kind)
+        if kind == "profile" and key.startswith("rounds/"):
+            # a later round's profile profiles the round before's trained model: it comes
+            # after that training, so --from select/format/train reruns it too
+            rank = STAGES.index("train")
+        forced = self.force_from is not None and rank >= STAGES.index(self.force_from)
         marker = self.run_dir / key / done_marker
         if self.dry_run:
             self.planned.append({"key": key, "kind": kind, "config": config, "fingerprint": fp,
