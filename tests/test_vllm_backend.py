@@ -69,6 +69,12 @@ FAKE_VLLM = textwrap.dedent(
                 model_config=_Cfg(max_model_len=kwargs.get("max_model_len", 4096)),
                 engine_core=_Cfg(shutdown=lambda: _log({"kind": "shutdown", "pid": os.getpid()})),
             )
+            if os.environ.get("FAKE_VLLM_FORK_CORE"):
+                # vLLM forks its engine core, which keeps the engine's pipes and outlives it
+                if os.fork() == 0:
+                    import time
+                    time.sleep(float(os.environ["FAKE_VLLM_FORK_CORE"]))
+                    os._exit(0)
             _log({"kind": "init", "model": model, "kwargs": kwargs, "pid": os.getpid(),
                   "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "cores": os.environ.get("VLLM_CPU_OMP_THREADS_BIND")})
 
@@ -81,6 +87,12 @@ FAKE_VLLM = textwrap.dedent(
                 text = conv[-1]["content"]
                 if text == "DIE":
                     os._exit(3)
+                if text == "KILLED":
+                    import signal
+                    os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer
+                if text == "BUSY":
+                    import time
+                    time.sleep(120)  # a long batch: reads no stop message until it ends
                 words = text.split()
                 n_tok = min(len(words), p.max_tokens)
                 reason = "length" if len(words) > p.max_tokens else "stop"
@@ -272,6 +284,25 @@ def test_a_dead_engine_is_a_clear_error_and_stops_the_others(fake_vllm, monkeypa
     assert b.engines == []
     with pytest.raises(RuntimeError, match="closed"):
         b.chat(convs[1:], SamplingParams(n=1, max_tokens=2))
+
+
+def test_a_killed_engine_whose_forked_core_holds_its_pipe_is_noticed_and_a_busy_one_stopped_fast(
+        fake_vllm, monkeypatch):
+    import time
+
+    from skilldistill.llm.vllm_backend import VLLMBackend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("FAKE_VLLM_FORK_CORE", "60")  # each engine's "core" keeps its pipes for a minute
+    b = VLLMBackend(_cfg(data_parallel_size=2), chunk_size=1)
+    procs = [w.proc for w in b.engines]
+    convs = [[{"role": "user", "content": "BUSY"}], [{"role": "user", "content": "KILLED"}]]
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"vLLM engine 1 of 2 died \(exited with code -9\); the other engines were stopped"):
+        b.chat(convs, SamplingParams(n=1, max_tokens=2))
+    # noticed by polling (the pipe never closed), and the busy engine stopped without its 60 s wait
+    assert time.monotonic() - t0 < 20
+    assert all(p.poll() is not None for p in procs) and b.engines == []
 
 
 def test_works_from_a_plain_script_without_a_main_guard(fake_vllm, tmp_path):

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import BackendError, ConfigError
+from ..subproc import close_all
 from .base import BackendConfig, Completion, Conversation, ResultCallback, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -185,10 +186,10 @@ class VLLMBackend:
             self.served = [0] * len(self.engines)
             self.busy_s = [0.0] * len(self.engines)
         except (WorkerDied, TimeoutError) as e:
-            self.close()
+            self.close(timeout=5)
             raise ConfigError(f"cannot load student model {self.cfg.model!r} in vLLM: {e} (its log is above)") from e
         except BaseException:
-            self.close()
+            self.close(timeout=5)
             raise
 
     # -- ChatBackend ---------------------------------------------------------------------
@@ -243,7 +244,16 @@ class VLLMBackend:
                 if todo:
                     dispatch(rank)
             while busy:
-                ready = wait_any([self.engines[r] for r in busy])
+                # Polled: a killed engine's pipe need not close, since vLLM's engine core (forked
+                # from it) keeps a copy and does not notice its parent died (vllm#55510).
+                ready = wait_any([self.engines[r] for r in busy], timeout=1.0)
+                if not ready:
+                    for rank in busy:
+                        w = self.engines[rank]
+                        if not w.alive():
+                            raise BackendError(f"vLLM engine {rank} of {len(self.engines)} died (exited with code "
+                                               f"{w.proc.returncode}); the other engines were stopped")
+                    continue
                 for w in ready:
                     rank = self.engines.index(w)
                     try:
@@ -288,14 +298,15 @@ class VLLMBackend:
                     if todo:
                         dispatch(rank)
         except BaseException:
-            self.close()  # a half-answered batch leaves engines mid-work: stop them all
+            # A half-answered batch leaves engines mid-work, and an engine reads the stop
+            # message only after its batch: the batch is lost anyway, so stop them quickly.
+            self.close(timeout=5)
             raise
         return [[] if i in failed else list(r) for i, r in enumerate(results)]  # type: ignore[misc]
 
-    def close(self) -> None:
-        """Stop every engine (its process ends, so its memory is free)."""
-        for w in self.engines:
-            w.close(timeout=60)
+    def close(self, timeout: float = 60) -> None:
+        """Stop every engine (its process ends, so its memory is free), all at once."""
+        close_all(self.engines, timeout=timeout)
         self.engines = []
 
 
