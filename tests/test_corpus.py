@@ -206,3 +206,41 @@ def test_openmathreasoning_keeps_the_pass_rate_for_the_difficulty_baseline(tmp_p
     rates = [json.loads(m).get("pass_rate_72b_tir") for m in df["meta"]]
     raw = [json.loads(line).get("pass_rate_72b_tir") for line in (FIXTURES / "openmathreasoning.jsonl").open()]
     assert rates == raw[: len(rates)] and any(r not in (None, "n/a") for r in rates)
+
+
+def test_rows_are_never_mapped_onto_a_wrong_gold_or_a_duplicate_id(tmp_path):
+    """Found in review: each of these was written silently."""
+    from skilldistill.textutil import gsm8k_final
+
+    # an explicit (required) answer field missing in a row: dropped, not the teacher's box
+    src = tmp_path / "noans.jsonl"
+    rows = [{"q": "1+2?", "r": "\\boxed{3}", "a": "3"}, {"q": "3+4?", "r": "teacher wrong \\boxed{8}"},
+            {"q": "4+4?", "r": "\\boxed{8}", "a": None}]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    df, manifest = _ingest(tmp_path, source=str(src), question_field="q", response_field="r", answer_field="a")
+    assert df["answer"].tolist() == ["3"] and manifest["counts"]["dropped"] == {"missing answer": 2}
+    # the same problem twice with --no-dedup: two rows, two ids
+    src = tmp_path / "twice.jsonl"
+    src.write_text("\n".join(json.dumps({"problem": "What is 1+1?", "solution": f"trace {k} \\boxed{{2}}"})
+                             for k in range(3)) + "\n")
+    df, _ = _ingest(tmp_path, source=str(src), preset="numinamath", dedup=False)
+    assert len(df) == 3 and df["id"].is_unique
+    # OpenR1 rows whose generations were all verified wrong have no teacher solution
+    src = tmp_path / "openr1.jsonl"
+    src.write_text(json.dumps({"problem": "2x = 8?", "generations": ["wrong \\boxed{5}", "wrong \\boxed{3}"],
+                               "correctness_math_verify": [False, False], "answer": "4", "uuid": "u1",
+                               "source": "s"}) + "\n" + json.dumps({
+        "problem": "x + 1 = 2?", "generations": ["\\boxed{1}"], "correctness_math_verify": [True], "answer": "1",
+        "uuid": "u2", "source": "s"}) + "\n")
+    df, manifest = _ingest(tmp_path, source=str(src), preset="openr1-math")
+    assert df["id"].tolist() == ["u2"] and manifest["counts"]["dropped"] == {"no teacher response": 1}
+    # "#### Step 1" headings are not GSM8K's final-answer marker; the last line's is
+    assert gsm8k_final("#### Step 1\nCompute 2 + 2.\n#### Step 2\nDone, no answer line here.") is None
+    assert gsm8k_final("Half of 10 is 5.\n#### 5") == "5" and gsm8k_final("so\n#### 1,234\n") == "1234"
+
+
+def test_multi_part_answers_in_dollars_keep_every_part(tmp_path):
+    from skilldistill.corpus import _strip_dollars
+
+    assert _strip_dollars("$69$,$84$") == "69,84"
+    assert _strip_dollars("$\\frac{1}{2}$") == "\\frac{1}{2}" and _strip_dollars("$5") == "$5"

@@ -180,6 +180,7 @@ def _resp_first_verified(row: dict, fields: Sequence[str]) -> str | None:
         for g, good in zip(gens, ok, strict=False):
             if good and isinstance(g, str) and g.strip():
                 return g
+        return None  # verified, and none of them right: no teacher solution to learn from
     return gens[0] if isinstance(gens[0], str) else None
 
 
@@ -525,6 +526,10 @@ def _ingest_unlocked(cfg: IngestConfig, out_dir: str | Path, *, progress: bool =
         if rec["id"] in seen_ids:
             id_collisions += 1
             rec["id"] = question_id(rec["question"])
+            k = 2
+            while rec["id"] in seen_ids:  # the same question twice (--no-dedup): -2, -3, ...
+                rec["id"] = f"{question_id(rec['question'])}-{k}"
+                k += 1
         seen_ids.add(rec["id"])
         records.append(rec)
         wheres.append(where)
@@ -615,6 +620,9 @@ def normalise_row(
     raw_answer = data.get(m.answer) if m.answer else None
     if not _answer_like(raw_answer):
         return None, f"answer is not text or a number (a {type(raw_answer).__name__})", m.answer
+    if m.answer and m.answer_required and not (_to_text(raw_answer) or "").strip():
+        # a required answer is the gold: never replaced by whatever the teacher boxed
+        return None, "missing answer", m.answer
     if raw_answer is not None and (_to_text(raw_answer) or "").strip():
         answer = ANSWER_EXTRACTORS[m.answer_extractor](raw_answer)
     if answer is None:
@@ -712,9 +720,14 @@ def _to_text(v: Any) -> str | None:
 
 
 def _strip_dollars(s: str) -> str:
+    """``$x$`` -> ``x``; ``$69$,$84$`` -> ``69,84`` (each pair, not the outer two)."""
     s = s.strip()
     if len(s) >= 2 and s.startswith("$") and s.endswith("$"):
-        return s.strip("$").strip()
+        inner = s[1:-1]
+        if "$" not in inner:
+            return inner.strip()
+        if s.count("$") % 2 == 0:
+            return re.sub(r"\$([^$]*)\$", r"\1", s).strip()
     return s
 
 

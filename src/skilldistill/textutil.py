@@ -59,11 +59,13 @@ def last_boxed(text: str) -> str | None:
     return boxes[-1][2].strip() if boxes else None
 
 
-_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
+# The marker on the text's last line only: "#### Step 1" headings inside a solution are not
+# an answer (and "(.+?)$" with DOTALL took everything after the first of them).
+_GSM8K_FINAL = re.compile(r"####[ \t]*([^\n]*\S)[ \t]*\s*\Z")
 
 
 def gsm8k_final(text: str) -> str | None:
-    """The number after GSM8K's ``#### `` marker, commas removed."""
+    """The number after GSM8K's ``#### `` marker on the last line, commas removed."""
     m = _GSM8K_FINAL.search(text)
     if not m:
         return None
@@ -129,7 +131,7 @@ _SAFE_NAME_RE = re.compile(SAFE_NAME)
 
 
 def check_safe_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not _SAFE_NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME_RE.fullmatch(name) or ".." in name:  # "$" matches before a final newline
         raise ValueError(f"{what} {name!r} must be 1-128 letters, digits, '_', '-' or '.', start with a letter "
                          "or digit and hold no '..' (it becomes a file or folder name)")
     return name

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "recipes" / "demo-quick.yaml"
 
 
-@pytest.mark.parametrize("name", ["..", "../x", "/abs", "a/b", ".hidden", "a..b", "", "x" * 200, "new\nline"])
+@pytest.mark.parametrize("name", ["..", "../x", "/abs", "a/b", ".hidden", "a..b", "", "x" * 200, "new\nline",
+                                  "trailing-newline\n"])
 def test_arm_and_recipe_names_that_are_paths_are_refused(name, tmp_path):
     for key in ("arms.0.name", "name"):
         with pytest.raises(ConfigError) as e:
