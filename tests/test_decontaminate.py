@@ -117,3 +117,15 @@ def test_ingest_refuses_a_missing_benchmark_before_writing(tmp_path, shared_data
     with pytest.raises(InputError, match="exclusion file not found"):
         ingest(IngestConfig(source=str(src), preset="math", exclude=[str(tmp_path / "missing.jsonl")]), out, progress=False)
     assert (out / "corpus.parquet").read_bytes() == before
+
+
+def test_an_exclusion_file_mixing_question_fields_excludes_every_row(tmp_path):
+    from skilldistill.decontaminate import load_benchmark_problems
+    from skilldistill.errors import InputError
+
+    bench = tmp_path / "mixed.jsonl"
+    bench.write_text(json.dumps({"problem": "What is 1+1?"}) + "\n" + json.dumps({"question": "What is 2+2?"}) + "\n")
+    assert load_benchmark_problems([bench]).questions == ["What is 1+1?", "What is 2+2?"]  # the second was skipped
+    bench.write_text(json.dumps({"problem": "What is 1+1?"}) + "\n" + json.dumps({"answer": "4"}) + "\n")
+    with pytest.raises(InputError, match=r"mixed.jsonl.*2.*no question"):
+        load_benchmark_problems([bench])

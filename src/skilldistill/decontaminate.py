@@ -105,15 +105,14 @@ def load_benchmark_problems(entries: Sequence[str | Path], *, data_dir: str | Pa
         name = p.parent.name if p.is_file() and p.stem in ("test", "train", "validation") else p.stem
         out.sources[name] = str(p)
         for f in list_local_files(p):
-            qfield = None
             for row in iter_local_rows(f):
                 if row.data is None:  # a problem left unread would stay in the corpus: read it whole or stop
                     raise InputError(f"unreadable row in an exclusion file ({row.error or 'not an object'})",
                                      file=f, row=row.line)
+                # per row: a file mixing "problem" and "question" rows must not skip either kind
+                qfield = next((k for k in QUESTION_FIELDS if _to_text(row.data.get(k))), None)
                 if qfield is None:
-                    qfield = next((k for k in QUESTION_FIELDS if k in row.data), None)
-                    if qfield is None:
-                        raise InputError(f"no question field (looked for {', '.join(QUESTION_FIELDS)})", file=f, row=row.line)
+                    raise InputError(f"no question (looked for {', '.join(QUESTION_FIELDS)})", file=f, row=row.line)
                 q = _to_text(row.data.get(qfield))
                 if q and q.strip():
                     pid = _to_text(row.data.get("id") or row.data.get("unique_id")) or f"{f.name}:{row.line}"

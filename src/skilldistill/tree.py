@@ -165,7 +165,9 @@ class SkillTree:
             if path.suffix.lower() in {".yaml", ".yml"}:
                 data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
             else:
-                data = json.loads(text)
+                data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey as e:
+            raise TreeError(str(e), file=path) from None
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise TreeError(f"cannot parse: {e}", file=path) from e
         except RecursionError:
@@ -384,6 +386,31 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed in a skill tree "
                                  f"(line {event.start_mark.line + 1})")
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        # YAML keeps the last of two equal keys: a second "children:" would drop the first's subtree
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.YAMLError(f"key {key!r} appears twice in one node (line {key_node.start_mark.line + 1}): "
+                                     "the second would silently replace the first")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object hook: JSON keeps the last of two equal keys, which would drop a subtree."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(f"key {k!r} appears twice in one node: the second would silently replace the first")
+        out[k] = v
+    return out
 
 
 def _parse_node(raw: Any, *, path: list[str], file: str | None) -> SkillNode:

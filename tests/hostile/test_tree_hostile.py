@@ -76,3 +76,17 @@ def test_invalid_utf8_names_the_file(tmp_path):
     with pytest.raises(TreeError, match="not UTF-8") as e:
         SkillTree.load(p)
     assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "name: Math\nchildren:\n- name: Algebra\n  children: [{name: Linear equations}, {name: Quadratics}]\n"
+              "  children: [{name: Polynomials}]\n"),
+    (".json", '{"name": "Math", "children": [{"name": "Algebra", "children": [{"name": "Linear"}]}], '
+              '"children": [{"name": "Geometry"}]}'),
+])
+def test_a_key_twice_in_one_node_is_refused_not_a_dropped_subtree(tmp_path, suffix, text):
+    path = tmp_path / f"tree{suffix}"
+    path.write_text(text)
+    with pytest.raises(TreeError, match=r"'children' appears twice") as e:
+        SkillTree.load(path)
+    assert str(path) in str(e.value)
