@@ -203,6 +203,14 @@ def test_workers_killed_between_calls_lose_no_answer_of_the_next_call():
     assert [r.correct for r in res] == [True] * 4 and all(r.error is None for r in res)
 
 
+def test_a_math_verify_timeout_is_a_grading_error_not_a_wrong_answer():
+    from skilldistill.grading import grade
+
+    r = grade("\\sin(x)^{200}+\\cos(x)^{200}", "</think>\\boxed{(\\sin x+\\cos x)^{200}-1}", math_verify_timeout_s=1)
+    assert r.correct is False and r.error == "math-verify timed out after 1s"
+    assert grade("\\frac{1}{2}", "</think>\\boxed{0.5}").correct  # what parses in time still grades
+
+
 def test_length_mismatch_is_rejected():
     with pytest.raises(ValueError):
         grade_many(["1"], ["a", "b"], processes=1)

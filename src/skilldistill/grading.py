@@ -259,13 +259,19 @@ def _parse(latex: str, timeout: int | None) -> tuple:
     # Both sides are wrapped the same way, so a gold and a prediction written alike
     # always parse alike; the text fallback keeps word answers ("Monday") comparable.
     boxed = "\\boxed{" + _UNESCAPED_DOLLAR_RE.sub(" ", latex).strip() + "}"
-    return tuple(
-        parse(
-            boxed,
-            extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-            parsing_timeout=timeout,
+    try:
+        # raise_on_error: a timeout must reach the caller as an error (math-verify returns []
+        # for it, which read as "wrong", and was cached); other parse errors stay "nothing parsed"
+        return tuple(
+            parse(
+                boxed,
+                extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+                parsing_timeout=timeout,
+                raise_on_error=True,
+            )
         )
-    )
+    except Exception:
+        return ()
 
 
 _INTEGER_RE = re.compile(r"^[+-]?\d+$")
@@ -297,15 +303,23 @@ def grade(gold: Any, response: str | None, *, math_verify_timeout_s: int | None 
     if quick is not None:
         return GradeResult(quick, False, pred, None)
     from math_verify import verify
+    from math_verify.errors import TimeoutException
 
     timeout = _mv_timeout(math_verify_timeout_s)
-    gold_parsed = _parse(gold_text, timeout)
-    if not gold_parsed:
-        return GradeResult(False, False, pred, f"cannot parse gold answer {gold_text[:200]!r}")
-    pred_parsed = _parse(pred, timeout)
-    if not pred_parsed:
-        return GradeResult(False, False, pred, None)
-    correct = bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))
+    try:
+        gold_parsed = _parse(gold_text, timeout)
+        if not gold_parsed:
+            return GradeResult(False, False, pred, f"cannot parse gold answer {gold_text[:200]!r}")
+        pred_parsed = _parse(pred, timeout)
+        if not pred_parsed:
+            return GradeResult(False, False, pred, None)
+        try:
+            correct = bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout, raise_on_error=True))
+        except Exception:  # a comparison sympy cannot make: not equal, as math-verify itself says
+            correct = False
+    except TimeoutException:
+        # counted as a grading error (math-verify alone reports a plain "wrong" for it)
+        return GradeResult(False, False, pred, f"math-verify timed out after {timeout}s")
     return GradeResult(correct, False, pred, None)
 
 
