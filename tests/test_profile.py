@@ -112,6 +112,12 @@ def test_stratified_sample_keeps_every_leaf_and_its_share():
     assert stratified_sample(items, 20, seed=4)[0] != sample
     everything, _ = stratified_sample(items, 500)
     assert len(everything) == len(items)
+    # one big leaf and nine small ones, n = 10: one each (the big leaf's share is given back),
+    # not 9 of the big leaf and one of the alphabetically first small leaf
+    items = [{"id": f"a{i}", "skills": [["A", "a"]]} for i in range(1000)]
+    items += [{"id": f"s{k}-{j}", "skills": [["S", f"s{k}"]]} for k in range(9) for j in range(2)]
+    _, per_leaf = stratified_sample(items, 10, seed=0)
+    assert per_leaf == {"A->a": 1, **{f"S->s{k}": 1 for k in range(9)}}
 
 
 # --------------------------------------------------------------------------------------
@@ -224,6 +230,17 @@ def test_items_without_skills_or_gold_and_bad_input(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"id": "1", "question": "Q", "answer": " ", "skills": [["A", "b"]]}]), path)
     with pytest.raises(InputError, match="no item has a gold answer"):
         run_profile(path, tmp_path / "out", _profile_cfg())
+    # ids and questions are checked with the file's row numbers (row 1 has no gold: it used
+    # to shift every row number below it, and a null id became the id "None")
+    rows = [{"id": "0", "question": "Q0", "answer": None, "skills": [["A", "b"]]},
+            {"id": "1", "question": "Q1", "answer": "1", "skills": [["A", "b"]]},
+            {"id": "1", "question": "Q2", "answer": "2", "skills": [["A", "b"]]}]
+    for bad, (field, row) in ((rows, ("id", 3)), ([rows[0], dict(rows[1], id=None)], ("id", 2)),
+                              ([rows[0], dict(rows[1], question=" ")], ("question", 2))):
+        pq.write_table(pa.Table.from_pylist(bad), path)
+        with pytest.raises(InputError) as e:
+            run_profile(path, tmp_path / "out", _profile_cfg())
+        assert (e.value.field, e.value.row) == (field, row)
 
 
 def test_a_student_that_cannot_load_fails_before_any_work(tmp_path, pool):

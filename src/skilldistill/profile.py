@@ -187,7 +187,18 @@ def load_pool(path: str | Path, answer_field: str = "answer") -> list[dict[str, 
     cols = ["id", "question", answer_field, "skills"]
     rows = table.select(cols).to_pylist()
     out = []
+    seen: dict[str, int] = {}
     for row_no, r in enumerate(rows, start=1):
+        # checked here, with the file's own row numbers (generation checks again, on the
+        # items left after those without gold, where the numbers no longer match the file)
+        if r["id"] is None or str(r["id"]) == "":
+            raise InputError("empty id", file=path, row=row_no, field="id")
+        if str(r["id"]) in seen:
+            raise InputError(f"duplicate id {str(r['id'])!r} (also row {seen[str(r['id'])]})", file=path, row=row_no,
+                             field="id")
+        seen[str(r["id"])] = row_no
+        if not isinstance(r["question"], str) or not r["question"].strip():
+            raise InputError("empty or non-text question", file=path, row=row_no, field="question")
         skills = r["skills"] or []
         if not isinstance(skills, list) or not all(
             isinstance(c, list) and c and all(isinstance(n, str) and n for n in c) for c in skills
@@ -252,6 +263,10 @@ def stratified_sample(items: Sequence[dict[str, Any]], n: int, *, seed: int = 0)
             for s in names:
                 quota[s] = max(quota[s], 1)
         left = n - sum(quota.values())
+        while left < 0:  # the ones raised to 1 pushed the total past n: take back from the biggest
+            s = max(names, key=lambda s: (quota[s], len(strata[s]), s))
+            quota[s] -= 1
+            left += 1
         for s in sorted(names, key=lambda s: (-(raw[s] - int(raw[s])), s)):
             if left <= 0:
                 break
