@@ -161,3 +161,22 @@ def test_a_truncated_sample_counts_wrong_even_with_a_correct_box(tmp_path, share
     samples = pq.read_table(tmp_path / "samples.parquet").to_pylist()
     assert [(s["correct"], s["truncated"]) for s in samples] == [(False, True), (True, False)]
     assert res["accuracy"] == 0.5 and res["truncated_share"] == 0.5
+
+
+def test_cli_evaluate_resumes_and_fresh_discards_the_old_samples(tmp_path, shared_data, tiny_chat_model_dir):
+    from typer.testing import CliRunner
+
+    from skilldistill.cli import app
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(tiny_chat_model_dir), "--out", str(out), "--benchmarks", "aime24",
+            "--data-dir", str(shared_data / "benchmarks"), "--limit", "1", "--n", "aime24=1", "--max-new-tokens", "4",
+            "--device", "cpu"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    log = out / "aime24" / "generations.jsonl"
+    log.write_text(log.read_text().replace('"response": "', '"response": "STALE '))
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert "STALE" in log.read_text()  # resumed: the logged sample is kept
+    res = CliRunner().invoke(app, [*args, "--fresh"])
+    assert res.exit_code == 0, res.output
+    assert "STALE" not in log.read_text()  # a retrained model in the same folder: asked again

@@ -22,7 +22,8 @@ def evaluate_cmd(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Local benchmarks in <dir>/<name>/test.jsonl (offline)."),
     file: list[str] = typer.Option([], "--file", help="NAME=PATH: a benchmark's file (also for custom names)."),
     skills: list[str] = typer.Option([], "--skills", help="NAME=PATH: annotated benchmark Parquet for per-skill accuracy."),
-    n: list[str] = typer.Option([], "--n", help="NAME=N: samples per problem (default: 8 for AIME/AMC, else 1)."),
+    n: list[str] = typer.Option([], "--n", help="NAME=N: samples per problem (default: "
+                                + ", ".join(f"{b} {spec.n_samples}" for b, spec in BENCHMARKS.items()) + "; custom files 1)."),
     limit: int | None = typer.Option(None, help="At most this many problems per benchmark."),
     backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | openai."),
     base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server(s), for --backend openai."),
@@ -41,6 +42,9 @@ def evaluate_cmd(
     engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
     device: str = typer.Option("auto", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
     batch_size: int = typer.Option(8, help="transformers backend batch size."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard the samples already in --out (their log is keyed by "
+                               "the model's path: after retraining into the same folder, resuming would grade the old "
+                               "model's samples)."),
 ) -> None:
     """Generate n samples per problem, grade with math-verify, report avg@n and per-skill accuracy."""
     backend_cfg = BackendConfig(kind=backend, model=model, tensor_parallel_size=tensor_parallel_size,  # type: ignore[arg-type]
@@ -56,7 +60,7 @@ def evaluate_cmd(
         files=_pairs(file, "--file"), skills=_pairs(skills, "--skills"),
         n_samples={k: int(v) for k, v in _pairs(n, "--n").items()}, limit=limit,
     )
-    results = run_evaluate(out, cfg, gen)
+    results = run_evaluate(out, cfg, gen, fresh=fresh)
     table = Table("benchmark", "problems", "n", "accuracy", "± std", "truncated")
     for name, r in results.items():
         table.add_row(name, str(r["n_problems"]), str(r["n_samples"]), f"{100 * r['accuracy']:.1f}",
