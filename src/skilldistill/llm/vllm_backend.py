@@ -251,8 +251,8 @@ class VLLMBackend:
                     for rank in busy:
                         w = self.engines[rank]
                         if not w.alive():
-                            raise BackendError(f"vLLM engine {rank} of {len(self.engines)} died (exited with code "
-                                               f"{w.proc.returncode}); the other engines were stopped")
+                            raise BackendError(f"vLLM engine {rank} of {len(self.engines)} died "
+                                               f"({WorkerDied(w.name, w.proc.returncode)}); the other engines were stopped")
                     continue
                 for w in ready:
                     rank = self.engines.index(w)
