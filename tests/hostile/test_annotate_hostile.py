@@ -183,6 +183,12 @@ def test_unparseable_decisions_are_recorded_then_asked_again_with_retry_failed(t
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["failures"]["unparseable"] == 8  # every item's first decision
     assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "skills.parquet").exists()
+    with OpenAIStub(responder=rambling) as stub:
+        # allowed on the command line, the run finishes with every item marked
+        r = _cli(*base, "--base-url", stub.base_url, "--max-failed-share", "1")
+        assert r.returncode == 0 and stub.chat_calls == 0, r.stderr[-2000:]
+    rows = pq.read_table(tmp_path / "out" / "skills.parquet").to_pylist()
+    assert [row["skills_status"] for row in rows] == ["unparseable"] * 8
     with OpenAIStub(responder=pick_listed_skills) as stub:
         r = _cli(*base, "--base-url", stub.base_url)  # a plain rerun does not ask again
         assert r.returncode != 0 and stub.chat_calls == 0, r.stderr[-2000:]

@@ -178,10 +178,12 @@ class TestTwoServers:
         corpus = tmp_path / "corpus.parquet"
         write_corpus(generate_corpus(16, seed=2), corpus)
         r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "openai",
-                    "--model", "smollm2", *urls, "--max-tokens", "64")
+                    "--model", "smollm2", *urls, "--max-tokens", "64", "--max-failed-share", "1")  # a 135M model
         assert r.returncode == 0, r.stderr[-3000:]
         summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
         assert summary["items"] == 16 and summary["calls_this_run"] >= 16
+        statuses = pq.read_table(tmp_path / "annotate" / "skills.parquet").column("skills_status").to_pylist()
+        assert statuses.count("unparseable") + statuses.count("failed") == sum(summary["items_incomplete"].values())
         served = [_requests(s) for s in two_servers]
         assert all(n > 0 for n in served), served  # both servers got requests
 
@@ -209,7 +211,7 @@ class TestTwoServers:
         write_corpus(generate_corpus(40, seed=6), corpus)
         r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "distilled",
                     "--llm-backend", "openai", "--model", "smollm2", *urls, "--max-tokens", "48", "--sample-size", "24",
-                    "--holdout-fraction", "0.25", "--min-examples", "4", "--strata", "4")
+                    "--holdout-fraction", "0.25", "--min-examples", "4", "--strata", "4", "--max-failed-share", "1")
         assert r.returncode == 0, r.stderr[-3000:]
         summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
         d = summary["distilled"]
@@ -255,7 +257,7 @@ def test_annotate_with_the_in_process_vllm_backend(smollm2_dir, tmp_path):
     write_corpus(generate_corpus(8, seed=4), corpus)
     flags = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--kv-cache-gb", "1"]
     r = run_cli("annotate", str(corpus), "--tree", "demo", "--out", str(tmp_path / "annotate"), "--backend", "vllm",
-                "--model", str(smollm2_dir), *flags, "--max-tokens", "48")
+                "--model", str(smollm2_dir), *flags, "--max-tokens", "48", "--max-failed-share", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "annotate" / "summary.json").read_text())
     assert summary["items"] == 8 and summary["calls_this_run"] >= 8 and summary["model"] == str(smollm2_dir)

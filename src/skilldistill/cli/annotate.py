@@ -71,6 +71,9 @@ def run(
     template: Path | None = typer.Option(None, "--template", help="Prompt template file (default: bundled attribution_v1)."),
     max_chars: int = typer.Option(20_000, "--max-chars", help="Cap on teacher-solution characters shown."),
     max_depth: int | None = typer.Option(None, "--max-depth", help="Do not descend below this depth."),
+    max_failed_share: float = typer.Option(0.05, "--max-failed-share", min=0.0, max=1.0,
+                                           help="Fail when more than this share of items has a refused call or an "
+                                           "answer that stayed unreadable (below it: marked in skills_status)."),
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vllm: GPUs per model."),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm."),
     data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vllm: engines, each on its own GPUs."),
@@ -132,7 +135,7 @@ def run(
         cfg = AnnotateConfig(
             backend=backend, llm=llm, embedding=emb, prompt_template=str(template) if template else None,
             temperature=temperature, max_tokens=max_tokens, chat_template_kwargs=ct_kwargs,
-            max_chars=max_chars, max_depth=max_depth,
+            max_chars=max_chars, max_depth=max_depth, max_failed_share=max_failed_share,
             distilled=DistilledConfig(sample_size=sample_size, holdout_fraction=holdout_fraction, min_examples=min_examples,
                                       strata=strata, uncertain_band=band),
         )
