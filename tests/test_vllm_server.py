@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 
-from skilldistill.llm.vllm_server import VLLMServer, _group_alive
+from skilldistill.llm.vllm_server import VLLMServer
+from skilldistill.subproc import group_alive
 
 # A "server" that starts a child in its own group, then dies: what a crashed API server
 # leaves behind when its engine core does not notice.
@@ -23,9 +24,9 @@ def test_stop_ends_the_group_when_the_server_process_died_first():
     server = VLLMServer("m")
     server.proc = subprocess.Popen([sys.executable, "-c", ORPHANING], start_new_session=True)
     server.proc.wait(timeout=30)  # the server is gone ...
-    assert _group_alive(server.proc.pid)  # ... its child is not
+    assert group_alive(server.proc.pid)  # ... its child is not
     server.stop()
-    assert not _group_alive(server.proc.pid)
+    assert not group_alive(server.proc.pid)
 
 
 def test_health_checks_bypass_a_proxy(monkeypatch):
@@ -51,5 +52,5 @@ def test_health_checks_bypass_a_proxy(monkeypatch):
     finally:
         server.stop()
         httpd.shutdown()
-    assert server.proc.poll() is not None and not _group_alive(server.proc.pid)
+    assert server.proc.poll() is not None and not group_alive(server.proc.pid)
     assert os.environ["http_proxy"] == "http://127.0.0.1:9"

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .artifacts import hash_obj, read_json, write_json, write_manifest, write_parquet, write_text
+from .closed_loop import ROUNDS_DIR
 from .config import DEMO_STUDENT, ArmConfig, Recipe
 from .errors import ConfigError
 from .llm.base import fingerprint_view
@@ -75,7 +76,7 @@ class Pipeline:
         fp = hash_obj({"kind": kind, "config": config_view, "upstream": upstream})
         prev = self.state["stages"].get(key, {})
         rank = STAGES.index(kind)
-        if kind == "profile" and key.startswith("rounds/"):
+        if kind == "profile" and key.startswith(ROUNDS_DIR + "/"):
             # a later round's profile profiles the round before's trained model: it comes
             # after that training, so --from select/format/train reruns it too
             rank = STAGES.index("train")

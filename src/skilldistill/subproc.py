@@ -168,6 +168,17 @@ def _reap(proc: subprocess.Popen, own_group: bool, *conns: Connection) -> None:
         kill_group(proc.pid)
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process is left in process group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process holds the id: alive, just not ours
+        return True
+    return True
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL every process left in process group ``pgid`` (none left: nothing to do)."""
     import signal
@@ -249,4 +260,4 @@ def wait_ready(worker: Worker, timeout: float, what: str = "start") -> Any:
             raise WorkerDied(worker.name, worker.proc.returncode)
 
 
-__all__ = ["Worker", "WorkerDied", "child_channel", "close_all", "kill_group", "wait_any", "wait_ready"]
+__all__ = ["Worker", "WorkerDied", "child_channel", "close_all", "group_alive", "kill_group", "wait_any", "wait_ready"]

@@ -18,6 +18,7 @@ from engine_helpers import engine_config, run_cli
 from skilldistill.generate import GenerationConfig, run_generation
 from skilldistill.llm.base import SamplingParams
 from skilldistill.llm.vllm_backend import VLLMBackend
+from skilldistill.subproc import group_alive
 
 pytestmark = [pytest.mark.real_engine, pytest.mark.slow]
 
@@ -115,21 +116,11 @@ def test_two_engines_share_the_work_keep_input_order_and_one_killed_stops_both(d
         # and nothing vLLM started survives either engine, the killed one included (its
         # engine core and CPU worker would otherwise keep running without it, memory and all)
         deadline = time.time() + 60
-        while any(_group_alive(p.pid) for p in procs) and time.time() < deadline:
+        while any(group_alive(p.pid) for p in procs) and time.time() < deadline:
             time.sleep(0.5)
-        assert not any(_group_alive(p.pid) for p in procs)
+        assert not any(group_alive(p.pid) for p in procs)
     finally:
         b.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    import os
-
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def _pool(tmp_path, n: int = 32):

@@ -22,6 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..subproc import group_alive
 
 # Requests to our own 127.0.0.1 server never go through a proxy: urllib honours http_proxy
 # and, on Linux, bypasses 127.0.0.1 only when no_proxy says so (clusters often set a proxy).
@@ -104,9 +105,9 @@ class VLLMServer:
             except subprocess.TimeoutExpired:
                 continue
             deadline = time.time() + 5  # the rest of the group shutting down after its leader
-            while _group_alive(pgid) and time.time() < deadline:
+            while group_alive(pgid) and time.time() < deadline:
                 time.sleep(0.1)
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 break
 
     def _tail(self, n: int = 3000) -> str:
@@ -120,16 +121,6 @@ class VLLMServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # Small CPU servers (vLLM's CPU build on a laptop): fp32, short context, 1 GiB KV cache,
