@@ -332,3 +332,34 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def locked_stage(what: str, *, out_arg: str = "out_dir", main_rank_only: bool = False) -> Any:
+    """Decorator: the stage function runs holding ``FolderLock`` on its output folder.
+
+    ``out_arg`` names the parameter that holds the folder. ``main_rank_only``: under
+    ``accelerate launch`` only rank 0 takes the lock (the other ranks of the same job share
+    the folder; a second job is still refused by rank 0).
+
+        @locked_stage("select")
+        def run_select(skills_parquet, out_dir, config=None, ...): ...
+    """
+    import functools
+    import inspect
+
+    def decorate(fn: Any) -> Any:
+        signature = inspect.signature(fn)
+        if out_arg not in signature.parameters:
+            raise TypeError(f"{fn.__qualname__} has no parameter {out_arg!r} to lock")
+
+        @functools.wraps(fn)
+        def run_locked(*args: Any, **kwargs: Any) -> Any:
+            folder = signature.bind(*args, **kwargs).arguments[out_arg]
+            if main_rank_only and int(os.environ.get("RANK", "0")) != 0:
+                return fn(*args, **kwargs)
+            with FolderLock(folder, what=what):
+                return fn(*args, **kwargs)
+
+        return run_locked
+
+    return decorate
