@@ -3,7 +3,7 @@
     python bench/attribution_quality.py                 # all 5,000 MATH test problems
     python bench/attribution_quality.py --limit 700 --variants
 
-Runs ``skilldistill.annotate`` with the ``embedding`` backend on the MATH test set
+Runs ``skilldistill.attribution.run_annotate`` with the ``embedding`` backend on the MATH test set
 (question + human solution) against the paper's skill_mix.json tree, then compares the
 first-level skill of each item's first chain (the best-scoring domain) with the MATH
 subject. MATH's 7 types map one-to-one onto the tree's 7 top-level names. Prints the
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     args = ap.parse_args()
 
-    from skilldistill.annotate import AnnotateConfig, annotate
+    from skilldistill.attribution import AnnotateConfig, annotate
 
     rows = load_math(args.limit)
     out = args.out or Path(tempfile.mkdtemp(prefix="attr-quality-"))
@@ -133,7 +133,7 @@ def main() -> None:
     print("  per subject:", json.dumps(report["per_subject_accuracy"]))
 
     if args.variants:
-        from skilldistill.annotate import item_text
+        from skilldistill.attribution import item_text
         from skilldistill.llm.embedding import EmbeddingAttributor, EmbeddingConfig
         from skilldistill.tree import SkillTree
 

@@ -68,7 +68,7 @@ _REF: dict = {}
 def _ref_init(url: str) -> None:
     import openai
 
-    from skilldistill.annotate import PromptTemplate
+    from skilldistill.attribution import PromptTemplate
     from skilldistill.tree import SkillTree
 
     _REF["client"] = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0)
@@ -78,7 +78,7 @@ def _ref_init(url: str) -> None:
 
 def _ref_walk(item: tuple[str, str, str]) -> tuple[str, list[list[str]], int]:
     """One item, depth-first, one blocking request at a time (as the paper's dfs())."""
-    from skilldistill.annotate import item_text, match_names, parse_answer
+    from skilldistill.attribution import item_text, match_names, parse_answer
 
     item_id, question, response = item
     client, template, tree = _REF["client"], _REF["template"], _REF["tree"]
@@ -185,7 +185,7 @@ def main() -> None:
 
     import openai  # noqa: F401 - imported before timing, as (a)'s workers start before theirs
 
-    from skilldistill.annotate import AnnotateConfig, annotate
+    from skilldistill.attribution import AnnotateConfig, annotate
     from skilldistill.llm.base import BackendConfig
     from skilldistill.tree import SkillTree
 

@@ -32,12 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "src"))
 
-from skilldistill.decontaminate import (  # noqa: E402
-    PAPER_DECONTAMINATION,
-    DecontaminationConfig,
-    Decontaminator,
-    load_benchmark_problems,
-)
+from skilldistill.decontaminate.config import PAPER_DECONTAMINATION, DecontaminationConfig  # noqa: E402
+from skilldistill.decontaminate.matcher import Decontaminator  # noqa: E402
+from skilldistill.decontaminate.problems import load_benchmark_problems  # noqa: E402
 from skilldistill.textutil import normalize_question  # noqa: E402
 
 

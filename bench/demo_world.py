@@ -81,7 +81,8 @@ def run_arm(task: dict) -> dict:
     import torch
 
     from skilldistill.demo.student import load_student, sft_train, to_messages
-    from skilldistill.format import ExampleFormat, assistant_target
+    from skilldistill.format.config import ExampleFormat
+    from skilldistill.format.examples import assistant_target
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -131,7 +132,8 @@ def main() -> int:
     import torch
 
     from skilldistill.demo.generator import generate_corpus, generate_eval_set
-    from skilldistill.demo.student import StudentConfig, build_base_student, load_student
+    from skilldistill.demo.student import build_base_student, load_student
+    from skilldistill.demo.student_config import StudentConfig
     from skilldistill.stats import paired_bootstrap
 
     torch.set_num_threads(1)

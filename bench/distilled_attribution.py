@@ -91,8 +91,8 @@ def seed_variant_features(source: Path, dest: Path, texts, hashes, items, max_ch
     vector of the MATH problem it numbers (the text differs by its "(Variant k)" prefix)."""
     import numpy as np
 
-    from skilldistill.annotate import item_text
     from skilldistill.artifacts import sha256_text
+    from skilldistill.attribution import item_text
 
     with np.load(source, allow_pickle=False) as z:
         known, model = dict(zip(z["keys"].tolist(), z["vectors"], strict=True)), z["model"]
@@ -122,9 +122,15 @@ def main() -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from skilldistill.annotate import AnnotateConfig, annotate, item_text
     from skilldistill.artifacts import sha256_text
-    from skilldistill.distilled_attribution import FEATURES_FILE, DistilledConfig, item_features
+    from skilldistill.attribution import (
+        FEATURES_FILE,
+        AnnotateConfig,
+        DistilledConfig,
+        annotate,
+        item_features,
+        item_text,
+    )
     from skilldistill.llm.base import BackendConfig
     from skilldistill.tree import SkillTree
 
@@ -202,7 +208,7 @@ def main() -> int:
     # a root decision inside the band goes to the stand-in (the subject: right by definition).
     import numpy as np
 
-    from skilldistill.distilled_attribution import load_node_models
+    from skilldistill.attribution import load_node_models
 
     _, models = load_node_models(out / "distilled")
     root_model = models[()]

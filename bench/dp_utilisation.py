@@ -136,12 +136,12 @@ def run_fake(engines: int, latency: float, seed: int) -> int:
 def run_real(engines: int, seed: int) -> int:
     from skilldistill.demo.generator import generate_eval_set
     from skilldistill.demo.student import (
-        StudentConfig,
         make_model,
         shipped_student,
         tokenizer_corpus,
         train_tokenizer,
     )
+    from skilldistill.demo.student_config import StudentConfig
     from skilldistill.llm.base import BackendConfig, SamplingParams
     from skilldistill.llm.vllm_backend import VLLMBackend
 

@@ -43,7 +43,7 @@ def main() -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from skilldistill.annotate import AnnotateConfig, annotate
+    from skilldistill.attribution import AnnotateConfig, annotate
     from skilldistill.llm.base import BackendConfig
     from skilldistill.llm.vllm_server import CPU_ARGS, VLLMServer
     from skilldistill.tree import SkillTree

@@ -113,16 +113,13 @@ def child(pool: str, profile: str, budget: int, strategy: str, out: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401  (import cost is not the selection's)
 
-    from skilldistill.select import (
-        LeafIndex,
-        SelectConfig,
-        draw_quota,
-        draw_skill,
-        leaf_accuracies,
-        leaf_weights,
-        plot_distribution,
-        run_select,
-    )
+    from skilldistill.select.config import SelectConfig
+    from skilldistill.select.index import LeafIndex
+    from skilldistill.select.plot import plot_distribution
+    from skilldistill.select.stage import run_select
+    from skilldistill.select.strategies.quota import draw_quota
+    from skilldistill.select.strategies.skill import draw_skill
+    from skilldistill.select.weights import leaf_accuracies, leaf_weights
 
     try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
         with open("/proc/self/clear_refs", "w") as f:

@@ -19,7 +19,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_stub import OpenAIStub, Reply, listed_skills, pick_listed_skills  # noqa: E402
-from skilldistill.annotate import (  # noqa: E402
+from skilldistill.artifacts import AppendLog, hash_obj, read_json  # noqa: E402
+from skilldistill.attribution import (  # noqa: E402
     AnnotateConfig,
     EmbeddingDecider,
     PromptTemplate,
@@ -29,7 +30,6 @@ from skilldistill.annotate import (  # noqa: E402
     match_names,
     parse_answer,
 )
-from skilldistill.artifacts import AppendLog, hash_obj, read_json  # noqa: E402
 from skilldistill.errors import ConfigError, InputError  # noqa: E402
 from skilldistill.llm.base import BackendConfig  # noqa: E402
 from skilldistill.llm.embedding import EmbeddingConfig  # noqa: E402
@@ -154,11 +154,11 @@ def test_a_fuzzy_match_must_be_clearly_the_closest_sibling():
 
 
 def test_an_answer_cut_off_by_the_token_cap_is_not_read():
-    from skilldistill.annotate import _read_complete
+    from skilldistill.attribution import read_complete_answer
     from skilldistill.llm.base import Completion
 
     rec: dict = {}
-    assert _read_complete(Completion('["Algebra", "Geometry"', finish_reason="length"), rec) is None
+    assert read_complete_answer(Completion('["Algebra", "Geometry"', finish_reason="length"), rec) is None
     assert rec == {"finish_reason": "length"}
     # reasoning that never ended: its list is no answer
     assert parse_answer('<think>Options: ["Algebra", "Geometry"]. Geometry is clearly not') is None
@@ -200,7 +200,7 @@ def test_changed_sampling_settings_ask_again_client_settings_do_not(tmp_path, tr
 
 
 def test_a_kill_before_the_manifest_leaves_no_stale_certificate(tmp_path, tree, corpus, monkeypatch):
-    import skilldistill.annotate as annotate_mod
+    import skilldistill.attribution.stage as annotate_mod
 
     with OpenAIStub(responder=pick_listed_skills) as stub:
         annotate(corpus, tree, tmp_path / "out", openai_cfg(stub.base_url), show_progress=False)
@@ -433,7 +433,7 @@ def test_retried_decisions_keep_their_earlier_calls_in_the_total(tmp_path, tree,
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from skilldistill.annotate import AnnotateConfig, annotate
+    from skilldistill.attribution import AnnotateConfig, annotate
     from skilldistill.llm.base import BackendConfig
     from skilldistill.tree import SkillTree
     import json

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from skilldistill.arm_worker import ArmPool
-from skilldistill.config import load_recipe
 from skilldistill.errors import ConfigError
+from skilldistill.orchestration.arm_pool import ArmPool, WorkerTask
+from skilldistill.orchestration.recipe import load_recipe
+from skilldistill.orchestration.stage_runner import UpstreamFingerprints
 from test_pipeline import REPO, TINY
 
 
-def _base_task(run_dir) -> dict:
+def _base_task(run_dir) -> WorkerTask:
     recipe = load_recipe(REPO / "recipes" / "demo-quick.yaml", TINY)
-    return {"recipe": recipe, "run_dir": str(run_dir), "force_from": None, "show_progress": False,
-            "fingerprints": ["student", "demo"]}
+    return WorkerTask(recipe=recipe, run_dir=str(run_dir), force_from=None, show_progress=False,
+                      upstream=UpstreamFingerprints(student="student", demo="demo"))
 
 
 @pytest.mark.slow

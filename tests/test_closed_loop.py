@@ -1,4 +1,4 @@
-"""The closed loop (skilldistill.closed_loop): budgets per round, earlier selections left out
+"""The closed loop (skilldistill.orchestration.closed_loop): budgets per round, earlier selections left out
 of selection and profiling, and `rounds: 2` end to end in the quick demo world, resumed after
 kill -9 between and inside rounds with the same numbers as an uninterrupted run."""
 
@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from skilldistill.cli import app
-from skilldistill.closed_loop import LoopConfig
-from skilldistill.config import load_recipe
 from skilldistill.errors import ConfigError, InputError
+from skilldistill.orchestration.loop_config import LoopConfig
+from skilldistill.orchestration.recipe import load_recipe
 from skilldistill.profile import run_profile
 from skilldistill.select import SelectConfig, run_select
 from test_profile import ScriptedStudent, _profile_cfg

@@ -10,7 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from skilldistill.corpus import PRESETS, IngestConfig, detect_preset, ingest, read_corpus
+from skilldistill.corpus.config import IngestConfig
+from skilldistill.corpus.presets import PRESETS, detect_preset
+from skilldistill.corpus.stage import ingest
+from skilldistill.corpus.table import read_corpus
 from skilldistill.errors import InputError
 from skilldistill.textutil import last_boxed, normalize_question
 
@@ -240,7 +243,7 @@ def test_rows_are_never_mapped_onto_a_wrong_gold_or_a_duplicate_id(tmp_path):
 
 
 def test_multi_part_answers_in_dollars_keep_every_part(tmp_path):
-    from skilldistill.corpus import _strip_dollars
+    from skilldistill.rows import strip_dollars
 
-    assert _strip_dollars("$69$,$84$") == "69,84"
-    assert _strip_dollars("$\\frac{1}{2}$") == "\\frac{1}{2}" and _strip_dollars("$5") == "$5"
+    assert strip_dollars("$69$,$84$") == "69,84"
+    assert strip_dollars("$\\frac{1}{2}$") == "\\frac{1}{2}" and strip_dollars("$5") == "$5"

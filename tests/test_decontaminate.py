@@ -9,13 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from skilldistill.corpus import IngestConfig, ingest
-from skilldistill.decontaminate import (
-    BenchmarkProblems,
-    DecontaminationConfig,
-    Decontaminator,
-    load_benchmark_problems,
-)
+from skilldistill.corpus.config import IngestConfig
+from skilldistill.corpus.stage import ingest
+from skilldistill.decontaminate.config import DecontaminationConfig
+from skilldistill.decontaminate.matcher import Decontaminator
+from skilldistill.decontaminate.problems import BenchmarkProblems, load_benchmark_problems
 from skilldistill.errors import InputError
 
 
@@ -120,7 +118,7 @@ def test_ingest_refuses_a_missing_benchmark_before_writing(tmp_path, shared_data
 
 
 def test_an_exclusion_file_mixing_question_fields_excludes_every_row(tmp_path):
-    from skilldistill.decontaminate import load_benchmark_problems
+    from skilldistill.decontaminate.problems import load_benchmark_problems
     from skilldistill.errors import InputError
 
     bench = tmp_path / "mixed.jsonl"

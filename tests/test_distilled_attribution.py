@@ -15,14 +15,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from openai_stub import OpenAIStub, Reply, listed_skills  # noqa: E402
-from skilldistill.annotate import AnnotateConfig, annotate  # noqa: E402
-from skilldistill.demo.generator import generate_corpus, write_corpus  # noqa: E402
-from skilldistill.distilled_attribution import (  # noqa: E402
+from skilldistill.attribution import (  # noqa: E402
+    AnnotateConfig,
     DistilledConfig,
+    annotate,
     chain_agreement,
     load_node_models,
     stratified_sample,
 )
+from skilldistill.demo.generator import generate_corpus, write_corpus  # noqa: E402
 from skilldistill.llm.base import BackendConfig  # noqa: E402
 
 
@@ -162,8 +163,7 @@ def test_other_backends_fingerprints_do_not_see_the_distilled_section():
 
 KILL_SCRIPT = """
 import sys
-from skilldistill.annotate import AnnotateConfig, annotate
-from skilldistill.distilled_attribution import DistilledConfig
+from skilldistill.attribution import AnnotateConfig, DistilledConfig, annotate
 from skilldistill.llm.base import BackendConfig
 llm = BackendConfig(kind="openai", model="stub-model", base_urls=[sys.argv[3]], api_key="k", max_concurrency=4)
 cfg = AnnotateConfig(backend="distilled", llm=llm, distilled=DistilledConfig(

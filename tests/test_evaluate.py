@@ -8,16 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from skilldistill.benchmarks import BENCHMARKS, PAPER_BENCHMARKS, load_benchmark
 from skilldistill.errors import ConfigError, InputError
-from skilldistill.evaluate import (
-    BENCHMARKS,
-    PAPER_BENCHMARKS,
-    EvaluateConfig,
-    avg_at_n,
-    load_benchmark,
-    load_item_skills,
-    per_skill_accuracy,
-)
+from skilldistill.evaluate.config import EvaluateConfig
+from skilldistill.evaluate.metrics import avg_at_n, per_skill_accuracy
+from skilldistill.evaluate.scoring import load_item_skills
 
 
 @pytest.mark.parametrize(
@@ -92,7 +87,7 @@ def test_item_skills_join_on_normalised_question(tmp_path, shared_data):
 
 
 def test_evaluate_benchmark_grades_rows_and_writes_results(tmp_path, shared_data):
-    from skilldistill.evaluate import evaluate_benchmark
+    from skilldistill.evaluate.scoring import evaluate_benchmark
 
     items = load_benchmark("aime25", data_dir=shared_data / "benchmarks", limit=2)
     rows = [
@@ -112,7 +107,7 @@ def test_evaluate_benchmark_grades_rows_and_writes_results(tmp_path, shared_data
 
 @pytest.mark.slow
 def test_run_evaluate_end_to_end_and_resume(tmp_path, shared_data, tiny_chat_model_dir, tiny_transformers_backend):
-    from skilldistill.evaluate import run_evaluate
+    from skilldistill.evaluate.stage import run_evaluate
     from skilldistill.generate import GenerationConfig
     from skilldistill.llm.base import BackendConfig
 
@@ -149,7 +144,7 @@ def test_run_evaluate_end_to_end_and_resume(tmp_path, shared_data, tiny_chat_mod
 def test_a_truncated_sample_counts_wrong_even_with_a_correct_box(tmp_path, shared_data):
     # finish_reason "length": the cap cut the output; a \boxed{} written before the cut is
     # no final answer (issue 16 #4: it used to count correct, against the docs)
-    from skilldistill.evaluate import evaluate_benchmark
+    from skilldistill.evaluate.scoring import evaluate_benchmark
 
     items = load_benchmark("aime25", data_dir=shared_data / "benchmarks", limit=1)
     rows = [{"id": items[0].id, "sample": 0, "response": f"\\boxed{{{items[0].answer}}} and then it went on",

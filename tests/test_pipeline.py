@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skilldistill.config import apply_overrides, load_recipe
+from skilldistill.demo.attribution_score import attribution_accuracy
 from skilldistill.errors import ConfigError
-from skilldistill.pipeline import Pipeline, attribution_accuracy
+from skilldistill.orchestration.arm_runs import run_arm
+from skilldistill.orchestration.pipeline import Pipeline
+from skilldistill.orchestration.recipe import apply_overrides, load_recipe
+from skilldistill.orchestration.stage_runner import UpstreamFingerprints
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = [REPO / "recipes" / n for n in ("demo.yaml", "demo-quick.yaml", "qwen3-4b-openmathreasoning.yaml", "qwen3-8b-openmathreasoning.yaml")]
@@ -70,7 +73,7 @@ def test_select_measures_lengths_in_each_arms_own_format(tmp_path):
     pipe.step = fake_step
     for arm in r.arms:
         with pytest.raises(StopIteration):
-            pipe._arm(arm, 0, "a", "p", "s", None, None)
+            run_arm(pipe, arm, 0, UpstreamFingerprints(annotate="a", profile="p", student="s", demo=None), None)
     styles = {k.split("/")[1]: v["example"]["style"] for k, v in seen.items()}
     assert styles == {"random-plain": "plain", "random-skillaware": "skill-aware", "skill-plain": "plain",
                       "skill-skillaware": "skill-aware"}
@@ -137,7 +140,9 @@ def test_new_train_fields_at_their_default_leave_fingerprints_alone():
     assert "train_sampling_strategy" not in TrainConfig().fingerprint_dict()
     assert TrainConfig(train_sampling_strategy="batch_rebalance").fingerprint_dict()["train_sampling_strategy"] == \
         "batch_rebalance"
-    assert set(TrainConfig().model_dump()) - set(TrainConfig().fingerprint_dict()) == {"train_sampling_strategy"}
+    assert TrainConfig(ddp_timeout=600).fingerprint_dict()["ddp_timeout"] == 600
+    assert set(TrainConfig().model_dump()) - set(TrainConfig().fingerprint_dict()) == {"train_sampling_strategy",
+                                                                                      "ddp_timeout"}
 
 
 def test_attribution_accuracy(tmp_path):
@@ -212,16 +217,16 @@ TINY = [
 
 @pytest.mark.slow
 def test_pipeline_runs_skips_and_reruns_downstream_only(tmp_path, monkeypatch):
-    import skilldistill.arm_worker as arm_worker
+    import skilldistill.orchestration.arm_pool as arm_pool
 
     pools: list[int] = []  # the worker processes each run started (jobs: 2 in demo-quick)
 
-    class CountedPool(arm_worker.ArmPool):
+    class CountedPool(arm_pool.ArmPool):
         def __init__(self, jobs: int, **kw):
             pools.append(jobs)
             super().__init__(jobs, **kw)
 
-    monkeypatch.setattr(arm_worker, "ArmPool", CountedPool)
+    monkeypatch.setattr(arm_pool, "ArmPool", CountedPool)
     recipe = load_recipe(REPO / "recipes" / "demo-quick.yaml", TINY)
     run_dir = tmp_path / "run"
     first = Pipeline(recipe, run_dir=run_dir, show_progress=False)

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from skilldistill.cli import app
-from skilldistill.config import load_recipe
-from skilldistill.plan import plan_recipe
+from skilldistill.orchestration.plan import plan_recipe
+from skilldistill.orchestration.recipe import load_recipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_stub import OpenAIStub, pick_listed_skills  # noqa: E402
@@ -67,8 +67,8 @@ def test_plan_measures_llm_calls_on_a_sample_and_the_run_agrees(tmp_path):
         assert plan["totals"]["gpu_hours"] > 0 and annotate["gpu_hours"] > 0
 
         # the real stage on the whole pool: the estimate holds within the sample's error
-        from skilldistill.annotate import annotate as run_annotate
-        from skilldistill.pipeline import demo_pool
+        from skilldistill.attribution import run_annotate
+        from skilldistill.demo.pool import demo_pool
         from skilldistill.tree import SkillTree
 
         corpus = tmp_path / "corpus.parquet"

@@ -12,7 +12,10 @@ import pytest
 import yaml
 
 from skilldistill.evaluate import SAMPLES_SCHEMA
-from skilldistill.report import build_report, stage_times, strip_backend_defaults, verdict
+from skilldistill.report.analysis import stage_times
+from skilldistill.report.comparison import verdict
+from skilldistill.report.render import strip_backend_defaults
+from skilldistill.report.stage import run_report
 from skilldistill.stats import paired_bootstrap
 
 LEAVES = [["A", "a1"], ["A", "a2"], ["B", "b1"], ["B", "b2"]]
@@ -84,7 +87,7 @@ def run_dir(tmp_path):
 
 
 def test_deltas_carry_paired_bootstrap_intervals_and_a_verdict(run_dir):
-    summary = build_report(run_dir, baseline="random-plain")
+    summary = run_report(run_dir, baseline="random-plain")
     cell = summary["benchmarks"]["arms"]["skill-skillaware"]["demo_eval"]
     # skill-skillaware solves 26 of 40 on every seed, random-plain 21, 21, 20
     assert cell["delta"] == pytest.approx(26 / 40 - (21 + 21 + 20) / 120)
@@ -123,7 +126,7 @@ def test_a_single_seed_verdict_says_its_interval_leaves_out_seed_variation():
 
 def _arm_runs(name: str, per_seed: list[dict[str, dict[str, int]]], chains=None):
     """ArmRuns from ``[seed] -> benchmark -> problem id -> correct (0/1)``, one sample each."""
-    from skilldistill.report import ArmRuns
+    from skilldistill.report.collect import ArmRuns
 
     arm = ArmRuns(name)
     for k, benches in enumerate(per_seed):
@@ -136,21 +139,22 @@ def _arm_runs(name: str, per_seed: list[dict[str, dict[str, int]]], chains=None)
 
 
 def test_weak_problems_are_matched_within_their_benchmark():
-    from skilldistill.report import _problems_under, compare
+    from skilldistill.report.analysis import problems_under
+    from skilldistill.report.comparison import compare
 
     # problem "1" of `annot` is under the weak leaf and does not change; an unrelated problem
     # "1" of amc23 goes 0 -> 1: it must not count as a weak-leaf gain
     chains = {("annot", "1"): [["A", "weak"]], ("annot", "2"): [["A", "other"]]}
     base = _arm_runs("base", [{"annot": {"1": 0, "2": 1}, "amc23": {"1": 0, "3": 1}}], chains)
     arm = _arm_runs("x", [{"annot": {"1": 0, "2": 1}, "amc23": {"1": 1, "3": 1}}], chains)
-    ids = _problems_under(base, {"A->weak"})
+    ids = problems_under(base, {"A->weak"})
     assert ids == {("annot", "1")}
     ci = compare(arm, base, ["amc23", "annot"], only=ids)
     assert set(ci) == {"annot", "average"} and ci["average"]["delta"] == 0.0
 
 
 def test_the_delta_and_verdict_cover_what_the_interval_compared():
-    from skilldistill.report import benchmark_table
+    from skilldistill.report.comparison import benchmark_table
 
     # the baseline ran b1 only, the method b1 and b2: the interval (and so the delta and the
     # verdict's scope) can only be about b1
@@ -165,7 +169,7 @@ def test_the_delta_and_verdict_cover_what_the_interval_compared():
 
 
 def test_the_seed_caveat_names_the_arm_with_one_seed():
-    from skilldistill.report import benchmark_table
+    from skilldistill.report.comparison import benchmark_table
 
     probs = [{"b": {str(i): int(i < 6 + k) for i in range(40)}} for k in range(3)]
     rp = _arm_runs("random-plain", probs)
@@ -177,7 +181,8 @@ def test_the_seed_caveat_names_the_arm_with_one_seed():
 
 
 def test_per_skill_accuracy_pools_benchmarks_by_problems_within_a_seed():
-    from skilldistill.report import ArmRuns, per_skill_table
+    from skilldistill.report.analysis import per_skill_table
+    from skilldistill.report.collect import ArmRuns
 
     arm = ArmRuns("m", seeds=["seed0"])
     arm.results["seed0"] = {"benchmarks": {
@@ -188,7 +193,8 @@ def test_per_skill_accuracy_pools_benchmarks_by_problems_within_a_seed():
 
 
 def test_a_correlation_of_constant_emphasis_is_undefined_not_nan():
-    from skilldistill.report import _md_emphasis, emphasis_vs_gain
+    from skilldistill.report.analysis import emphasis_vs_gain
+    from skilldistill.report.render import md_emphasis
 
     leaves = ["A->a1", "A->a2", "B->b1", "B->b2"]
     dists = {"s": {leaf: 0.25 for leaf in leaves}, "r": {leaf: 0.25 for leaf in leaves}}  # emphasis 1 everywhere
@@ -198,11 +204,11 @@ def test_a_correlation_of_constant_emphasis_is_undefined_not_nan():
     corr = emph["pairs"]["s"]["correlation"]
     assert corr["r"] is None and corr["low"] is None and corr["high"] is None
     json.dumps(emph, allow_nan=False)  # summary.json stays valid JSON
-    assert "| s | r | 4 | undefined | (constant emphasis or gain) |" in "\n".join(_md_emphasis(emph))
+    assert "| s | r | 4 | undefined | (constant emphasis or gain) |" in "\n".join(md_emphasis(emph))
 
 
 def test_weak_leaves_come_from_the_world_when_it_knows_them(run_dir):
-    summary = build_report(run_dir, baseline="random-plain")
+    summary = run_report(run_dir, baseline="random-plain")
     weak = summary["weak_skill_gains"]
     assert weak["weak_leaves"] == ["A->a2", "B->b2"]
     assert "world's 2 weak leaves" in weak["definition"]
@@ -214,13 +220,13 @@ def test_weak_leaves_come_from_the_world_when_it_knows_them(run_dir):
 
 
 def test_emphasis_against_gain_pairs_skill_arm_with_random_arm(run_dir):
-    summary = build_report(run_dir, baseline="random-plain")
+    summary = run_report(run_dir, baseline="random-plain")
     # formats differ here, so no same-format random partner: the pair is not formed
     assert summary["emphasis"]["pairs"] == {}
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe["arms"][0]["format"]["style"] = "skill-aware"
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    summary = build_report(run_dir, baseline="random-plain")
+    summary = run_report(run_dir, baseline="random-plain")
     pair = summary["emphasis"]["pairs"]["skill-skillaware"]
     assert pair["against"] == "random-plain"
     by_leaf = {p["leaf"]: p for p in pair["points"]}
@@ -231,7 +237,7 @@ def test_emphasis_against_gain_pairs_skill_arm_with_random_arm(run_dir):
 
 
 def test_samples_needed_section(run_dir):
-    summary = build_report(run_dir, baseline="random-plain", target_se=0.05)
+    summary = run_report(run_dir, baseline="random-plain", target_se=0.05)
     base = summary["n_needed"]["benchmarks"]["demo_eval"]["base"]
     # one sample per problem at an unknown temperature: the variance cannot be estimated
     assert base["samples_needed"] is None and base["sampling_se"] is None
@@ -244,13 +250,13 @@ def test_samples_needed_section(run_dir):
         doc = json.loads(res_file.read_text())
         doc["benchmarks"]["demo_eval"]["decoding"] = {"temperature": 0.0}
         res_file.write_text(json.dumps(doc))
-    greedy = build_report(run_dir, baseline="random-plain", target_se=0.05)["n_needed"]["benchmarks"]["demo_eval"]
+    greedy = run_report(run_dir, baseline="random-plain", target_se=0.05)["n_needed"]["benchmarks"]["demo_eval"]
     assert greedy["base"]["samples_needed"] == 1 and greedy["base"]["sampling_se"] == 0.0
     assert greedy["random-plain"]["note"] == "greedy decoding: no sampling variance"
 
 
 def test_files_are_world_readable_and_settings_are_collapsed_and_stripped(run_dir):
-    build_report(run_dir, baseline="random-plain")
+    run_report(run_dir, baseline="random-plain")
     for name in ("report.md", "report.html", "summary.json", "per_skill.png", "loss.png", "selection.png"):
         mode = stat.S_IMODE((run_dir / "report" / name).stat().st_mode)
         assert mode & 0o044 == 0o044, (name, oct(mode))
@@ -282,10 +288,11 @@ def test_loss_plot_has_one_colour_per_arm(run_dir):
     import matplotlib
 
     matplotlib.use("Agg")
-    from skilldistill.report import _colors, collect, plot_loss
+    from skilldistill.report.collect import collect_run
+    from skilldistill.report.plots import arm_colors, plot_loss
 
-    arms, _ = collect(run_dir)
-    colours = _colors(["random-plain", "skill-skillaware"])
+    arms, _ = collect_run(run_dir)
+    colours = arm_colors(["random-plain", "skill-skillaware"])
     assert colours["random-plain"] != colours["skill-skillaware"]
     assert plot_loss(arms, run_dir / "loss.png", styles={"random-plain": "plain", "skill-skillaware": "skill-aware"})
 
@@ -301,3 +308,16 @@ def test_report_cli_prints_the_verdict_and_samples_needed(run_dir):
     assert "samples per problem for a sampling SE of 2 pp" in res.output
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["n_needed"]["target_se"] == 0.02
+
+
+def test_the_package_imports_its_stage_code_only_when_asked():
+    import subprocess
+    import sys
+
+    code = ("import sys, skilldistill.report, skilldistill.report.config; "
+            "loaded = sorted(m for m in sys.modules if m.startswith('skilldistill.report.')); "
+            "assert loaded == ['skilldistill.report.config'], loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from skilldistill.report import build_report
+
+    assert build_report is run_report  # the name before the stages were named run_<stage>

@@ -12,18 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from skilldistill.errors import ConfigError, InputError
-from skilldistill.select import (
-    LeafIndex,
-    SelectConfig,
-    draw_forced,
-    draw_quota,
-    draw_skill,
-    kl_divergence,
-    largest_remainder,
-    leaf_accuracies,
-    leaf_weights,
-    run_select,
-)
+from skilldistill.select.config import SelectConfig
+from skilldistill.select.index import LeafIndex
+from skilldistill.select.report import kl_divergence
+from skilldistill.select.stage import run_select
+from skilldistill.select.strategies.forced import draw_forced
+from skilldistill.select.strategies.quota import draw_quota, largest_remainder
+from skilldistill.select.strategies.skill import draw_skill
+from skilldistill.select.weights import leaf_accuracies, leaf_weights
 
 SKILLS_TYPE = pa.list_(pa.list_(pa.string()))
 
@@ -513,3 +509,19 @@ def test_difficulty_baseline_on_the_pass_rate(tmp_path: Path):
     assert pq.read_table(two.out_dir / "selection.parquet").equals(pq.read_table(again.out_dir / "selection.parquet"))
     with pytest.raises(InputError, match="no item has a pass rate"):
         run_select(pool, tmp_path / "d4", SelectConfig(strategy="difficulty", difficulty_field="nope"), progress=False)
+
+
+def test_the_package_imports_its_stage_code_only_when_asked():
+    import subprocess
+    import sys
+
+    code = ("import sys, skilldistill.select, skilldistill.select.config; "
+            "loaded = sorted(m for m in sys.modules if m.startswith('skilldistill.select.')); "
+            "assert loaded == ['skilldistill.select.config'], loaded; "
+            "heavy = sorted(m for m in ('numpy', 'pyarrow', 'torch') if m in sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from skilldistill.select import SelectConfig as exported_config
+    from skilldistill.select import run_select as exported_run
+
+    assert exported_run is run_select and exported_config is SelectConfig

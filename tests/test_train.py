@@ -19,17 +19,12 @@ from pathlib import Path
 import pytest
 
 from skilldistill.errors import ConfigError, InputError
-from skilldistill.train import (
-    CHATML_TRAINING_TEMPLATE,
-    TrainConfig,
-    build_trainer,
-    last_complete_checkpoint,
-    load_conversations,
-    load_train_config,
-    prepare_examples,
-    resolve_chat_template,
-    run_train,
-)
+from skilldistill.train.checkpoints import last_complete_checkpoint
+from skilldistill.train.config import TrainConfig, load_train_config
+from skilldistill.train.data import load_conversations, prepare_examples
+from skilldistill.train.stage import run_train
+from skilldistill.train.templates import CHATML_TRAINING_TEMPLATE, resolve_chat_template
+from skilldistill.train.trainer import build_trainer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -243,7 +238,7 @@ def test_final_model_reloads_and_generates(trained, format_dir, tiny_student):
     tok = AutoTokenizer.from_pretrained(final)
     # final/ keeps the student's own template (so base and trained model are prompted alike),
     # and that template renders exactly the text training saw (ChatML + implicit system turn)
-    from skilldistill.train import implicit_system_prompt, with_implicit_system
+    from skilldistill.train.templates import implicit_system_prompt, with_implicit_system
 
     own = AutoTokenizer.from_pretrained(tiny_student)
     assert tok.chat_template == own.chat_template != CHATML_TRAINING_TEMPLATE
@@ -455,6 +450,40 @@ def test_cli_train_reports_missing_model_as_one_line(format_dir, tmp_path):
     assert "no student model" in result.output
 
 
+def test_cli_train_sft_without_a_key_is_one_line(format_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from skilldistill.cli import app
+
+    result = CliRunner().invoke(app, ["train", str(format_dir), "--out", str(tmp_path / "o"), "--model", "m",
+                                      "--sft", "optim"])
+    assert result.exit_code == 2
+    assert "--sft" in result.output and "KEY=VALUE" in result.output
+
+
+def test_python_m_skilldistill_train_is_the_train_verb():
+    # what `accelerate launch -m skilldistill.train ...` (and the pipeline's launcher) runs
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "skilldistill.train", "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "skilldistill train" in result.stdout and "--preset" in result.stdout and "--sft" in result.stdout
+
+
+def test_train_config_imports_no_training_library():
+    # the recipe reads TrainConfig from train.config: that must not load torch, TRL or the stage
+    import subprocess
+    import sys
+
+    code = ("import sys; import skilldistill.train, skilldistill.train.config; "
+            "print(sorted(m for m in ('torch', 'trl', 'transformers', 'skilldistill.train.stage') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.mark.slow
 def test_cli_train_with_yaml_config_finds_the_finished_run(trained, format_dir, tmp_path):
     from typer.testing import CliRunner
@@ -476,7 +505,7 @@ def test_cli_train_with_yaml_config_finds_the_finished_run(trained, format_dir, 
 
 @pytest.mark.parametrize("new_names", [True, False], ids=["transformers>=5.23", "transformers<5.23"])
 def test_checkpointing_fields_for_either_transformers(new_names):
-    from skilldistill.train import checkpointing_kwargs
+    from skilldistill.train.config import checkpointing_kwargs
 
     fields = {"activation_checkpointing", "activation_checkpointing_kwargs", "gradient_checkpointing"} if new_names \
         else {"gradient_checkpointing", "gradient_checkpointing_kwargs"}

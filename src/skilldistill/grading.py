@@ -1,6 +1,6 @@
 """Grade model answers against gold answers with math-verify, safely and in parallel.
 
-Used by profiling (stage 2) and evaluation (stage 5)::
+Used by ``skilldistill profile`` and ``skilldistill evaluate``::
 
     from skilldistill.grading import grade, grade_many, extract_final_answer
 
@@ -25,9 +25,9 @@ math-verify bounds its own work with ``signal.alarm``, which only works in a pro
 main thread. :func:`grade_many` therefore grades in worker processes (each runs the
 grader in its main thread) and, on top, enforces a hard per-item timeout from the
 parent: a worker stuck past ``timeout_s`` (or one that dies) is killed and replaced, its
-item is marked with an ``error``, and the run goes on. Workers start with
-``forkserver``, so scripts calling :func:`grade_many` need the usual
-``if __name__ == "__main__":`` guard.
+item is marked with an ``error``, and the run goes on. Workers are fresh
+``python -m skilldistill.grading`` processes (:mod:`skilldistill.subproc`), so a plain
+script calling :func:`grade_many` needs no ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
@@ -453,105 +453,129 @@ class GradingPool:
         chunk_size: int | None = None,
     ) -> list[GradeResult]:
         """Grade ``responses[i]`` against ``golds[i]``; results in input order."""
-        from .subproc import WorkerDied
-
         if len(golds) != len(responses):
             raise ValueError(f"{len(golds)} gold answers but {len(responses)} responses")
         n = len(golds)
-        results: list[GradeResult | None] = [None] * n
         if n == 0:
             return []
         n_workers = min(self.processes, n)
         self._ensure_workers(n_workers)
-        workers = self._workers[:n_workers]
         # Small chunks keep workers evenly loaded; per-item replies keep the timeout per item.
         size = chunk_size or max(1, min(32, math.ceil(n / (n_workers * 8))))
-        todo: deque[list[int]] = deque(list(range(i, min(i + size, n))) for i in range(0, n, size))
-        done = 0
-
-        def send(w: _Worker, indices: list[int]) -> None:
-            w.process.send([(i, _picklable(golds[i]), responses[i]) for i in indices])
-            w.inflight.extend(indices)
-            w.last_progress = time.monotonic()
-
-        deaths_in_a_row = 0
-
-        def fail_current(w: _Worker, error: str, died: bool = False) -> _Worker:
-            nonlocal done, deaths_in_a_row
-            lost = list(w.inflight)
-            w.inflight.clear()
-            if died:
-                deaths_in_a_row += 1
-                if deaths_in_a_row >= 3:
-                    # Workers that die before grading anything are broken, not the answers:
-                    # stop rather than mark every answer wrong.
-                    self.close()
-                    raise RuntimeError(f"grading workers keep dying ({error}); nothing was graded wrong for it")
-            if lost:
-                first, rest = lost[0], lost[1:]
-                # No extraction here: it is the step that may have hung, and the parent
-                # has no time limit of its own. The item counts wrong, with its reason.
-                results[first] = GradeResult(False, False, None, error)
-                done += 1
-                if progress:
-                    progress(1)
-                if rest:
-                    todo.appendleft(rest)
-            self.n_killed += 1
-            fresh = self._replace(w)
-            workers[workers.index(w)] = fresh
-            return fresh
-
-        while done < n:
-            for w in workers:
-                if not w.inflight and todo:
-                    chunk = todo.popleft()
-                    try:
-                        send(w, chunk)
-                    except WorkerDied as e:
-                        # died while idle (between calls, e.g. the OOM killer): its chunk was
-                        # never sent, so it goes back to the queue for the replacement
-                        todo.appendleft(chunk)
-                        fail_current(w, f"worker died ({e})", died=True)
-            busy = [w for w in workers if w.inflight]
+        run = _MapRun(self, golds, responses, progress, workers=self._workers[:n_workers],
+                      todo=deque(list(range(i, min(i + size, n))) for i in range(0, n, size)), results=[None] * n)
+        while run.done < n:
+            run.hand_out_chunks()
+            busy = [w for w in run.workers if w.inflight]
             if not busy:
-                if todo:
+                if run.todo:
                     continue  # a send failed and its worker was replaced: hand the work out again
                 break
-            now = time.monotonic()
-            wait_for = max(0.0, min(w.last_progress + self.timeout_s for w in busy) - now)
-            ready = wait_connections([w.conn for w in busy], timeout=wait_for)
-            by_conn = {id(w.conn): w for w in busy}
-            for conn in ready:
-                w = by_conn[id(conn)]
-                # Drain every reply already waiting on this pipe.
-                while True:
-                    try:
-                        index, correct, truncated, pred, error = w.process.recv()
-                    except WorkerDied as e:
-                        fail_current(w, f"worker died ({e})", died=True)
-                        break
-                    if w.inflight and w.inflight[0] == index:
-                        w.inflight.popleft()
-                    elif index in w.inflight:  # pragma: no cover - replies come in order
-                        w.inflight.remove(index)
-                    results[index] = GradeResult(correct, truncated, pred, error)
-                    deaths_in_a_row = 0
-                    done += 1
-                    if progress:
-                        progress(1)
-                    w.last_progress = time.monotonic()
-                    if not w.inflight or not conn.poll():
-                        break
-            now = time.monotonic()
-            for w in list(workers):
-                if w.inflight and now - w.last_progress > self.timeout_s:
-                    logger.warning("grading item %d took over %.0fs: worker killed", w.inflight[0], self.timeout_s)
-                    fail_current(w, f"timeout after {self.timeout_s:g}s")
-        missing = sum(r is None for r in results)
+            run.collect_replies(busy)
+            run.kill_stuck_workers()
+        missing = sum(r is None for r in run.results)
         if missing:  # never a verdict for an answer that was not graded
             raise RuntimeError(f"grading stopped with {missing} of {n} answers ungraded")
-        return list(results)  # type: ignore[arg-type]
+        return list(run.results)  # type: ignore[arg-type]
+
+
+@dataclass
+class _MapRun:
+    """One :meth:`GradingPool.map` call: its queue of chunks, its workers, its results."""
+
+    pool: GradingPool
+    golds: Sequence[Any]
+    responses: Sequence[str | None]
+    progress: Callable[[int], None] | None
+    workers: list[_Worker]  # replaced in place when one is killed
+    todo: deque[list[int]]  # chunks of indices not yet sent
+    results: list[GradeResult | None]
+    done: int = 0
+    deaths_in_a_row: int = 0
+
+    def send(self, w: _Worker, indices: list[int]) -> None:
+        w.process.send([(i, _picklable(self.golds[i]), self.responses[i]) for i in indices])
+        w.inflight.extend(indices)
+        w.last_progress = time.monotonic()
+
+    def record(self, index: int, result: GradeResult) -> None:
+        self.results[index] = result
+        self.done += 1
+        if self.progress:
+            self.progress(1)
+
+    def fail_current(self, w: _Worker, error: str, died: bool = False) -> _Worker:
+        """Kill and replace ``w``: its current item gets ``error``, the rest of its chunk goes back to the queue."""
+        lost = list(w.inflight)
+        w.inflight.clear()
+        if died:
+            self.deaths_in_a_row += 1
+            if self.deaths_in_a_row >= 3:
+                # Workers that die before grading anything are broken, not the answers:
+                # stop rather than mark every answer wrong.
+                self.pool.close()
+                raise RuntimeError(f"grading workers keep dying ({error}); nothing was graded wrong for it")
+        if lost:
+            first, rest = lost[0], lost[1:]
+            # No extraction here: it is the step that may have hung, and the parent
+            # has no time limit of its own. The item counts wrong, with its reason.
+            self.record(first, GradeResult(False, False, None, error))
+            if rest:
+                self.todo.appendleft(rest)
+        self.pool.n_killed += 1
+        fresh = self.pool._replace(w)
+        self.workers[self.workers.index(w)] = fresh
+        return fresh
+
+    def hand_out_chunks(self) -> None:
+        """A chunk to every idle worker while chunks are left."""
+        from .subproc import WorkerDied
+
+        for w in self.workers:
+            if not w.inflight and self.todo:
+                chunk = self.todo.popleft()
+                try:
+                    self.send(w, chunk)
+                except WorkerDied as e:
+                    # died while idle (between calls, e.g. the OOM killer): its chunk was
+                    # never sent, so it goes back to the queue for the replacement
+                    self.todo.appendleft(chunk)
+                    self.fail_current(w, f"worker died ({e})", died=True)
+
+    def collect_replies(self, busy: list[_Worker]) -> None:
+        """Wait until a busy worker answers or the first one runs out of time; take every reply waiting."""
+        from .subproc import WorkerDied
+
+        now = time.monotonic()
+        wait_for = max(0.0, min(w.last_progress + self.pool.timeout_s for w in busy) - now)
+        ready = wait_connections([w.conn for w in busy], timeout=wait_for)
+        by_conn = {id(w.conn): w for w in busy}
+        for conn in ready:
+            w = by_conn[id(conn)]
+            # Drain every reply already waiting on this pipe.
+            while True:
+                try:
+                    index, correct, truncated, pred, error = w.process.recv()
+                except WorkerDied as e:
+                    self.fail_current(w, f"worker died ({e})", died=True)
+                    break
+                if w.inflight and w.inflight[0] == index:
+                    w.inflight.popleft()
+                elif index in w.inflight:  # pragma: no cover - replies come in order
+                    w.inflight.remove(index)
+                self.deaths_in_a_row = 0
+                self.record(index, GradeResult(correct, truncated, pred, error))
+                w.last_progress = time.monotonic()
+                if not w.inflight or not conn.poll():
+                    break
+
+    def kill_stuck_workers(self) -> None:
+        """Replace every worker that has spent over the time limit on one item."""
+        now = time.monotonic()
+        for w in list(self.workers):
+            if w.inflight and now - w.last_progress > self.pool.timeout_s:
+                logger.warning("grading item %d took over %.0fs: worker killed", w.inflight[0], self.pool.timeout_s)
+                self.fail_current(w, f"timeout after {self.pool.timeout_s:g}s")
 
 
 def _picklable(gold: Any) -> Any:

@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openai_stub import OpenAIStub, Reply, pick_listed_skills  # noqa: E402
-from skilldistill.annotate import AnnotateConfig, annotate, item_text  # noqa: E402
 from skilldistill.artifacts import AppendLog  # noqa: E402
+from skilldistill.attribution import AnnotateConfig, annotate, item_text  # noqa: E402
 from skilldistill.errors import InputError  # noqa: E402
 from skilldistill.llm.base import BackendConfig  # noqa: E402
 

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from skilldistill.corpus import IngestConfig, ingest
+from skilldistill.corpus.config import IngestConfig
+from skilldistill.corpus.stage import ingest
 from skilldistill.errors import InputError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skilldistill.config import load_recipe
 from skilldistill.errors import ConfigError
+from skilldistill.orchestration.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "recipes" / "demo-quick.yaml"

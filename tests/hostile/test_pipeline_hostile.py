@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from skilldistill.config import load_recipe
 from skilldistill.errors import ConfigError
-from skilldistill.pipeline import Pipeline
+from skilldistill.orchestration.pipeline import Pipeline
+from skilldistill.orchestration.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "recipes" / "demo-quick.yaml"
@@ -61,7 +61,7 @@ def test_a_stage_killed_while_rewriting_is_never_up_to_date(tiny_run, tmp_path, 
     run = tmp_path / "r"
     shutil.copytree(tiny_run, run)
     before = json.loads((run / "profile" / "skill_profile.json").read_text())
-    from skilldistill import profile as profile_mod
+    from skilldistill.profile import stage as profile_mod
 
     real = profile_mod.write_manifest
 

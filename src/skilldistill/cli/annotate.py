@@ -9,20 +9,29 @@ annotates and ``skilldistill annotate stats runs/x/annotate`` prints per-node co
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from ..attribution.config import AnnotateConfig, DistilledConfig
 from ..errors import ConfigError
+from ..llm.base import BackendConfig
+from ..llm.embedding import EmbeddingConfig
 from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree, user_errors
+from .options import config_option, field_help
 
 _HELP_FLAGS = {"--help", "-h"}
+_BACKENDS = ("embedding", "openai", "vllm", "transformers", "distilled")
+_LLM_KINDS = ("openai", "vllm", "transformers")
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -43,6 +52,11 @@ annotate_app = typer.Typer(
 app.add_typer(annotate_app, name="annotate")
 
 
+def _backend_option(kinds: str, config_cls: type[BaseModel], field: str, *flags: str, help: str | None = None, **kwargs: Any) -> Any:
+    """An option that only some backends read: its help (the field's unless given) says which."""
+    return config_option(config_cls, field, *flags, help=f"{kinds}: {help or field_help(config_cls, field)}", **kwargs)
+
+
 @annotate_app.command("run")
 @user_errors
 def run(
@@ -50,104 +64,123 @@ def run(
     tree: str = typer.Option("math", "--tree", "-t", help="Skill tree file or bundled tree name."),
     on_duplicate: str = on_duplicate_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (skills.parquet, calls.jsonl, summary.json)."),
-    backend: str = typer.Option("embedding", "--backend", "-b", help="embedding | openai | vllm | transformers | distilled."),
+    backend: str = config_option(AnnotateConfig, "backend", "--backend", "-b"),
     llm_backend: str | None = typer.Option(None, "--llm-backend", help="distilled: the LLM that labels the sample, openai | vllm | transformers."),
-    sample_size: int = typer.Option(2000, "--sample-size", help="distilled: items the LLM labels (stratified)."),
-    holdout_fraction: float = typer.Option(0.2, "--holdout-fraction", help="distilled: share of the sample kept out of training to measure agreement."),
-    min_examples: int = typer.Option(30, "--min-examples", help="distilled: a node with fewer training decisions is left to the LLM."),
-    strata: int = typer.Option(32, "--strata", help="distilled: embedding clusters the sample is drawn from."),
+    sample_size: int = _backend_option("distilled", DistilledConfig, "sample_size", "--sample-size"),
+    holdout_fraction: float = _backend_option("distilled", DistilledConfig, "holdout_fraction", "--holdout-fraction"),
+    min_examples: int = _backend_option("distilled", DistilledConfig, "min_examples", "--min-examples"),
+    strata: int = _backend_option("distilled", DistilledConfig, "strata", "--strata"),
     uncertain_band: str = typer.Option("0.2,0.8", "--uncertain-band", help="distilled: LOW,HIGH; a child probability inside sends the decision to the LLM."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Chat model id/path (openai, vllm, transformers)."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible base URL; repeat for round-robin."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key."),
-    concurrency: int = typer.Option(256, "--concurrency", "-c", help="openai: requests in flight."),
-    max_retries: int = typer.Option(6, "--max-retries", help="openai: retries on timeouts, 429 and 5xx."),
-    timeout: float = typer.Option(600.0, "--timeout", help="openai: seconds per request."),
-    http_transport: str = typer.Option("auto", "--http-transport", help="openai: the SDK's transport, auto | aiohttp | httpx."),
+    model: str | None = _backend_option("openai, vllm, transformers", BackendConfig, "model", "--model", "-m", default=None),
+    base_url: list[str] = _backend_option("openai", BackendConfig, "base_urls", "--base-url", default=[], help="OpenAI-compatible base URL; repeat for round-robin."),
+    api_key_env: str = _backend_option("openai", BackendConfig, "api_key_env", "--api-key-env"),
+    concurrency: int = _backend_option("openai", BackendConfig, "max_concurrency", "--concurrency", "-c"),
+    max_retries: int = _backend_option("openai", BackendConfig, "max_retries", "--max-retries", help="retries on timeouts, 429 and 5xx."),
+    timeout: float = _backend_option("openai", BackendConfig, "request_timeout_s", "--timeout", help="seconds per request."),
+    http_transport: str = _backend_option("openai", BackendConfig, "http_transport", "--http-transport", help="the SDK's transport, auto | aiohttp | httpx."),
     sdk_requests: bool = typer.Option(False, "--sdk-requests", help="openai: every request through the SDK's client.post() (slower; see docs/annotate.md)."),
-    temperature: float = typer.Option(0.3, "--temperature", help="Sampling temperature (paper: 0.3)."),
-    max_tokens: int = typer.Option(512, "--max-tokens", help="Answer budget per decision."),
+    temperature: float = config_option(AnnotateConfig, "temperature", "--temperature", help="Sampling temperature (paper: 0.3)."),
+    max_tokens: int = config_option(AnnotateConfig, "max_tokens", "--max-tokens"),
     chat_template_kwargs: str | None = typer.Option(None, "--chat-template-kwargs", help='JSON, e.g. \'{"enable_thinking": false}\'.'),
-    template: Path | None = typer.Option(None, "--template", help="Prompt template file (default: bundled attribution_v1)."),
-    max_chars: int = typer.Option(20_000, "--max-chars", help="Cap on teacher-solution characters shown."),
-    max_depth: int | None = typer.Option(None, "--max-depth", help="Do not descend below this depth."),
-    max_failed_share: float = typer.Option(0.05, "--max-failed-share", min=0.0, max=1.0,
-                                           help="Fail when more than this share of items has a refused call or an "
-                                           "answer that stayed unreadable (below it: marked in skills_status)."),
-    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vllm: GPUs per model."),
-    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="vllm."),
-    data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vllm: engines, each on its own GPUs."),
-    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vllm: context length."),
-    dtype: str = typer.Option("auto", "--dtype", help="vllm / transformers: auto | bfloat16 | float16 | float32."),
-    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs / compilation (faster start)."),
-    kv_cache_gb: float | None = typer.Option(None, "--kv-cache-gb", help="vllm: KV-cache GiB per engine (CPU build: RAM)."),
+    template: Path | None = config_option(AnnotateConfig, "prompt_template", "--template"),
+    max_chars: int = config_option(AnnotateConfig, "max_chars", "--max-chars"),
+    max_depth: int | None = config_option(AnnotateConfig, "max_depth", "--max-depth"),
+    max_failed_share: float = config_option(AnnotateConfig, "max_failed_share", "--max-failed-share", min=0.0, max=1.0),
+    tensor_parallel_size: int = _backend_option("vllm", BackendConfig, "tensor_parallel_size", "--tensor-parallel-size", help="GPUs per model."),
+    gpu_memory_utilization: float = _backend_option("vllm", BackendConfig, "gpu_memory_utilization", "--gpu-memory-utilization", help="share of each GPU's memory."),
+    data_parallel_size: int = _backend_option("vllm", BackendConfig, "data_parallel_size", "--dp", min=1, help="engines, each on its own GPUs."),
+    max_model_len: int | None = _backend_option("vllm", BackendConfig, "max_model_len", "--max-model-len", help="context length."),
+    dtype: str = _backend_option("vllm / transformers", BackendConfig, "dtype", "--dtype", help="auto | bfloat16 | float16 | float32."),
+    enforce_eager: bool = config_option(BackendConfig, "enforce_eager", "--enforce-eager"),
+    kv_cache_gb: float | None = config_option(BackendConfig, "kv_cache_memory_gb", "--kv-cache-gb"),
     engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
-    device: str = typer.Option("auto", "--device", help="transformers / embedding: cpu, cuda, ..."),
-    batch_size: int = typer.Option(8, "--batch-size", help="transformers: conversations per forward pass."),
-    embedding_model: str | None = typer.Option(None, "--embedding-model", help="embedding: sentence-transformers model (default bundled MiniLM)."),
-    top_k: int = typer.Option(2, "--top-k", help="embedding: at most this many children per node."),
-    margin: float = typer.Option(0.03, "--margin", help="embedding: extra children within this of the best score."),
-    embedding_scoring: str = typer.Option("leaves", "--embedding-scoring", help="embedding: 'leaves' (best descendant leaves) or 'text' (the child's own text)."),
+    device: str = _backend_option("transformers / embedding", BackendConfig, "device", "--device"),
+    batch_size: int = _backend_option("transformers", BackendConfig, "batch_size", "--batch-size", help="conversations per forward pass."),
+    embedding_model: str | None = _backend_option("embedding", EmbeddingConfig, "model", "--embedding-model"),
+    top_k: int = _backend_option("embedding", EmbeddingConfig, "top_k", "--top-k"),
+    margin: float = _backend_option("embedding", EmbeddingConfig, "margin", "--margin"),
+    embedding_scoring: str = _backend_option("embedding", EmbeddingConfig, "scoring", "--embedding-scoring"),
     force: bool = typer.Option(False, "--force", help="Rebuild outputs even when the manifest says done (the cache is still used)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Ask again the decisions that failed (a refused prompt) or came back unreadable."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Attribute skill chains to every item of CORPUS; resumable (rerun to continue)."""
-    from ..annotate import AnnotateConfig, annotate
-    from ..distilled_attribution import DistilledConfig
-    from ..llm.base import BackendConfig
-    from ..llm.embedding import EmbeddingConfig
+    from ..attribution import run_annotate
 
-    if backend not in {"embedding", "openai", "vllm", "transformers", "distilled"}:
-        raise ConfigError(f"--backend must be embedding, openai, vllm, transformers or distilled, not {backend!r}")
-    if backend != "embedding" and not model:
-        raise ConfigError(f"--backend {backend} needs --model")
-    if backend == "distilled":
-        if llm_backend not in {"openai", "vllm", "transformers"}:
-            raise ConfigError(f"--backend distilled needs --llm-backend openai, vllm or transformers (got {llm_backend!r})")
-    elif llm_backend is not None:
-        raise ConfigError("--llm-backend goes with --backend distilled")
-    try:
-        band = tuple(float(x) for x in uncertain_band.split(","))
-    except ValueError:
-        band = ()
-    if len(band) != 2:
-        raise ConfigError(f"--uncertain-band must be LOW,HIGH, e.g. 0.2,0.8 (got {uncertain_band!r})")
-    try:
-        ct_kwargs = json.loads(chat_template_kwargs) if chat_template_kwargs else {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--chat-template-kwargs is not JSON: {e}") from None
-    try:  # pydantic errors become one red line
-        llm = None
-        if backend != "embedding":
-            extra: dict = {"base_urls": base_url} if base_url else {}
-            llm = BackendConfig(
-                kind=llm_backend if backend == "distilled" else backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
-                max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
-                fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size,
-                data_parallel_size=data_parallel_size, max_model_len=max_model_len, dtype=dtype,
-                enforce_eager=enforce_eager, kv_cache_memory_gb=kv_cache_gb, model_kwargs=engine_kwargs(engine_arg),
-                **extra,
-            )
-        emb = EmbeddingConfig(model=embedding_model, top_k=top_k, margin=margin, scoring=embedding_scoring,
-                              device="cpu" if device == "auto" else device)
+    _check_backend_flags(backend, model, llm_backend)
+    band, ct_kwargs = _uncertain_band(uncertain_band), _json_option("--chat-template-kwargs", chat_template_kwargs)
+    with _config_errors():
+        llm = None if backend == "embedding" else BackendConfig(
+            kind=llm_backend if backend == "distilled" else backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
+            max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
+            fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization, device=device, batch_size=batch_size,
+            data_parallel_size=data_parallel_size, max_model_len=max_model_len, dtype=dtype,
+            enforce_eager=enforce_eager, kv_cache_memory_gb=kv_cache_gb, model_kwargs=engine_kwargs(engine_arg),
+            **({"base_urls": base_url} if base_url else {}),
+        )
         cfg = AnnotateConfig(
-            backend=backend, llm=llm, embedding=emb, prompt_template=str(template) if template else None,
+            backend=backend, llm=llm, prompt_template=str(template) if template else None,
+            embedding=EmbeddingConfig(model=embedding_model, top_k=top_k, margin=margin, scoring=embedding_scoring,
+                                      device="cpu" if device == "auto" else device),
             temperature=temperature, max_tokens=max_tokens, chat_template_kwargs=ct_kwargs,
             max_chars=max_chars, max_depth=max_depth, max_failed_share=max_failed_share,
             distilled=DistilledConfig(sample_size=sample_size, holdout_fraction=holdout_fraction, min_examples=min_examples,
                                       strata=strata, uncertain_band=band),
         )
-    except ValidationError:
-        raise  # user_errors names the field in one line
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    result = annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress, retry_failed=retry_failed)
-    s = result.summary
+    result = run_annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress,
+                          retry_failed=retry_failed)
     if result.skipped:
         console.print(f"[green]up to date[/green]: {result.skills_path} (use --force to rebuild)")
         return
+    _print_summary(result.summary)
+    console.print(f"wrote {result.skills_path}")
+
+
+def _check_backend_flags(backend: str, model: str | None, llm_backend: str | None) -> None:
+    """The flags that go together: a known backend, a model for a chat one, the LLM's kind for distilled."""
+    if backend not in _BACKENDS:
+        raise ConfigError(f"--backend must be embedding, openai, vllm, transformers or distilled, not {backend!r}")
+    if backend != "embedding" and not model:
+        raise ConfigError(f"--backend {backend} needs --model")
+    if backend == "distilled":
+        if llm_backend not in _LLM_KINDS:
+            raise ConfigError(f"--backend distilled needs --llm-backend openai, vllm or transformers (got {llm_backend!r})")
+    elif llm_backend is not None:
+        raise ConfigError("--llm-backend goes with --backend distilled")
+
+
+def _uncertain_band(text: str) -> tuple[float, ...]:
+    """``--uncertain-band LOW,HIGH`` as two numbers (their bounds are DistilledConfig's to check)."""
+    try:
+        band = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        band = ()
+    if len(band) != 2:
+        raise ConfigError(f"--uncertain-band must be LOW,HIGH, e.g. 0.2,0.8 (got {text!r})")
+    return band
+
+
+def _json_option(flag: str, text: str | None) -> dict[str, Any]:
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag} is not JSON: {e}") from None
+
+
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """A config the options make that pydantic refuses is one red line (user_errors names
+    the field); any other ValueError of a config check becomes a ConfigError."""
+    try:
+        yield
+    except ValidationError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _print_summary(s: dict[str, Any]) -> None:
     table = Table(title="annotate", show_header=False)
     table.add_row("items (with skills)", f"{s['items']} ({s['items_with_skills']})")
     table.add_row("chains / item", f"{s['chains_per_item']}")
@@ -165,7 +198,6 @@ def run(
     console.print(table)
     if s.get("distilled"):
         _print_distilled(s["distilled"])
-    console.print(f"wrote {result.skills_path}")
 
 
 @annotate_app.command("stats")
@@ -179,7 +211,7 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows on stdout."),
 ) -> None:
     """Per-node counts: items and chains passing through each skill node."""
-    from ..annotate import annotate_stats
+    from ..attribution import annotate_stats
 
     rows = annotate_stats(path, None if tree is None else resolve_tree(tree, on_duplicate), max_depth=depth)
     if top is not None:

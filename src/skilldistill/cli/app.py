@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from .. import __version__
-from ..errors import SkilldistillError
+from ..errors import ConfigError, SkilldistillError
+from ..keyvalue import parse_key_values
 from ..progress import NOISY_LOGGERS
 
 app = typer.Typer(
@@ -102,18 +103,10 @@ def _escape(text: str) -> str:
 def engine_kwargs(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` options (values parsed as YAML) for the engine: vllm.LLM / EngineArgs
     keywords with --backend vllm, from_pretrained keywords with --backend transformers."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in pairs:
-        if "=" not in item:
-            raise typer.BadParameter(f"--engine-arg takes KEY=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise typer.BadParameter(f"--engine-arg {key}: not a YAML value: {e}") from None
-    return out
+    try:
+        return parse_key_values(pairs, option="--engine-arg")
+    except ConfigError as e:  # a usage error of the option, shown by typer as before
+        raise typer.BadParameter(str(e)) from None
 
 
 def on_duplicate_option() -> Any:
@@ -127,7 +120,6 @@ def on_duplicate_option() -> Any:
 
 def resolve_tree(spec: str, on_duplicate: str) -> Any:
     """A tree from a file or bundled name, ``on_duplicate`` checked (a bad value is a ConfigError)."""
-    from ..errors import ConfigError
     from ..tree import SkillTree
 
     if on_duplicate not in ("merge", "rename", "error"):

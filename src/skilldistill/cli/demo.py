@@ -8,11 +8,11 @@ from pathlib import Path
 
 import typer
 
-from ..config import Recipe, load_recipe
 from ..errors import ConfigError
-from ..pipeline import STAGES
+from ..orchestration.recipe import Recipe, load_recipe
+from ..stages import STAGES
 from .app import app, console, user_errors
-from .run import SET_HELP, _run
+from .run import SET_HELP, run_and_summarise
 
 demo_app = typer.Typer(
     help="The whole method on a laptop CPU, offline: generated problems with known skills, a tiny uneven "
@@ -68,7 +68,7 @@ def demo_cmd(
         return
     _offline()
     recipe = demo_recipe(quick, set_, closed_loop)
-    _run(recipe, run_dir, from_stage, jobs)
+    run_and_summarise(recipe, run_dir, from_stage, jobs)
     if quick:
         full = demo_recipe(False, [])
         assert recipe.demo is not None and full.demo is not None

@@ -7,10 +7,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..evaluate import BENCHMARKS, PAPER_BENCHMARKS, EvaluateConfig, run_evaluate
-from ..generate import GenerationConfig
+from ..benchmarks import BENCHMARKS, PAPER_BENCHMARKS
+from ..evaluate.config import EvaluateConfig
+from ..evaluate.stage import run_evaluate
+from ..generate.config import GenerationConfig
+from ..keyvalue import parse_key_values
 from ..llm.base import BackendConfig
 from .app import app, console, engine_kwargs, user_errors
+from .options import config_option
 
 
 @app.command("evaluate")
@@ -18,30 +22,38 @@ from .app import app, console, engine_kwargs, user_errors
 def evaluate_cmd(
     model: str = typer.Option(..., "--model", "-m", help="Model path or id (a trained final/ folder, an HF id, a served name)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: <benchmark>/samples.parquet, results.json."),
-    benchmarks: str = typer.Option(",".join(PAPER_BENCHMARKS), "--benchmarks", "-b", help=f"Comma-separated: {', '.join(BENCHMARKS)}."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Local benchmarks in <dir>/<name>/test.jsonl (offline)."),
-    file: list[str] = typer.Option([], "--file", help="NAME=PATH: a benchmark's file (also for custom names)."),
-    skills: list[str] = typer.Option([], "--skills", help="NAME=PATH: annotated benchmark Parquet for per-skill accuracy."),
-    n: list[str] = typer.Option([], "--n", help="NAME=N: samples per problem (default: "
-                                + ", ".join(f"{b} {spec.n_samples}" for b, spec in BENCHMARKS.items()) + "; custom files 1)."),
-    limit: int | None = typer.Option(None, help="At most this many problems per benchmark."),
-    backend: str = typer.Option("transformers", "--backend", help="transformers | vllm | openai."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible server(s), for --backend openai."),
-    temperature: float = typer.Option(0.6, help="Sampling temperature (paper: 0.6)."),
-    top_p: float = typer.Option(0.95, help="Nucleus sampling (paper: 0.95)."),
-    max_new_tokens: int = typer.Option(16384, help="Token cap per sample (paper: 16,384)."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    instruction: str | None = typer.Option(None, help="Instruction appended to each problem (default: the paper's)."),
-    enable_thinking: bool | None = typer.Option(None, "--thinking/--no-thinking", help="Qwen3 thinking switch."),
-    tensor_parallel_size: int = typer.Option(1, "--tp", help="vLLM tensor parallel size."),
-    data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vLLM engines, each on its own GPUs."),
-    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vLLM context length."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32."),
-    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vLLM: no CUDA graphs / compilation (faster start)."),
-    kv_cache_gb: float | None = typer.Option(None, "--kv-cache-gb", help="vLLM: KV-cache GiB per engine (CPU build: RAM)."),
+    benchmarks: str = config_option(EvaluateConfig, "benchmarks", "--benchmarks", "-b", default=",".join(PAPER_BENCHMARKS),
+                                    help=f"Comma-separated: {', '.join(BENCHMARKS)}."),
+    data_dir: Path | None = config_option(EvaluateConfig, "data_dir", "--data-dir"),
+    file: list[str] = config_option(EvaluateConfig, "files", "--file", default=[],
+                                    help="NAME=PATH: a benchmark's file (also for custom names)."),
+    skills: list[str] = config_option(EvaluateConfig, "skills", "--skills", default=[],
+                                      help="NAME=PATH: annotated benchmark Parquet for per-skill accuracy."),
+    n: list[str] = config_option(EvaluateConfig, "n_samples", "--n", default=[], help="NAME=N: samples per problem (default: "
+                                 + ", ".join(f"{b} {spec.n_samples}" for b, spec in BENCHMARKS.items()) + "; custom files 1)."),
+    limit: int | None = config_option(EvaluateConfig, "limit", "--limit"),
+    backend: str = config_option(BackendConfig, "kind", "--backend", help="transformers | vllm | openai."),
+    base_url: list[str] = config_option(BackendConfig, "base_urls", "--base-url", default=[],
+                                        help="OpenAI-compatible server(s), for --backend openai."),
+    temperature: float = config_option(GenerationConfig, "temperature", "--temperature", help="Sampling temperature (paper: 0.6)."),
+    top_p: float = config_option(GenerationConfig, "top_p", "--top-p", help="Nucleus sampling (paper: 0.95)."),
+    max_new_tokens: int = config_option(GenerationConfig, "max_new_tokens", "--max-new-tokens", default=16384,
+                                        help="Token cap per sample (paper: 16,384)."),
+    seed: int = config_option(GenerationConfig, "seed", "--seed"),
+    instruction: str | None = config_option(GenerationConfig, "instruction", "--instruction", default=None,
+                                            help="Instruction appended to each problem (default: the paper's)."),
+    enable_thinking: bool | None = config_option(GenerationConfig, "enable_thinking", "--thinking/--no-thinking"),
+    tensor_parallel_size: int = config_option(BackendConfig, "tensor_parallel_size", "--tp",
+                                              help="vLLM tensor parallel size."),
+    data_parallel_size: int = config_option(BackendConfig, "data_parallel_size", "--dp", min=1,
+                                            help="vLLM engines, each on its own GPUs."),
+    max_model_len: int | None = config_option(BackendConfig, "max_model_len", "--max-model-len", help="vLLM context length."),
+    dtype: str = config_option(BackendConfig, "dtype", "--dtype", help="auto | bfloat16 | float16 | float32."),
+    enforce_eager: bool = config_option(BackendConfig, "enforce_eager", "--enforce-eager"),
+    kv_cache_gb: float | None = config_option(BackendConfig, "kv_cache_memory_gb", "--kv-cache-gb"),
     engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
-    device: str = typer.Option("auto", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
-    batch_size: int = typer.Option(8, help="transformers backend batch size."),
+    device: str = config_option(BackendConfig, "device", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
+    batch_size: int = config_option(BackendConfig, "batch_size", "--batch-size", help="transformers backend batch size."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the samples already in --out (their log is keyed by "
                                "the model's path: after retraining into the same folder, resuming would grade the old "
                                "model's samples)."),
@@ -57,8 +69,9 @@ def evaluate_cmd(
     cfg = EvaluateConfig(
         benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()],
         data_dir=str(data_dir) if data_dir else None,
-        files=_pairs(file, "--file"), skills=_pairs(skills, "--skills"),
-        n_samples={k: int(v) for k, v in _pairs(n, "--n").items()}, limit=limit,
+        files=parse_key_values(file, option="--file", as_text=True),
+        skills=parse_key_values(skills, option="--skills", as_text=True),
+        n_samples={k: int(v) for k, v in parse_key_values(n, option="--n", as_text=True).items()}, limit=limit,
     )
     results = run_evaluate(out, cfg, gen, fresh=fresh)
     table = Table("benchmark", "problems", "n", "accuracy", "± std", "truncated")
@@ -68,12 +81,3 @@ def evaluate_cmd(
     console.print(table)
     console.print(f"wrote {out / 'results.json'}")
 
-
-def _pairs(values: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        if "=" not in v:
-            raise typer.BadParameter(f"{flag} takes NAME=VALUE, got {v!r}")
-        k, val = v.split("=", 1)
-        out[k.strip()] = val.strip()
-    return out

@@ -8,8 +8,9 @@ import typer
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from ..format import DEFAULT_INSTRUCTION, FormatConfig, run_format
+from ..format.config import FormatConfig
 from .app import app, console, user_errors
+from .options import config_option
 
 
 @app.command("format")
@@ -17,26 +18,34 @@ from .app import app, console, user_errors
 def format_cmd(
     selection: Path = typer.Argument(..., help="selection.parquet (or any Parquet with id, question, response, skills)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (train.jsonl, hf/, llamafactory/, report.json)."),
-    style: str = typer.Option("skill-aware", "--style", help="plain | skill-aware (skill plan before <think>)."),
-    depth: str = typer.Option("full", "--depth", help="Chain shown in the plan: full | top | leaf."),
-    separator: str = typer.Option("->", "--separator", help="Joins the levels of a chain."),
-    plan_position: str = typer.Option("before_think", "--plan-position", help="before_think (paper) | inside_think."),
-    min_shown_depth: int = typer.Option(0, "--min-shown-depth", help="Plan window start: chain[min:max]."),
-    max_shown_depth: int | None = typer.Option(None, "--max-shown-depth", help="Plan window end, exclusive (the authors: 5)."),
-    short_chains: str = typer.Option("keep", "--short-chains", help="A chain shorter than --max-shown-depth: keep | drop (the authors)."),
-    short_names: Path | None = typer.Option(None, "--short-names", help="JSON map name -> short name, e.g. capability_to_distinction.json."),
-    prompt_template: str | None = typer.Option(None, "--prompt-template", help="User turn with {question} and {instruction} (the authors: '{instruction}\\n\\nQuestion: {question}')."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt", help="Optional system turn."),
-    instruction: str = typer.Option(DEFAULT_INSTRUCTION, "--instruction", help="Appended to the problem ('' for none)."),
-    tokenizer: str | None = typer.Option(None, "--tokenizer", help="Student tokenizer (hub id, folder or .gguf file) for token counts."),
-    gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file name inside the --tokenizer folder."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Token limit per example (chat template applied)."),
+    style: str = config_option(FormatConfig, "style", "--style"),
+    depth: str = config_option(FormatConfig, "depth", "--depth"),
+    separator: str = config_option(FormatConfig, "separator", "--separator"),
+    plan_position: str = config_option(FormatConfig, "plan_position", "--plan-position"),
+    min_shown_depth: int = config_option(FormatConfig, "min_shown_depth", "--min-shown-depth"),
+    max_shown_depth: int | None = config_option(FormatConfig, "max_shown_depth", "--max-shown-depth"),
+    short_chains: str = config_option(FormatConfig, "short_chains", "--short-chains"),
+    short_names: Path | None = config_option(FormatConfig, "short_names", "--short-names"),
+    # None: the config's template
+    prompt_template: str | None = config_option(
+        FormatConfig, "prompt_template", "--prompt-template", default=None,
+        help="User turn with {question} and {instruction} (the authors: '{instruction}\\n\\nQuestion: {question}')."),
+    system_prompt: str | None = config_option(FormatConfig, "system_prompt", "--system-prompt"),
+    instruction: str = config_option(FormatConfig, "instruction", "--instruction",
+                                     help="Appended to the problem ('' for none)."),
+    tokenizer: str | None = config_option(FormatConfig, "tokenizer", "--tokenizer"),
+    gguf_file: str | None = config_option(FormatConfig, "gguf_file", "--gguf-file"),
+    max_length: int | None = config_option(FormatConfig, "max_length", "--max-length"),
     keep_overlong: bool = typer.Option(False, "--keep-overlong", help="Keep examples over --max-length (default: drop and report)."),
-    export: list[str] = typer.Option([], "--export", help="jsonl | hf | llamafactory (repeatable; default all)."),
-    name: str = typer.Option("skilldistill", "--name", help="Dataset name in LLaMA-Factory's dataset_info.json."),
+    # []: every export
+    export: list[str] = config_option(FormatConfig, "exports", "--export", default=[],
+                                      help="jsonl | hf | llamafactory (repeatable; default all)."),
+    name: str = config_option(FormatConfig, "dataset_name", "--name"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Write chat examples for SFT, plain or skill-aware."""
+    from ..format.stage import run_format
+
     try:
         cfg = FormatConfig(
             style=style, depth=depth, separator=separator, plan_position=plan_position,  # type: ignore[arg-type]
@@ -61,11 +70,13 @@ def format_cmd(
     if c.get("plan_emptied_by_window"):
         console.print(f"[yellow]{c['plan_emptied_by_window']} item(s) lost every chain to the window "
                       f"(shorter than --max-shown-depth {cfg.max_shown_depth}): written without a plan[/yellow]")
-    sn = res.report.get("short_names")
-    if sn:
-        console.print(f"short names: {sn['shortened']} of {sn['names_shown']} names shown were in the map")
+    short_names_report = res.report.get("short_names")
+    if short_names_report:
+        console.print(f"short names: {short_names_report['shortened']} of {short_names_report['names_shown']} "
+                      "names shown were in the map")
     if c["skill_aware_without_skills"]:
         console.print(f"[yellow]{c['skill_aware_without_skills']} item(s) had no skills: written without a plan[/yellow]")
-    tok = res.report.get("tokens")
-    if tok:
-        console.print(f"tokens per example: min {tok['min']}, median {tok['p50']}, p95 {tok['p95']}, max {tok['max']}")
+    tokens = res.report.get("tokens")
+    if tokens:
+        console.print(f"tokens per example: min {tokens['min']}, median {tokens['p50']}, p95 {tokens['p95']}, "
+                      f"max {tokens['max']}")

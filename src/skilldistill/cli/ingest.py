@@ -9,34 +9,40 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from ..corpus import DECONTAMINATION_FILE, PRESETS, IngestConfig, ingest
-from ..decontaminate import DecontaminationConfig
+from ..corpus.config import IngestConfig
+from ..corpus.presets import PRESETS
+from ..corpus.stage import run_ingest
+from ..corpus.table import DECONTAMINATION_FILE
+from ..decontaminate.config import METHODS, DecontaminationConfig
 from ..errors import ConfigError
 from .app import app, console, user_errors
+from .options import config_option, field_help
 
 
 @app.command("ingest")
 @user_errors
 def ingest_cmd(
-    source: str = typer.Argument(..., help="Hugging Face dataset id, or a local .jsonl/.json/.parquet file or folder."),
+    source: str = typer.Argument(..., help=field_help(IngestConfig, "source")),
     out: Path = typer.Option(Path("runs/corpus"), "--out", "-o", help="Output folder (corpus.parquet + manifest.json)."),
-    preset: str | None = typer.Option(None, "--preset", "-p", help=f"Schema preset: {', '.join(sorted(PRESETS))}, or 'auto'."),
-    question_field: str | None = typer.Option(None, help="Column holding the problem (overrides the preset)."),
-    response_field: str | None = typer.Option(None, help="Column holding the teacher solution."),
-    answer_field: str | None = typer.Option(None, help="Column holding the gold answer (else extracted from \\boxed{} / ####)."),
-    id_field: str | None = typer.Option(None, help="Column holding a stable id (else a hash of the question)."),
-    split: str | None = typer.Option(None, help="Hugging Face split."),
-    config_name: str | None = typer.Option(None, "--config-name", help="Hugging Face configuration (subset)."),
-    limit: int | None = typer.Option(None, help="Read at most this many rows."),
-    exclude: list[str] = typer.Option([], "--exclude", "-x", help="Benchmark whose problems and near-copies are removed: "
-                                      "a registered name (aime24, math500, ...) or a file/folder. Repeatable."),
-    benchmarks_dir: Path | None = typer.Option(None, "--benchmarks-dir", help="Folder with <name>/test.jsonl for --exclude names (else the HF hub)."),
-    decontamination: str = typer.Option("exact,ngram,fuzzy", "--decontamination", help="Tests run against --exclude, comma-separated."),
-    ngram_n: int = typer.Option(8, "--ngram-n", help="Words per n-gram (open-r1, s1: 8)."),
-    ngram_overlap: float = typer.Option(0.5, "--ngram-overlap", help="Share of a benchmark problem's n-grams that marks a copy (0: any one)."),
-    fuzzy_threshold: float = typer.Option(95.0, "--fuzzy-threshold", help="rapidfuzz fuzz.ratio that marks a copy (OpenThoughts: 95)."),
-    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="Drop repeated questions (normalised text)."),
-    on_error: str = typer.Option("auto", "--on-error", help="auto | skip | fail. auto: fail on a missing column, skip-and-count bad rows."),
+    preset: str | None = config_option(IngestConfig, "preset", "--preset", "-p"),
+    question_field: str | None = config_option(IngestConfig, "question_field", "--question-field"),
+    response_field: str | None = config_option(IngestConfig, "response_field", "--response-field"),
+    answer_field: str | None = config_option(IngestConfig, "answer_field", "--answer-field"),
+    id_field: str | None = config_option(IngestConfig, "id_field", "--id-field"),
+    split: str | None = config_option(IngestConfig, "split", "--split"),
+    config_name: str | None = config_option(IngestConfig, "config_name", "--config-name"),
+    limit: int | None = config_option(IngestConfig, "limit", "--limit"),
+    exclude: list[str] = config_option(IngestConfig, "exclude", "--exclude", "-x",
+                                       help=f"{field_help(IngestConfig, 'exclude')} Repeatable."),
+    benchmarks_dir: Path | None = config_option(DecontaminationConfig, "data_dir", "--benchmarks-dir"),
+    decontamination: str = config_option(DecontaminationConfig, "methods", "--decontamination", default=",".join(METHODS),
+                                         help="Tests run against --exclude, comma-separated (exact, ngram, fuzzy)."),
+    ngram_n: int = config_option(DecontaminationConfig, "ngram_n", "--ngram-n"),
+    ngram_overlap: float = config_option(DecontaminationConfig, "ngram_min_overlap", "--ngram-overlap"),
+    fuzzy_threshold: float = config_option(DecontaminationConfig, "fuzzy_threshold", "--fuzzy-threshold"),
+    dedup: bool = config_option(IngestConfig, "dedup", "--dedup/--no-dedup"),
+    on_error: str = config_option(IngestConfig, "on_error", "--on-error",
+                                  help=f"auto | skip | fail. {field_help(IngestConfig, 'on_error')}"),
 ) -> None:
     """Normalise a corpus of problems with teacher solutions (dedup + decontamination)."""
     try:
@@ -53,7 +59,7 @@ def ingest_cmd(
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"invalid option {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
-    report = ingest(cfg, out)
+    report = run_ingest(cfg, out)
     table = Table(title=f"ingest: {source}", show_header=False)
     table.add_row("rows read", str(report.rows_read))
     table.add_row("rows written", f"[green]{report.rows_written}[/green]")

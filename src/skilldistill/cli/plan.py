@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..config import load_recipe
-from ..pipeline import STAGES
-from ..plan import plan_json, plan_recipe
+from ..orchestration.plan import plan_json, plan_recipe
+from ..orchestration.recipe import load_recipe
+from ..stages import STAGES
 from .app import app, console, user_errors
 from .run import SET_HELP
 

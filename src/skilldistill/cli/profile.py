@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
 from ..errors import ConfigError, InputError
+from ..generate.config import DEFAULT_INSTRUCTION, GenerationConfig
+from ..grading import DEFAULT_TIMEOUT_S
+from ..llm.base import BackendConfig
+from ..profile.config import ProfileConfig
 from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree, user_errors
+from .options import config_option
 
 
 @app.command("profile")
@@ -19,61 +25,75 @@ def profile_cmd(
     skills: Path = typer.Argument(..., help="Attributed pool: skills.parquet (id, question, answer, skills)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (profile.parquet, skill_profile.json, skill_profile.png, ...)."),
     model: str = typer.Option(..., "--model", "-m", help="Student: hub id, local folder, or served model name."),
-    backend: str = typer.Option("transformers", "--backend", "-b", help="vllm | transformers | openai."),
+    backend: str = config_option(BackendConfig, "kind", "--backend", "-b", help="vllm | transformers | openai."),
     tree: str | None = typer.Option(None, "--tree", "-t", help="Skill tree file or bundled name (default: the chains in the data)."),
     on_duplicate: str = on_duplicate_option(),
-    sample: int | None = typer.Option(None, "--sample", min=1, help="Profile a stratified sample of N items (by leaf)."),
-    sample_seed: int = typer.Option(0, "--sample-seed"),
-    n: int = typer.Option(1, "--n", "-n", min=1, help="Samples per item."),
-    max_new_tokens: int = typer.Option(8192, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(0.6, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    seed: int = typer.Option(0, "--seed"),
-    thinking: bool | None = typer.Option(None, "--thinking/--no-thinking", help="Qwen3 enable_thinking (default: template default)."),
-    instruction: str | None = typer.Option(None, "--instruction", help="Replaces the default step-by-step / \\boxed{} instruction."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt"),
-    prior_strength: float = typer.Option(4.0, "--prior-strength", min=0, help="Beta prior pseudo-samples toward the parent skill."),
-    gguf_file: str | None = typer.Option(None, "--gguf-file", help="transformers: GGUF file inside the --model folder."),
-    device: str = typer.Option("auto", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="transformers: conversations per generate call."),
-    tensor_parallel_size: int = typer.Option(1, "--tp", min=1, help="vllm: tensor-parallel GPUs per engine."),
-    data_parallel_size: int = typer.Option(1, "--dp", min=1, help="vllm: engines (each on its own GPUs)."),
-    max_model_len: int | None = typer.Option(None, "--max-model-len", help="vllm: context length."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32."),
-    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="vllm: no CUDA graphs / compilation (faster start)."),
-    kv_cache_gb: float | None = typer.Option(None, "--kv-cache-gb", help="vllm: KV-cache GiB per engine (CPU build: RAM)."),
+    sample: int | None = config_option(ProfileConfig, "sample", "--sample", min=1),
+    sample_seed: int = config_option(ProfileConfig, "sample_seed", "--sample-seed"),
+    n: int = config_option(GenerationConfig, "n", "--n", "-n", min=1),
+    max_new_tokens: int = config_option(GenerationConfig, "max_new_tokens", "--max-new-tokens", min=1),
+    temperature: float = config_option(GenerationConfig, "temperature", "--temperature"),
+    top_p: float = config_option(GenerationConfig, "top_p", "--top-p"),
+    seed: int = config_option(GenerationConfig, "seed", "--seed"),
+    thinking: bool | None = config_option(GenerationConfig, "enable_thinking", "--thinking/--no-thinking"),
+    # None: the config's instruction (a given '' means none)
+    instruction: str | None = config_option(GenerationConfig, "instruction", "--instruction", default=None,
+                                            help="Replaces the default step-by-step / \\boxed{} instruction."),
+    system_prompt: str | None = config_option(GenerationConfig, "system_prompt", "--system-prompt"),
+    prior_strength: float = config_option(ProfileConfig, "prior_strength", "--prior-strength", min=0),
+    gguf_file: str | None = config_option(BackendConfig, "gguf_file", "--gguf-file",
+                                          help="transformers: GGUF file inside the --model folder."),
+    device: str = config_option(BackendConfig, "device", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
+    batch_size: int = config_option(BackendConfig, "batch_size", "--batch-size", min=1,
+                                    help="transformers: conversations per generate call."),
+    tensor_parallel_size: int = config_option(BackendConfig, "tensor_parallel_size", "--tp", min=1,
+                                              help="vllm: tensor-parallel GPUs per engine."),
+    data_parallel_size: int = config_option(BackendConfig, "data_parallel_size", "--dp", min=1,
+                                            help="vllm: engines (each on its own GPUs)."),
+    max_model_len: int | None = config_option(BackendConfig, "max_model_len", "--max-model-len", help="vllm: context length."),
+    dtype: str = config_option(BackendConfig, "dtype", "--dtype", help="auto | bfloat16 | float16 | float32."),
+    enforce_eager: bool = config_option(BackendConfig, "enforce_eager", "--enforce-eager"),
+    kv_cache_gb: float | None = config_option(BackendConfig, "kv_cache_memory_gb", "--kv-cache-gb"),
     engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
-    base_url: list[str] = typer.Option([], "--base-url", help="openai: server URL (repeatable)."),
-    grading_processes: int | None = typer.Option(None, "--grading-processes", help="Grading workers (default: all cores)."),
+    # []: the config's default server (set only when given)
+    base_url: list[str] = config_option(BackendConfig, "base_urls", "--base-url", default=[],
+                                        help="openai: server URL (repeatable)."),
+    grading_processes: int | None = config_option(ProfileConfig, "grading_processes", "--grading-processes"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Sample the student on the pool, grade, and write per-item and per-skill accuracy."""
-    from ..generate import DEFAULT_INSTRUCTION, GenerationConfig
-    from ..llm.base import BackendConfig
-    from ..profile import ProfileConfig, run_profile
+    from ..profile.stage import run_profile
 
+    backend_kwargs: dict = {"kind": backend, "model": model, "gguf_file": gguf_file, "device": device, "batch_size": batch_size,
+                            "tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
+                            "max_model_len": max_model_len, "dtype": dtype, "enforce_eager": enforce_eager,
+                            "kv_cache_memory_gb": kv_cache_gb, "model_kwargs": engine_kwargs(engine_arg)}
+    if base_url:
+        backend_kwargs["base_urls"] = base_url
+    generation = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+                  "enable_thinking": thinking, "instruction": DEFAULT_INSTRUCTION if instruction is None else instruction,
+                  "system_prompt": system_prompt}
+    cfg = _profile_config(backend_kwargs, generation, prior_strength=prior_strength, sample=sample,
+                          sample_seed=sample_seed, grading_processes=grading_processes)
+    res = run_profile(skills, out, cfg, tree=None if tree is None else resolve_tree(tree, on_duplicate), force=force)
+    if res.skipped:
+        console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
+    _print_profile_summary(res, out)
+
+
+def _profile_config(backend_kwargs: dict[str, Any], generation: dict[str, Any], **profile: Any) -> ProfileConfig:
+    """The stage config from the options; a value the config refuses is one ConfigError naming the option."""
     try:
-        backend_kwargs: dict = {"kind": backend, "model": model, "gguf_file": gguf_file, "device": device, "batch_size": batch_size,
-                                "tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
-                                "max_model_len": max_model_len, "dtype": dtype, "enforce_eager": enforce_eager,
-                                "kv_cache_memory_gb": kv_cache_gb, "model_kwargs": engine_kwargs(engine_arg)}
-        if base_url:
-            backend_kwargs["base_urls"] = base_url
-        cfg = ProfileConfig(
-            generation=GenerationConfig(
-                backend=BackendConfig(**backend_kwargs), n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_p=top_p, seed=seed, enable_thinking=thinking,
-                instruction=DEFAULT_INSTRUCTION if instruction is None else instruction, system_prompt=system_prompt,
-            ),
-            prior_strength=prior_strength, sample=sample, sample_seed=sample_seed, grading_processes=grading_processes,
+        return ProfileConfig(
+            generation=GenerationConfig(backend=BackendConfig(**backend_kwargs), **generation), **profile,
         )
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"invalid option {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
 
-    res = run_profile(skills, out, cfg, tree=None if tree is None else resolve_tree(tree, on_duplicate), force=force)
-    if res.skipped:
-        console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
+
+def _print_profile_summary(res: Any, out: Path) -> None:
+    """The sample's spread over leaves, the overall accuracy, and the ten weakest leaves."""
     c = res.counts
     if res.per_leaf_sampled:
         per = sorted(res.per_leaf_sampled.values())
@@ -93,8 +113,7 @@ def profile_cmd(
         f"accuracy {acc:.3f}, truncated {c.get('truncated')}, grading errors {c.get('grading_errors')}"
         if acc is not None else f"profiled {c.get('items_profiled')} items"
     )
-    sp = res.skill_profile
-    leaves = [nd for nd in sp["nodes"] if nd["is_leaf"] and nd["graded"]]
+    leaves = [nd for nd in res.skill_profile["nodes"] if nd["is_leaf"] and nd["graded"]]
     if leaves:
         table = Table("weakest leaves", "graded", "raw", "smoothed", "95% interval")
         for nd in sorted(leaves, key=lambda nd: nd["smoothed_accuracy"])[:10]:
@@ -112,7 +131,7 @@ def grade_cmd(
     response_field: str = typer.Option("response", "--response-field", help="Column with the model response."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows plus pred/correct/truncated/error (.parquet or .jsonl)."),
     processes: int | None = typer.Option(None, "--processes", "-p", help="Grading workers (default: all cores)."),
-    timeout_s: float = typer.Option(20.0, "--timeout", min=0.1, help="Hard limit per answer in seconds."),
+    timeout_s: float = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.1, help="Hard limit per answer in seconds."),
 ) -> None:
     """Grade responses against gold answers (math-verify, last \\boxed{} after </think>)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from ..report import DEFAULT_TARGET_SE, build_report
+from ..report.config import DEFAULT_TARGET_SE, ReportConfig
+from ..report.stage import run_report
 from .app import app, console, user_errors
+from .options import config_option
 
 
 @app.command("report")
 @user_errors
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (with evaluate/<arm>/..., select/, train/, profile/)."),
-    baseline: str | None = typer.Option(None, "--baseline", "-b", help="Arm the deltas are taken against."),
-    method: str | None = typer.Option(None, "--method", help="Arm the verdict is about (default: the recipe's report.method, else the last arm)."),
+    # help of their own: the fields' defaults are the recipe's; here no --baseline means no deltas
+    baseline: str | None = config_option(ReportConfig, "baseline", "--baseline", "-b",
+                                         help="Arm the deltas are taken against."),
+    method: str | None = config_option(ReportConfig, "method", "--method",
+                                       help="Arm the verdict is about (default: the recipe's report.method, else the last arm)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/report)."),
     n_needed: float | None = typer.Option(
         None, "--n-needed", min=0.01, help="Print the samples per problem each benchmark needs for this standard error "
@@ -25,22 +31,27 @@ def report_cmd(
     """Benchmark x arm table with paired-bootstrap intervals and a verdict, per-skill accuracy,
     selection, emphasis-vs-gain and loss plots, samples needed, settings."""
     target = (n_needed / 100) if n_needed is not None else DEFAULT_TARGET_SE
-    summary = build_report(run_dir, baseline=baseline, out_dir=out, method=method, target_se=target)
+    summary = run_report(run_dir, baseline=baseline, out_dir=out, method=method, target_se=target)
     out = out or run_dir / "report"
     if summary.get("verdict"):
         console.print(f"[bold]Verdict:[/bold] {summary['verdict']['text']}", highlight=False)
     if n_needed is not None:
-        table = Table("benchmark", "arm", "problems", "samples now", "sampling SE now (pp)", "samples needed",
-                      "problem SE (pp)", title=f"samples per problem for a sampling SE of {n_needed:g} pp")
-        for bench, per_arm in summary["n_needed"]["benchmarks"].items():
-            for arm, r in per_arm.items():
-                table.add_row(bench, arm, str(r["n_problems"]), str(r["n_samples"]),
-                              "–" if r["sampling_se"] is None else f"{100 * r['sampling_se']:.2f}",
-                              "–" if r["samples_needed"] is None else str(r["samples_needed"]),
-                              f"{100 * r['problem_se']:.2f}")
-        console.print(table)
-        notes = dict.fromkeys(r["note"] for per_arm in summary["n_needed"]["benchmarks"].values()
-                              for r in per_arm.values() if r.get("note"))
-        for note in notes:
-            console.print(f"[dim]{note}[/dim]", highlight=False)
+        _print_samples_needed(summary["n_needed"], n_needed)
     console.print(f"wrote {out / 'report.md'} and {out / 'report.html'}")
+
+
+def _print_samples_needed(needed: dict[str, Any], target_pp: float) -> None:
+    """The summary's samples-needed table, and its notes once each."""
+    table = Table("benchmark", "arm", "problems", "samples now", "sampling SE now (pp)", "samples needed",
+                  "problem SE (pp)", title=f"samples per problem for a sampling SE of {target_pp:g} pp")
+    for bench, per_arm in needed["benchmarks"].items():
+        for arm, r in per_arm.items():
+            table.add_row(bench, arm, str(r["n_problems"]), str(r["n_samples"]),
+                          "–" if r["sampling_se"] is None else f"{100 * r['sampling_se']:.2f}",
+                          "–" if r["samples_needed"] is None else str(r["samples_needed"]),
+                          f"{100 * r['problem_se']:.2f}")
+    console.print(table)
+    notes = dict.fromkeys(r["note"] for per_arm in needed["benchmarks"].values()
+                          for r in per_arm.values() if r.get("note"))
+    for note in notes:
+        console.print(f"[dim]{note}[/dim]", highlight=False)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from ..config import load_recipe
-from ..pipeline import STAGES, run_recipe
+from ..orchestration.pipeline import run_recipe
+from ..orchestration.recipe import Recipe, load_recipe
+from ..stages import STAGES
 from .app import app, console, user_errors
 
 SET_HELP = "Override a recipe field: KEY.PATH=VALUE (YAML value; list items by index, e.g. arms.0.select.budget=64). Repeatable."
@@ -25,10 +26,11 @@ def run_cmd(
 ) -> None:
     """Run every stage of a recipe, skipping the ones already done with the same inputs."""
     r = load_recipe(recipe, set_)
-    _run(r, run_dir, from_stage, jobs)
+    run_and_summarise(r, run_dir, from_stage, jobs)
 
 
-def _run(r, run_dir: Path | None, from_stage: str | None, jobs: int | None = None) -> None:
+def run_and_summarise(r: Recipe, run_dir: Path | None, from_stage: str | None, jobs: int | None = None) -> None:
+    """Run a recipe (``jobs``: the recipe's ``jobs`` overridden) and print its summary and report path."""
     if jobs is not None:
         r = r.model_copy(update={"jobs": jobs})
     t0 = time.time()

@@ -9,9 +9,11 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from ..errors import ConfigError
-from ..format import ExampleFormat
-from ..select import SelectConfig, run_select
+from ..format.config import ExampleFormat
+from ..select.config import SelectConfig
+from ..select.stage import run_select
 from .app import app, console, user_errors
+from .options import config_option, field_default
 
 
 @app.command("select")
@@ -21,27 +23,28 @@ def select_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (selection.parquet, report.json, distribution.png)."),
     profile: Path | None = typer.Option(None, "--profile", help="skill_profile.json (needed by skill and skill-quota)."),
     item_profile: Path | None = typer.Option(None, "--item-profile", help="Per-item profile.parquet (needed by --correct-portion)."),
-    strategy: str = typer.Option("skill", "--strategy", "-s", help="random | skill | skill-quota | forced | difficulty."),
-    budget: int = typer.Option(1000, "--budget", "-n", min=1, help="Number of unique items to select."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (every strategy is reproducible from it)."),
-    temperature: float = typer.Option(1.0, "--temperature", "-T", help="T in w = min((1/acc)^T, w_max^T)."),
-    w_max: float = typer.Option(1000.0, "--w-max", help="Weight cap (acc = 0 gets w_max^T)."),
-    accuracy: str = typer.Option("smoothed", "--accuracy", help="smoothed | raw: which profile accuracy drives the weights."),
-    correct_portion: float | None = typer.Option(None, "--correct-portion", help="Share of the budget from items the student solved (0-1)."),
-    correct_portion_scope: str = typer.Option("budget", "--correct-portion-scope", help="budget | leaf (each leaf balanced first, as the authors)."),
-    max_depth: int | None = typer.Option(None, "--max-depth", help="Cut chains to this depth before leaves are computed."),
-    unprofiled_leaves: str = typer.Option("ancestor", "--unprofiled-leaves", help="A leaf with no graded item: ancestor (its accuracy) | exclude."),
-    only_skill: str | None = typer.Option(None, "--only-skill", help="Draw only from this leaf (name or chain 'A->b')."),
-    difficulty_field: str = typer.Option("pass_rate_72b_tir", "--difficulty-field", help="difficulty: pass-rate column or meta key."),
-    difficulty_range: str = typer.Option("0.25,0.625", "--difficulty-range", help="difficulty: inclusive LOW,HIGH."),
-    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Drop items whose formatted example is longer (needs --tokenizer)."),
-    tokenizer: str | None = typer.Option(None, "--tokenizer", help="Student tokenizer: hub id, folder or .gguf file."),
-    gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file name inside the --tokenizer folder."),
-    style: str = typer.Option("skill-aware", "--style", help="Example format measured by --max-tokens: plain | skill-aware."),
-    exclude: list[str] = typer.Option([], "--exclude", "-x", help="An item id, a .txt of ids, or a benchmark file (by question text). Repeatable."),
-    exclude_selection: list[Path] = typer.Option(
-        [], "--exclude-selection", help="An earlier selection (selection.parquet or its folder): its items are not "
-        "selected again (a closed-loop round by hand). Repeatable."),
+    strategy: str = config_option(SelectConfig, "strategy", "--strategy", "-s"),
+    budget: int = config_option(SelectConfig, "budget", "--budget", "-n", min=1),
+    seed: int = config_option(SelectConfig, "seed", "--seed"),
+    temperature: float = config_option(SelectConfig, "temperature", "--temperature", "-T"),
+    w_max: float = config_option(SelectConfig, "w_max", "--w-max"),
+    accuracy: str = config_option(SelectConfig, "accuracy", "--accuracy"),
+    correct_portion: float | None = config_option(SelectConfig, "correct_portion", "--correct-portion"),
+    correct_portion_scope: str = config_option(SelectConfig, "correct_portion_scope", "--correct-portion-scope"),
+    max_depth: int | None = config_option(SelectConfig, "max_depth", "--max-depth"),
+    unprofiled_leaves: str = config_option(SelectConfig, "unprofiled_leaves", "--unprofiled-leaves"),
+    only_skill: str | None = config_option(SelectConfig, "only_skill", "--only-skill"),
+    difficulty_field: str = config_option(SelectConfig, "difficulty_field", "--difficulty-field"),
+    difficulty_range: str = config_option(
+        SelectConfig, "difficulty_range", "--difficulty-range", help="difficulty: inclusive pass-rate range LOW,HIGH.",
+        default=",".join(str(x) for x in field_default(SelectConfig, "difficulty_range"))),
+    max_tokens: int | None = config_option(SelectConfig, "max_tokens", "--max-tokens"),
+    tokenizer: str | None = config_option(SelectConfig, "tokenizer", "--tokenizer"),
+    gguf_file: str | None = config_option(SelectConfig, "gguf_file", "--gguf-file"),
+    style: str = config_option(ExampleFormat, "style", "--style",
+                               help="Example format measured by --max-tokens: plain | skill-aware."),
+    exclude: list[str] = config_option(SelectConfig, "exclude", "--exclude", "-x"),
+    exclude_selection: list[Path] = config_option(SelectConfig, "exclude_selections", "--exclude-selection"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, or by difficulty."""

@@ -7,46 +7,43 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.table import Table
 
-from ..errors import ConfigError
-from ..train import PRESETS, load_train_config, run_train, validate_train_config
+from ..keyvalue import parse_key_values
+from ..train.config import TrainConfig, load_train_config, validate_train_config
+from ..train.stage import run_train
 from .app import app, console, user_errors
+from .options import config_option
 
 
-def _parse_sft(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--sft expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+def _flag(field: str, *flags: str, help: str | None = None) -> Any:
+    """An option for a TrainConfig field that is None unless given: an unset flag leaves the
+    field to the --config file, the preset, or the field's default."""
+    return config_option(TrainConfig, field, *flags, default=None, help=help)
 
 
 @app.command("train")
 @user_errors
 def train_cmd(
     dataset: Path = typer.Argument(..., help="Format-stage folder (train.jsonl or hf/), a .jsonl file, or a datasets folder."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Student: hub id, local folder or .gguf file."),
+    model: str | None = _flag("model", "--model", "-m"),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (checkpoints, final/, metrics, loss.png)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML of TrainConfig fields (flags below win)."),
-    preset: str | None = typer.Option(None, "--preset", help=f"Named preset: {', '.join(PRESETS)}."),
-    lora: bool | None = typer.Option(None, "--lora/--full", help="LoRA adapter or full fine-tuning."),
-    lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank."),
-    lora_alpha: int | None = typer.Option(None, "--lora-alpha", help="LoRA alpha."),
-    epochs: float | None = typer.Option(None, "--epochs", help="num_train_epochs."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-    lr: float | None = typer.Option(None, "--lr", help="learning_rate."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="per_device_train_batch_size."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", help="gradient_accumulation_steps."),
-    effective_batch: int | None = typer.Option(None, "--effective-batch", help="per-device x accumulation x GPUs."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Token limit; longer examples are dropped."),
-    packing: bool | None = typer.Option(None, "--packing/--no-packing", help="Pack examples into max_length blocks."),
-    chat_template: str | None = typer.Option(None, "--chat-template", help="auto | model | chatml | trl | file.jinja."),
-    bf16: bool | None = typer.Option(None, "--bf16/--fp32", help="Precision (default: bf16 when the GPU supports it)."),
-    seed: int | None = typer.Option(None, "--seed"),
+    preset: str | None = _flag("preset", "--preset"),
+    lora: bool | None = _flag("lora", "--lora/--full"),
+    lora_r: int | None = _flag("lora_r", "--lora-r"),
+    lora_alpha: int | None = _flag("lora_alpha", "--lora-alpha"),
+    epochs: float | None = _flag("num_train_epochs", "--epochs", help="num_train_epochs."),
+    max_steps: int | None = _flag("max_steps", "--max-steps"),
+    lr: float | None = _flag("learning_rate", "--lr", help="learning_rate."),
+    batch_size: int | None = _flag("per_device_train_batch_size", "--batch-size", help="per_device_train_batch_size."),
+    grad_accum: int | None = _flag("gradient_accumulation_steps", "--grad-accum", help="gradient_accumulation_steps."),
+    effective_batch: int | None = _flag("effective_batch_size", "--effective-batch"),
+    max_length: int | None = _flag("max_length", "--max-length"),
+    packing: bool | None = _flag("packing", "--packing/--no-packing"),
+    chat_template: str | None = _flag("chat_template", "--chat-template"),
+    bf16: bool | None = _flag("bf16", "--bf16/--fp32", help="Precision (default: bf16 when the GPU supports it)."),
+    seed: int | None = _flag("seed", "--seed"),
     sft: list[str] = typer.Option([], "--sft", help="Extra SFTConfig field KEY=VALUE (repeatable), e.g. --sft optim=adamw_8bit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard checkpoints of a different config in --out."),
 ) -> None:
@@ -62,7 +59,7 @@ def train_cmd(
     if grad_accum is not None and effective_batch is None:
         flags["effective_batch_size"] = None  # an explicit accumulation beats a preset's effective batch
     if sft:
-        flags["sft_overrides"] = _parse_sft(sft)
+        flags["sft_overrides"] = parse_key_values(sft, option="--sft")
     if config is not None:
         cfg = load_train_config(config, **flags)
     else:

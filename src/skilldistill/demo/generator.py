@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from ..corpus import CORPUS_SCHEMA as NORMALISED_SCHEMA
 from ..textutil import normalize_question, question_id
+from .student_config import WEAK_LEAVES
 
 GENERATOR_VERSION = "demo-v2"
 SOURCE = "demo"
@@ -477,22 +478,8 @@ SKILLS: tuple[Skill, ...] = (
 )
 SKILL_BY_NAME: dict[str, Skill] = {s.name: s for s in SKILLS}
 LEAF_CHAINS: tuple[tuple[str, str], ...] = tuple(s.chain for s in SKILLS)
-
-# The skew of the demo student's base training: strong leaves get weight 1, these get
-# WEAK_WEIGHT (a few examples each), so the base model is uneven in a known way.
-# The weak leaves are skills whose solutions use only facts and line forms the strong
-# leaves teach (times tables, sums, Euclid's step), so what the student lacks is the
-# procedure, which a few dozen examples can teach. Skills that need facts no other skill
-# teaches (halving two-digit numbers, finding a common factor) stay strong: they would be
-# weak for want of arithmetic, not for want of examples (docs/demo.md, lab notebook).
-WEAK_LEAVES: tuple[str, ...] = (
-    "Fractions and percents->Percent of a number",
-    "Algebra->Linear equations",
-    "Algebra->Evaluating expressions",
-    "Algebra->Arithmetic sequences",
-    "Number theory->Remainders",
-    "Geometry->Rectangles",
-)
+# WEAK_LEAVES, the leaves the base student sees only a few examples of, is a student setting
+# (.student_config), imported above.
 
 _VARS = ("n", "m")
 

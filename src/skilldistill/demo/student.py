@@ -29,10 +29,9 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..artifacts import (
     hash_obj,
@@ -42,16 +41,16 @@ from ..artifacts import (
     write_json,
     write_manifest,
 )
-from ..train import CHATML_TRAINING_TEMPLATE
+from ..train.templates import CHATML_TRAINING_TEMPLATE
 from .generator import (
     GENERATOR_VERSION,
     SKILLS,
-    WEAK_LEAVES,
     generate_corpus,
     generate_eval_set,
     generate_problems,
     skewed_weights,
 )
+from .student_config import StudentConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,44 +65,7 @@ SPECIAL_TOKENS = [BOS, IM_START, IM_END]
 CHAT_TEMPLATE = CHATML_TRAINING_TEMPLATE
 
 
-class StudentConfig(BaseModel):
-    """Size of the demo student and the recipe of its skewed base training."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # tokenizer
-    vocab_size: int = Field(768, ge=300, le=4096)
-    tokenizer_texts: int = Field(3000, ge=100, description="generated problems the tokenizer learns from")
-    # model (Qwen3 architecture)
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 384
-    max_position_embeddings: int = 512
-    # base training on a skewed mix
-    base_examples: int = Field(12000, ge=16)
-    weak_leaves: list[str] = Field(default_factory=lambda: list(WEAK_LEAVES))
-    weak_weight: float = Field(0.002, ge=0.0, description="share of a weak leaf relative to a strong one")
-    skill_counts: tuple[float, float, float] = (0.7, 0.25, 0.05)
-    epochs: float = 4.0
-    learning_rate: float = 3e-3
-    batch_size: int = 16
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    adam_beta2: float = 0.98  # a short memory: faster progress on short tiny-model runs
-    lr_scheduler: str = "linear"
-    lr_scheduler_kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. {min_lr: 0.001} with cosine_with_min_lr")
-    max_length: int = 256
-    # the user turn the student sees: the same format the pipeline's generate stage uses
-    prompt_template: str = "{question}"
-    # One thread by default: for matrices this small, a second thread buys little and
-    # collapses (spin-waiting) as soon as anything else uses the CPU; measured in bench/.
-    threads: int | None = Field(1, description="torch CPU threads (None: torch's default)")
-    # A real student can already write text such as a skill plan; a 0.9M model cannot.
-    # This share of the base mix shows the plan form (as the format stage writes it),
-    # so skill-aware fine-tuning teaches which skills, not the form. 0: never.
-    plan_share: float = Field(0.3, ge=0.0, le=1.0, description="share of base examples with a skill plan")
+# StudentConfig (the recipe's demo.student) is in .student_config, light for the recipe.
 
 
 # ----------------------------------------------------------------------- tokenizer
@@ -221,16 +183,41 @@ def sft_train(
 
     Returns the trained model (also left in memory; nothing is saved here).
     """
-    import dataclasses
-
     from datasets import Dataset
     from transformers.utils import logging as hf_logging
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
-    from ..train import checkpointing_kwargs
+    from ..progress import library_bars_off
+    from ..train.callbacks import use_rich_progress
 
     hf_logging.set_verbosity_error()
-    args = SFTConfig(
+    args = sft_config(out_dir, epochs=epochs, learning_rate=learning_rate, scheduler=scheduler,
+                      scheduler_kwargs=scheduler_kwargs, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+                      adam_beta2=adam_beta2, batch_size=batch_size, max_length=max_length,
+                      logging_steps=max(1, min(10, int(len(conversations) * epochs / batch_size) // 4)), seed=seed)
+    dataset = Dataset.from_dict({"messages": [list(c) for c in conversations]})
+    peft_config = lora_config(lora)
+    with library_bars_off():
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
+
+    use_rich_progress(trainer, enabled=show_progress, description="demo student: base training")
+    trainer.train()
+    model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
+    return model, trainer.state
+
+
+def sft_config(out_dir: str | Path, *, epochs: float, learning_rate: float, scheduler: str,
+               scheduler_kwargs: dict | None, warmup_ratio: float, weight_decay: float, adam_beta2: float,
+               batch_size: int, max_length: int, logging_steps: int, seed: int) -> Any:
+    """TRL's ``SFTConfig`` of :func:`sft_train`: assistant-only loss, CPU, no checkpoints saved."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    from ..train.config import checkpointing_kwargs
+
+    return SFTConfig(
         output_dir=str(out_dir),
         num_train_epochs=epochs,
         learning_rate=learning_rate,
@@ -251,7 +238,7 @@ def sft_train(
         use_cpu=True,
         save_strategy="no",
         report_to="none",
-        logging_steps=max(1, min(10, int(len(conversations) * epochs / batch_size) // 4)),
+        logging_steps=logging_steps,
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=0,
@@ -259,31 +246,24 @@ def sft_train(
         disable_tqdm=True,  # our rich bar replaces tqdm (use_rich_progress)
         dataset_num_proc=None,
     )
-    dataset = Dataset.from_dict({"messages": [list(c) for c in conversations]})
-    peft_config = None
-    if lora:
-        from peft import LoraConfig
 
-        peft_config = LoraConfig(task_type="CAUSAL_LM", target_modules="all-linear", bias="none",
-                                 **{"lora_dropout": 0.0, **lora})
-    from ..progress import library_bars_off
-    from ..train import use_rich_progress
 
-    with library_bars_off():
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config)
+def lora_config(lora: dict | None) -> Any:
+    """PEFT's ``LoraConfig`` for ``lora`` fields (None: every weight trains)."""
+    if not lora:
+        return None
+    from peft import LoraConfig
 
-    use_rich_progress(trainer, enabled=show_progress, description="demo student: base training")
-    trainer.train()
-    model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
-    return model, trainer.state
+    return LoraConfig(task_type="CAUSAL_LM", target_modules="all-linear", bias="none",
+                      **{"lora_dropout": 0.0, **lora})
 
 
 def _with_plan(problem: Any, share: float, seed: int, index: int) -> str:
     """The response, prefixed with its skill plan for a seeded ``share`` of the mix."""
     if share <= 0 or random.Random(f"plan-{seed}-{index}").random() >= share:
         return problem.response
-    from ..format import ExampleFormat, assistant_target
+    from ..format.config import ExampleFormat
+    from ..format.examples import assistant_target
 
     return assistant_target(problem.response, problem.skills, ExampleFormat(style="skill-aware", instruction=None))
 
@@ -300,6 +280,17 @@ def _set_threads(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+@dataclass
+class BaseTraining:
+    """The demo student before and after its base training, carried between the build's steps."""
+
+    tokenizer: Any
+    model: Any
+    problems: list[Any]
+    conversations: list[list[dict]]
+    state: Any = None  # the trainer's state once trained
 
 
 def build_base_student(
@@ -327,65 +318,95 @@ def build_base_student(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _set_threads(cfg.threads)
     t0 = time.perf_counter()
-    tmp = out_dir.with_name(f".{out_dir.name}.building")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _fresh_folder(out_dir.with_name(f".{out_dir.name}.building"))
+    base = untrained_student(cfg, seed, show_progress=show_progress)
+    log.info("demo student: base training on %d problems (%.2fM params)", len(base.problems), n_params(base.model) / 1e6)
+    train_base_student(base, cfg, seed, tmp / "trainer", show_progress=show_progress)
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    save_student(base, tmp)
+    write_base_training(base, cfg, tmp)
+    write_manifest(tmp, config=manifest_config, inputs=inputs,
+                   counts={"examples": len(base.problems), "params": n_params(base.model),
+                           "steps": base.state.global_step}, wall_time_s=round(time.perf_counter() - t0, 2),
+                   files=_file_hashes(tmp))
+    readable_files(tmp)
+    _replace_folder(tmp, out_dir)
+    return out_dir
 
+
+def _fresh_folder(folder: Path) -> Path:
+    """``folder``, emptied (a build a crash left half-written is discarded)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _replace_folder(src: Path, dst: Path) -> None:
+    """Move the finished ``src`` into place at ``dst`` (an old ``dst`` is removed first)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+
+
+def untrained_student(cfg: StudentConfig, seed: int, *, show_progress: bool = True) -> BaseTraining:
+    """The tokenizer, the randomly initialised model and the skewed mix it will learn from
+    (in this order: each draws from its own seeded stream)."""
     from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..progress import StageProgress
 
     with StageProgress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  disable=not show_progress, transient=True) as progress:
+                       disable=not show_progress, transient=True) as progress:
         progress.add_task("demo student: tokenizer and model", total=None)
         tokenizer = train_tokenizer(tokenizer_corpus(cfg.tokenizer_texts, seed), cfg.vocab_size)
         model = make_model(tokenizer, cfg, seed=seed)
         problems = base_training_problems(cfg, seed)
         conversations = [to_messages(p.question, _with_plan(p, cfg.plan_share, seed, i), cfg.prompt_template)
                          for i, p in enumerate(problems)]
-    log.info("demo student: base training on %d problems (%.2fM params)", len(problems), n_params(model) / 1e6)
-    model, state = sft_train(
-        model, tokenizer, conversations, tmp / "trainer",
+    return BaseTraining(tokenizer, model, problems, conversations)
+
+
+def train_base_student(base: BaseTraining, cfg: StudentConfig, seed: int, trainer_dir: Path, *,
+                       show_progress: bool = True) -> None:
+    """Fine-tune the untrained model on its skewed mix (``base.model`` and ``base.state`` are the result)."""
+    base.model, base.state = sft_train(
+        base.model, base.tokenizer, base.conversations, trainer_dir,
         epochs=cfg.epochs, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size,
         seed=seed, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_length=cfg.max_length, scheduler=cfg.lr_scheduler, adam_beta2=cfg.adam_beta2,
         scheduler_kwargs=cfg.lr_scheduler_kwargs,
         show_progress=show_progress,
     )
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+
+
+def save_student(base: BaseTraining, folder: Path) -> None:
+    """The model, its generation config and the tokenizer as a Hugging Face model folder."""
     from ..progress import library_bars_off
 
     with library_bars_off():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    model.generation_config.save_pretrained(tmp)
+        base.model.save_pretrained(folder)
+        base.tokenizer.save_pretrained(folder)
+    base.model.generation_config.save_pretrained(folder)
 
+
+def write_base_training(base: BaseTraining, cfg: StudentConfig, folder: Path) -> None:
+    """``base_training.json``: leaf counts of the skewed mix, size, steps and loss."""
     leaf_counts: dict[str, int] = {s.name: 0 for s in SKILLS}
-    for p in problems:
+    for p in base.problems:
         for chain in p.skills:
             leaf_counts["->".join(chain)] += 1
-    losses = [h["loss"] for h in state.log_history if "loss" in h]
-    write_json(tmp / "base_training.json", {
-        "examples": len(problems),
+    losses = [h["loss"] for h in base.state.log_history if "loss" in h]
+    write_json(folder / "base_training.json", {
+        "examples": len(base.problems),
         "leaf_counts": leaf_counts,
         "weak_leaves": cfg.weak_leaves,
-        "params": n_params(model),
-        "steps": state.global_step,
+        "params": n_params(base.model),
+        "steps": base.state.global_step,
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
-        "problems_hash": hash_obj([p.question for p in problems]),
+        "problems_hash": hash_obj([p.question for p in base.problems]),
     })
-    wall = time.perf_counter() - t0
-    write_manifest(tmp, config=manifest_config, inputs=inputs,
-                   counts={"examples": len(problems), "params": n_params(model),
-                           "steps": state.global_step}, wall_time_s=round(wall, 2),
-                   files=_file_hashes(tmp))
-    readable_files(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
 
 
 # The files that make up a student folder, hashed into its manifest and checked at load.

@@ -44,6 +44,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendError, ConfigError
@@ -209,105 +210,150 @@ class VLLMBackend:
         ``max_model_len``), the failed chunk is retried one request at a time and each
         request it still refuses is reported there (that conversation's result is ``[]``);
         without ``on_error`` the refusal ends the batch. An engine that dies always does."""
-        from ..subproc import WorkerDied, wait_any
+        from ..subproc import wait_any
 
         if not self.engines:
             raise RuntimeError("the vLLM backend is closed")
         seeds = list(seeds) if seeds is not None else sample_seeds(params, len(conversations))
         if len(seeds) != len(conversations) or any(len(s) != params.n for s in seeds):
             raise ValueError(f"seeds must give {params.n} seed(s) for each of the {len(conversations)} conversations")
-        base = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens,
-                "stop": list(params.stop)}
-        requests = [(i, k, seeds[i][k]) for i in range(len(conversations)) for k in range(params.n)]
-        size = chunk_size_for(len(requests), len(self.engines), self.chunk_size)
-        todo = [requests[s:s + size] for s in range(0, len(requests), size)]
-        todo.reverse()
-        results: list[list[Completion | None]] = [[None] * params.n for _ in conversations]
-        left = [params.n] * len(conversations)
-        busy: dict[int, list[tuple[int, int, int | None]]] = {}
-        sent_at: dict[int, float] = {}
-        failed: set[int] = set()
-        ctk = dict(params.chat_template_kwargs)
-
-        def dispatch(rank: int) -> None:
-            chunk = todo.pop()
-            self.engines[rank].send(("chat", {
-                "messages": [list(conversations[i]) for i, _, _ in chunk],
-                "params": [base | {"seed": s} for _, _, s in chunk],
-                "chat_template_kwargs": ctk,
-            }))
-            busy[rank] = chunk
-            sent_at[rank] = time.monotonic()
-
+        run = _ChatRun.plan(self, conversations, params, seeds, on_result, progress, on_error)
         try:
             for rank in range(len(self.engines)):
-                if todo:
-                    dispatch(rank)
-            while busy:
+                if run.todo:
+                    run.dispatch(rank)
+            while run.busy:
                 # Polled: a killed engine's pipe need not close, since vLLM's engine core (forked
                 # from it) keeps a copy and does not notice its parent died (vllm#55510).
-                ready = wait_any([self.engines[r] for r in busy], timeout=1.0)
+                ready = wait_any([self.engines[r] for r in run.busy], timeout=1.0)
                 if not ready:
-                    for rank in busy:
-                        w = self.engines[rank]
-                        if not w.alive():
-                            raise BackendError(f"vLLM engine {rank} of {len(self.engines)} died "
-                                               f"({WorkerDied(w.name, w.proc.returncode)}); the other engines were stopped")
+                    run.check_busy_engines_alive()
                     continue
                 for w in ready:
-                    rank = self.engines.index(w)
-                    try:
-                        kind, payload = w.recv()
-                    except WorkerDied as e:
-                        raise BackendError(f"vLLM engine {rank} of {len(self.engines)} died ({e}); "
-                                           "the other engines were stopped") from None
-                    if kind != "ok":
-                        chunk = busy.pop(rank)
-                        sent_at.pop(rank, None)
-                        if on_error is None or kind == "dead":
-                            raise BackendError(f"vLLM engine {rank}: {payload}")
-                        if len(chunk) > 1:  # find the request(s) at fault: one at a time
-                            todo.extend([r] for r in reversed(chunk))
-                        else:
-                            i = chunk[0][0]
-                            if left[i] > 0:
-                                left[i] = 0
-                                failed.add(i)
-                                on_error(i, BackendError(f"vLLM refused the request: {payload}"))
-                                if progress:
-                                    progress(1)
-                        if todo:
-                            dispatch(rank)
-                        continue
-                    chunk = busy.pop(rank)
-                    self.served[rank] += len(chunk)
-                    self.busy_s[rank] += time.monotonic() - sent_at.pop(rank)
-                    finished = []
-                    for (i, k, _), comp in zip(chunk, payload, strict=True):
-                        if i in failed:
-                            continue
-                        results[i][k] = Completion(**comp)
-                        left[i] -= 1
-                        if left[i] == 0:
-                            finished.append(i)
-                    for i in finished:
-                        if on_result:
-                            on_result(i, list(results[i]))  # type: ignore[arg-type]
-                    if progress and finished:
-                        progress(len(finished))
-                    if todo:
-                        dispatch(rank)
+                    run.take_reply(self.engines.index(w), w)
         except BaseException:
             # A half-answered batch leaves engines mid-work, and an engine reads the stop
             # message only after its batch: the batch is lost anyway, so stop them quickly.
             self.close(timeout=5)
             raise
-        return [[] if i in failed else list(r) for i, r in enumerate(results)]  # type: ignore[misc]
+        return [[] if i in run.failed else list(r) for i, r in enumerate(run.results)]  # type: ignore[misc]
 
     def close(self, timeout: float = 60) -> None:
         """Stop every engine (its process ends, so its memory is free), all at once."""
         close_all(self.engines, timeout=timeout)
         self.engines = []
+
+
+
+Request = tuple[int, int, int | None]  # (conversation index, sample index, seed)
+
+
+@dataclass
+class _ChatRun:
+    """One :meth:`VLLMBackend.chat` call: its queue of request chunks, the chunk each engine
+    is working on, and the completions so far."""
+
+    backend: VLLMBackend
+    conversations: Sequence[Conversation]
+    base: dict[str, Any]  # the sampling parameters every request shares
+    chat_template_kwargs: dict[str, Any]
+    todo: list[list[Request]]  # chunks not yet sent, the next one last
+    results: list[list[Completion | None]]
+    left: list[int]  # per conversation: samples still to come
+    on_result: ResultCallback | None
+    progress: Callable[[int], None] | None
+    on_error: Callable[[int, BaseException], None] | None
+    busy: dict[int, list[Request]] = field(default_factory=dict)  # engine rank -> the chunk it works on
+    sent_at: dict[int, float] = field(default_factory=dict)
+    failed: set[int] = field(default_factory=set)  # conversations the engine refused
+
+    @classmethod
+    def plan(cls, backend: VLLMBackend, conversations: Sequence[Conversation], params: SamplingParams,
+             seeds: list[Sequence[int | None]], on_result: ResultCallback | None,
+             progress: Callable[[int], None] | None,
+             on_error: Callable[[int, BaseException], None] | None) -> _ChatRun:
+        """One request per sample, cut in chunks sized for the engines."""
+        base = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens,
+                "stop": list(params.stop)}
+        requests = [(i, k, seeds[i][k]) for i in range(len(conversations)) for k in range(params.n)]
+        size = chunk_size_for(len(requests), len(backend.engines), backend.chunk_size)
+        todo = [requests[s:s + size] for s in range(0, len(requests), size)]
+        todo.reverse()
+        return cls(backend, conversations, base, dict(params.chat_template_kwargs), todo,
+                   results=[[None] * params.n for _ in conversations], left=[params.n] * len(conversations),
+                   on_result=on_result, progress=progress, on_error=on_error)
+
+    def dispatch(self, rank: int) -> None:
+        chunk = self.todo.pop()
+        self.backend.engines[rank].send(("chat", {
+            "messages": [list(self.conversations[i]) for i, _, _ in chunk],
+            "params": [self.base | {"seed": s} for _, _, s in chunk],
+            "chat_template_kwargs": self.chat_template_kwargs,
+        }))
+        self.busy[rank] = chunk
+        self.sent_at[rank] = time.monotonic()
+
+    def check_busy_engines_alive(self) -> None:
+        from ..subproc import WorkerDied
+
+        engines = self.backend.engines
+        for rank in self.busy:
+            w = engines[rank]
+            if not w.alive():
+                raise BackendError(f"vLLM engine {rank} of {len(engines)} died "
+                                   f"({WorkerDied(w.name, w.proc.returncode)}); the other engines were stopped")
+
+    def take_reply(self, rank: int, w: Any) -> None:
+        """Engine ``rank``'s reply: completions, or a refusal; then its next chunk."""
+        from ..subproc import WorkerDied
+
+        try:
+            kind, payload = w.recv()
+        except WorkerDied as e:
+            raise BackendError(f"vLLM engine {rank} of {len(self.backend.engines)} died ({e}); "
+                               "the other engines were stopped") from None
+        if kind != "ok":
+            self.refused(rank, kind, payload)
+        else:
+            self.answered(rank, payload)
+        if self.todo:
+            self.dispatch(rank)
+
+    def refused(self, rank: int, kind: str, payload: Any) -> None:
+        """The engine refused its chunk: retry it one request at a time, then report the request at fault."""
+        chunk = self.busy.pop(rank)
+        self.sent_at.pop(rank, None)
+        if self.on_error is None or kind == "dead":
+            raise BackendError(f"vLLM engine {rank}: {payload}")
+        if len(chunk) > 1:  # find the request(s) at fault: one at a time
+            self.todo.extend([r] for r in reversed(chunk))
+        else:
+            i = chunk[0][0]
+            if self.left[i] > 0:
+                self.left[i] = 0
+                self.failed.add(i)
+                self.on_error(i, BackendError(f"vLLM refused the request: {payload}"))
+                if self.progress:
+                    self.progress(1)
+
+    def answered(self, rank: int, payload: list[dict[str, Any]]) -> None:
+        """Completions for engine ``rank``'s chunk; ``on_result`` for every conversation now complete."""
+        chunk = self.busy.pop(rank)
+        self.backend.served[rank] += len(chunk)
+        self.backend.busy_s[rank] += time.monotonic() - self.sent_at.pop(rank)
+        finished = []
+        for (i, k, _), comp in zip(chunk, payload, strict=True):
+            if i in self.failed:
+                continue
+            self.results[i][k] = Completion(**comp)
+            self.left[i] -= 1
+            if self.left[i] == 0:
+                finished.append(i)
+        for i in finished:
+            if self.on_result:
+                self.on_result(i, list(self.results[i]))  # type: ignore[arg-type]
+        if self.progress and finished:
+            self.progress(len(finished))
 
 
 __all__ = ["VLLMBackend", "chunk_size_for", "llm_kwargs", "sample_seeds"]

@@ -1,0 +1,132 @@
+"""What each stage step of a run does: call the stage's function with the run folder's paths.
+
+Each function here is the ``fn(clean)`` body of one :meth:`StageRunner.step` (``clean``: the
+stage discards its own stale results instead of resuming them). Stage code is imported when
+its stage runs, so a run that skips a stage never imports it. Training, which may run under
+``accelerate launch``, is in :mod:`skilldistill.orchestration.launcher`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..artifacts import read_json, write_json, write_manifest, write_parquet
+from ..tree import SkillTree
+from .stage_runner import StageRunner, model_json
+
+
+def corpus_stage(run: StageRunner, clean: bool) -> None:
+    """The pool: the recipe's corpus ingested, or the demo's generated one."""
+    r = run.recipe
+    if r.corpus is not None:
+        from ..corpus import ingest
+
+        ingest(r.corpus, run.path("corpus"), progress=run.show_progress)
+        return
+    from ..demo.pool import demo_pool
+
+    assert r.demo is not None
+    t0 = time.time()
+    table = demo_pool(r.demo)
+    write_parquet(run.corpus_path, table)
+    write_manifest(run.path("corpus"), config=model_json(r.demo, exclude={"student"}), inputs={},
+                   counts={"rows_written": table.num_rows}, wall_time_s=round(time.time() - t0, 3),
+                   source="skilldistill.demo.generator")
+
+
+def demo_stage(run: StageRunner, clean: bool) -> None:
+    """Held-out evaluation set (with true skills) and the uneven base student."""
+    from ..demo.generator import generate_eval_set
+    from ..demo.student import install_base_student
+
+    d = run.recipe.demo
+    assert d is not None
+    t0 = time.time()
+    table = generate_eval_set(d.eval_per_leaf, d.seed)
+    # the evaluation stage reads per-skill labels from a `skills` column
+    table = table.append_column("skills", table.column("true_skills"))
+    write_parquet(run.path("demo", "eval.parquet"), table)
+    # The packaged student when the recipe asks for exactly it; otherwise built here.
+    _, origin = install_base_student(run.path("demo", "student"), seed=d.seed, config=d.student,
+                                     show_progress=run.show_progress)
+    run.console.print(f"[dim]demo student: {'the packaged one' if origin == 'shipped' else 'built for this config'}[/dim]")
+    write_manifest(run.path("demo"), config=model_json(d), inputs={}, counts={"eval_rows": table.num_rows},
+                   wall_time_s=round(time.time() - t0, 2), student=origin)
+
+
+def annotate_stage(run: StageRunner, tree: SkillTree, clean: bool) -> None:
+    """Attribution of the pool; on a corpus with known skills (the demo), also its accuracy."""
+    from ..attribution import run_annotate
+
+    run_annotate(run.corpus_path, tree, run.path("annotate"), run.recipe.annotate, force=clean,
+                 show_progress=run.show_progress)
+    cols = pq.read_schema(run.skills_path).names
+    if "true_skills" in cols:  # a corpus with known skills (the demo): measure attribution
+        from ..demo.attribution_score import attribution_accuracy
+
+        write_json(run.path("annotate", "attribution_accuracy.json"), attribution_accuracy(run.skills_path))
+
+
+def profile_stage(run: StageRunner, out_key: str, cfg: Any, tree: SkillTree, clean: bool) -> None:
+    """The student of ``cfg`` profiled on the attributed pool, into ``out_key``."""
+    from ..profile import run_profile
+
+    run_profile(run.skills_path, run.path(out_key), cfg, tree=tree, force=clean, show_progress=run.show_progress)
+
+
+def select_stage(run: StageRunner, out_key: str, cfg: Any, profile_json: Path, item_profile: Path,
+                 clean: bool) -> None:
+    """A selection from the attributed pool by the given profile, into ``out_key``."""
+    from ..select import run_select
+
+    res = run_select(run.skills_path, run.path(out_key), cfg, profile_json=profile_json,
+                     item_profile=item_profile, force=clean, progress=run.show_progress)
+    if res.n_selected < cfg.budget:
+        run.console.print(f"[yellow]{out_key}: {res.n_selected} of {cfg.budget} selected[/yellow]")
+
+
+def format_stage(run: StageRunner, out_key: str, cfg: Any, selection: Path, clean: bool) -> None:
+    """Training examples from ``selection``, into ``out_key``."""
+    from ..format import run_format
+
+    run_format(selection, run.path(out_key), cfg, force=clean, progress=run.show_progress)
+
+
+def evaluate_stage(run: StageRunner, key: str, gen: Any, cfg: Any, clean: bool) -> None:
+    """The model of ``gen`` on every benchmark of ``cfg``, into ``key``."""
+    from ..evaluate import load_benchmark, run_evaluate
+
+    out = run.path(key)
+    for name in cfg.benchmarks:  # every input must load before anything is removed
+        load_benchmark(name, data_dir=cfg.data_dir, path=cfg.files.get(name), limit=cfg.limit)
+    # fresh: stale samples from other settings must not be resumed (wiped under the folder's lock)
+    run_evaluate(out, cfg, gen, show_progress=run.show_progress, fresh=clean)
+
+
+def report_stage(run: StageRunner) -> None:
+    """The report of every artifact of the run (with the demo's own sections on a demo run)."""
+    from ..report import build_report
+
+    extra = []
+    acc_path = run.path("annotate", "attribution_accuracy.json")
+    if acc_path.exists():
+        from ..demo.attribution_score import attribution_markdown
+
+        extra.append(("Attribution accuracy against the true skills", attribution_markdown(read_json(acc_path))))
+    targets = None
+    if run.recipe.demo is not None:
+        from ..demo.targets import check_targets, targets_markdown
+
+        def targets(summary: dict[str, Any]) -> list[tuple[str, str]]:
+            return [("Demo targets", targets_markdown(check_targets(summary)))]
+
+    build_report(run.run_dir, baseline=run.recipe.baseline, title=f"skilldistill: {run.recipe.name}",
+                 extra_sections=extra, method=run.recipe.report.method, sections_from_summary=targets)
+
+
+__all__ = ["annotate_stage", "corpus_stage", "demo_stage", "evaluate_stage", "format_stage", "profile_stage",
+           "report_stage", "select_stage"]

@@ -1,0 +1,307 @@
+"""The estimated cost of each stage a run would go through (``skilldistill plan``): items,
+LLM calls, prompt/generated/training tokens, from what earlier runs measured when they
+did, else from the recipe (with the assumption stated). See :mod:`skilldistill.orchestration.plan`."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..artifacts import read_json
+from .plan_config import PlanSettings
+from .recipe import DEMO_EVAL
+
+# Problems per registered benchmark (the registry's descriptions; used when the files are
+# not at hand, e.g. a hub benchmark planned offline).
+BENCHMARK_SIZES = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "math_l5": 134,
+                   "olympiadbench": 581, "gsm8k": 1319}
+
+
+@dataclass
+class StageCost:
+    key: str
+    kind: str
+    status: str
+    reason: str
+    items: int | None = None
+    llm_calls: float | None = None
+    prompt_tokens: float | None = None
+    generated_tokens: float | None = None
+    training_tokens: float | None = None
+    gpu_hours: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Estimator:
+    """What several stages' estimates share, found once: the pool's size and text length,
+    and the LLM calls per item of attribution."""
+
+    def __init__(self, pipe: Any, settings: PlanSettings, *, sample: bool) -> None:
+        self.pipe = pipe
+        self.recipe = pipe.recipe
+        self.settings = settings
+        self.sample = sample
+        self.assumptions: list[str] = []
+        self._pool_items: int | None = None
+        self._pool_text_tokens: float | None = None
+        self._calls_per_item: tuple[float, float | None, str] | None = None
+
+    # -- the pool ------------------------------------------------------------------
+    def pool_items(self) -> int | None:
+        if self._pool_items is None:
+            corpus = self.pipe.corpus_path
+            if corpus.exists():
+                self._pool_items = pq.read_metadata(corpus).num_rows
+            elif self.recipe.demo is not None:
+                self._pool_items = self.recipe.demo.pool_size
+            elif self.recipe.corpus is not None and self.recipe.corpus.limit is not None:
+                self._pool_items = self.recipe.corpus.limit
+                self.assumptions.append(f"corpus: its limit ({self.recipe.corpus.limit:,}) is taken as the pool size "
+                                        "(dedup and decontamination may remove some)")
+        return self._pool_items
+
+    def _pool_rows(self, n: int) -> list[dict[str, Any]] | None:
+        corpus = self.pipe.corpus_path
+        if corpus.exists():  # the first n rows only: a corpus can be millions of rows
+            batch = next(pq.ParquetFile(corpus).iter_batches(batch_size=n), None)
+            return batch.to_pylist() if batch is not None else []
+        if self.recipe.demo is not None:  # generated exactly as the corpus stage will
+            from ..demo.pool import demo_pool
+
+            return demo_pool(self.recipe.demo).slice(0, n).to_pylist()
+        return None
+
+    def pool_text_tokens(self) -> float | None:
+        """Mean tokens of question + response over the first 500 pool rows (characters / chars_per_token)."""
+        if self._pool_text_tokens is None:
+            rows = self._pool_rows(500)
+            if rows:
+                chars = sum(len(r.get("question") or "") + len(r.get("response") or "") for r in rows) / len(rows)
+                self._pool_text_tokens = chars / self.settings.chars_per_token
+        return self._pool_text_tokens
+
+    # -- attribution ---------------------------------------------------------------
+    def calls_per_item(self, tree: Any) -> tuple[float, float | None, str]:
+        """(LLM calls per item, prompt tokens per item or None, how it was found)."""
+        if self._calls_per_item is None:
+            self._calls_per_item = (self._calls_measured_by_the_run() or self._calls_measured_on_a_sample(tree)
+                                    or self._calls_from_the_tree(tree))
+        return self._calls_per_item
+
+    def _calls_measured_by_the_run(self) -> tuple[float, float | None, str] | None:
+        done = self.pipe.path("annotate", "summary.json")
+        if not done.exists():
+            return None
+        s = read_json(done)
+        if not s.get("items"):
+            return None
+        per_item = s.get("calls_total", 0) / s["items"]
+        tokens, calls = s.get("prompt_tokens_this_run"), s.get("calls_this_run")
+        per_call = tokens / calls if tokens and calls else None
+        return (per_item, per_call * per_item if per_call is not None else None, "measured by this run's annotate stage")
+
+    def _calls_measured_on_a_sample(self, tree: Any) -> tuple[float, float | None, str] | None:
+        rows = self._pool_rows(self.settings.attribution_sample) if self.sample else None
+        if not rows:
+            return None
+        import pyarrow as pa
+
+        from ..attribution import run_annotate
+
+        with tempfile.TemporaryDirectory(prefix="skilldistill-plan-") as tmp:
+            src = Path(tmp) / "sample.parquet"
+            pq.write_table(pa.Table.from_pylist(rows), src)
+            res = run_annotate(src, tree, Path(tmp) / "out", self.recipe.annotate, show_progress=False)
+            s = res.summary
+        tokens = s.get("prompt_tokens_this_run")
+        return (s.get("calls_total", 0) / max(1, s["items"]), tokens / max(1, s["items"]) if tokens else None,
+                f"measured on a sample of {s['items']} items with the recipe's backend")
+
+    @staticmethod
+    def _calls_from_the_tree(tree: Any) -> tuple[float, float | None, str]:
+        inner = [len(c) for c in tree.leaves()]
+        per = sum(inner) / len(inner) if inner else 0.0
+        return (per, None, "from the tree's shape: one chain per item, one call per inner node "
+                "on its way (the mean over leaves); several chains per item cost more")
+
+
+def demo_cost(c: StageCost, recipe: Any, tree: Any) -> None:
+    d = recipe.demo
+    c.items = d.eval_per_leaf * len(tree.leaves()) if d else None
+    c.notes.append("held-out set and the packaged base student (a changed student config builds one here)")
+
+
+def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None) -> None:
+    c.items = est.pool_items()
+    cfg = est.recipe.annotate
+    if cfg.backend == "embedding":
+        c.llm_calls = 0
+        c.notes.append("embedding backend: no LLM calls (one encoding per item and per tree node)")
+        return
+    per, tok, how = est.calls_per_item(tree)
+    asked = c.items
+    if cfg.backend == "distilled" and c.items is not None:
+        asked = min(c.items, cfg.distilled.sample_size)
+        c.notes.append(f"distilled: the LLM labels a sample of {asked:,} items; the decisions the "
+                       "classifiers are unsure of on the rest come on top (summary.json: "
+                       "distilled.decisions.fallback_share)")
+    if asked is not None:
+        c.llm_calls = per * asked
+        c.prompt_tokens = tok * asked if tok is not None else None
+    c.notes.append(f"{per:.2f} calls per item, {how}")
+    if gen_tps and c.llm_calls:  # answers are short; prompt reading dominates on the server
+        c.generated_tokens = c.llm_calls * 16
+        c.notes.append("generated tokens: about 16 per decision (a short list of names)")
+
+
+def profile_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator, pipe: Any) -> None:
+    gen = cfg["generation"]
+    pool = est.pool_items()
+    left_out = 0
+    for sel in cfg.get("exclude_selections") or []:  # the items earlier rounds trained on
+        p = Path(sel)
+        p = p / "selection.parquet" if p.suffix != ".parquet" else p
+        left_out += pq.read_metadata(p).num_rows if p.exists() else _budget_of_selection(p, pipe)
+    items = pool - left_out if pool is not None else None
+    if cfg.get("sample") and items is not None:
+        items = min(items, cfg["sample"])
+    c.items = items
+    n = gen.get("n", 1)
+    if items is None:
+        return
+    samples = items * n
+    prompt_len, mean_len = _measured_tokens(folder / "generations.parquet")
+    cap = gen.get("max_new_tokens")
+    c.generated_tokens = samples * (mean_len if mean_len is not None else cap)
+    c.notes.append(f"{samples:,} samples ({items:,} items x n={n}); "
+                   + (f"{mean_len:.0f} tokens per answer (an earlier run of this stage)" if mean_len is not None
+                      else f"≤ {cap} tokens per answer (the cap)"))
+    if prompt_len is not None:
+        c.prompt_tokens = samples * prompt_len
+    elif (qtok := est.pool_text_tokens()) is not None:
+        c.prompt_tokens = samples * qtok * 0.3  # the question part of question + response
+        c.notes.append("prompt tokens: about 0.3 of the pool's question + response length per item")
+
+
+def _budget_of_selection(path: Path, pipe: Any) -> int:
+    """A selection not made yet (a later round's input): its budget from the planned stage."""
+    for st in pipe.planned:
+        if st["kind"] == "select" and str(pipe.path(st["key"], "selection.parquet")) == str(path):
+            return int(st["config"].get("budget") or 0)
+    return 0
+
+
+def _measured_tokens(generations: Path) -> tuple[float | None, float | None]:
+    """Mean (prompt, completion) tokens per sample an earlier run of a stage logged."""
+    if not generations.exists():
+        return None, None
+    try:
+        t = pq.read_table(generations, columns=["prompt_tokens", "completion_tokens"])
+    except (KeyError, ValueError, OSError):
+        return None, None
+
+    def mean(col: str) -> float | None:
+        vals = [v for v in t.column(col).to_pylist() if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return mean("prompt_tokens"), mean("completion_tokens")
+
+
+def format_cost(c: StageCost, st: dict[str, Any], folder: Path, planned: list[dict[str, Any]]) -> None:
+    c.items = format_items(st, planned)
+    rep = folder / "report.json"
+    if rep.exists():  # one pass over the data; the train stage counts the epochs
+        tok = read_json(rep).get("tokens") or {}
+        c.notes.append(f"{tok.get('total', 0):,} tokens in the formatted examples")
+
+
+def format_items(st: dict[str, Any], planned: list[dict[str, Any]]) -> int | None:
+    """Examples a format stage writes: its selection's budget (every slice so far with replay)."""
+    key = st["key"]
+    sel_key = key[: -len("format")] + "select" if key.endswith("/format") else key.replace("format/", "select/", 1)
+    budgets = {p["key"]: p["config"].get("budget") for p in planned if p["kind"] == "select"}
+    slices = st["config"].get("slices", 1) if isinstance(st["config"], dict) else 1
+    if slices > 1 and key.startswith("rounds/"):
+        base = key.rsplit("/round", 1)[0]
+        r = int(key.rsplit("/round", 1)[1].split("/")[0])
+        return sum(int(budgets.get(f"{base}/round{k}/select") or 0) for k in range(1, r + 1))
+    return budgets.get(sel_key)
+
+
+def train_cost(c: StageCost, st: dict[str, Any], planned: list[dict[str, Any]], est: Estimator, pipe: Any) -> None:
+    key = st["key"]
+    fmt_key = key[: -len("train")] + "format" if key.endswith("/train") else key.replace("train/", "format/", 1)
+    fmt = next((p for p in planned if p["key"] == fmt_key), None)
+    c.items = format_items(fmt, planned) if fmt else None
+    epochs = float(st["config"].get("num_train_epochs") or 1)
+    rep = pipe.path(fmt_key, "report.json")
+    mean = None
+    how = ""
+    if rep.exists():
+        mean = (read_json(rep).get("tokens") or {}).get("mean")
+        how = "measured by the format stage"
+    if mean is None:
+        mean = est.pool_text_tokens()
+        how = f"the pool's mean question + response length at {est.settings.chars_per_token:g} characters per token"
+    if mean is None and st["config"].get("max_length"):
+        mean = float(st["config"]["max_length"])
+        how = "max_length, an upper bound: the pool is not ingested yet"
+    if c.items is not None and mean is not None:
+        c.training_tokens = c.items * epochs * mean
+        c.notes.append(f"{c.items:,} examples x {epochs:g} epochs x {mean:.0f} tokens ({how})")
+
+
+def evaluate_cost(c: StageCost, cfg: dict[str, Any], folder: Path, pipe: Any) -> None:
+    from ..evaluate import EvaluateConfig
+
+    ev = EvaluateConfig.model_validate(cfg["eval"])
+    cap = cfg["gen"].get("max_new_tokens")
+    problems_total = 0
+    generated = 0.0
+    for name in ev.benchmarks:
+        n_problems = _benchmark_problems(c, ev, name, pipe.recipe.demo)
+        n = ev.n_for(name)
+        samples = n_problems * n
+        problems_total += n_problems
+        res = folder / name / "results.json"
+        mean, trunc = None, None
+        if res.exists():
+            r = read_json(res)
+            mean, trunc = r.get("mean_completion_tokens"), r.get("truncated_share")
+        generated += samples * (mean if mean is not None else cap)
+        c.notes.append(f"{name}: {n_problems} x n={n}" + (f", {mean:.0f} tokens per answer, {100 * trunc:.1f}% truncated "
+                                                         "(an earlier run)" if mean is not None and trunc is not None
+                                                         else f", ≤ {cap} tokens per answer"))
+    c.items = problems_total
+    c.generated_tokens = generated
+
+
+def _benchmark_problems(c: StageCost, ev: Any, name: str, demo: Any) -> int:
+    """Problems of one benchmark: its local files when at hand (a plan never downloads), the
+    demo's held-out set by its size, else the registry's size."""
+    from ..evaluate import load_benchmark
+
+    local = ev.files.get(name) or ev.data_dir
+    try:
+        if not local or (ev.files.get(name) and not Path(ev.files[name]).exists()):
+            raise FileNotFoundError(name)
+        return len(load_benchmark(name, data_dir=ev.data_dir, path=ev.files.get(name), limit=ev.limit))
+    except Exception:
+        if demo is not None and name == DEMO_EVAL:  # generated by the demo stage: per leaf x leaves
+            from ..demo.generator import LEAF_CHAINS
+
+            n_problems = demo.eval_per_leaf * len(LEAF_CHAINS)
+        else:  # not at hand (a hub benchmark): the registry's size
+            n_problems = BENCHMARK_SIZES.get(name, 0)
+            c.notes.append(f"{name}: {n_problems} problems (registry size; files not at hand)")
+        if ev.limit:
+            n_problems = min(n_problems, ev.limit)
+        return n_problems
+
+
+__all__ = ["BENCHMARK_SIZES", "Estimator", "StageCost", "annotate_cost", "demo_cost", "evaluate_cost",
+           "format_cost", "format_items", "profile_cost", "train_cost"]

@@ -1,0 +1,72 @@
+"""``skilldistill select``: choose the SFT budget from an attributed pool, weighting weak skills.
+
+Launch::
+
+    skilldistill select runs/x/annotate/skills.parquet --out runs/x/select/skill \\
+        --profile runs/x/profile/skill_profile.json --strategy skill --budget 1000 --seed 0
+
+Strategies (all reproducible from ``seed``; one module each under ``strategies``):
+
+- ``random``: uniform without replacement over the eligible pool (the baseline).
+- ``skill`` (the paper): leaf weight ``w = min((1/acc)**T, w_max**T)``, ``acc == 0`` ->
+  ``w_max**T``; pick a leaf with ``P = w / sum(w)``, then a uniform item among that leaf's
+  items not yet used, until the budget is met. An item already taken through another of
+  its leaves is skipped and the next one of the same leaf is drawn; a leaf with no item
+  left leaves the distribution (no rejection loop, so it always terminates).
+- ``skill-quota``: the same target distribution met deterministically: largest-remainder
+  quotas per leaf, a multi-skill item counted once (for the leaf that took it), the
+  shortfall of leaves that run dry shared again among the others.
+- ``forced`` (the authors' ``forced_distribution``): no sampling; items are added one at a
+  time, each time the one whose leaves bring the selected items' leaf distribution closest
+  (L2) to the target, ties to the lowest pool index; with ``correct_portion``, quotas of
+  solved and unsolved items.
+- ``difficulty`` (the authors' difficulty baseline): uniform over the items whose pass rate
+  (``difficulty_field`` in the row or its ``meta``, OpenMathReasoning's
+  ``pass_rate_72b_tir``) lies in ``difficulty_range`` (default [0.25, 0.625], inclusive).
+
+Variants the authors' experiments use (docs/select.md lists where each differs from their
+scripts): ``max_depth`` (chains cut to this depth before leaves are computed),
+``correct_portion`` over the budget or per leaf (``correct_portion_scope``), ``only_skill``
+(draw from one leaf), raw accuracy with leaves without a verdict excluded
+(``accuracy: raw``, ``unprofiled_leaves: exclude``).
+
+Scale: the pool becomes a CSR index (``ptr``/``items`` numpy arrays, one segment per
+leaf). Drawing swaps the chosen item to the end of its leaf's live segment (a partial
+Fisher-Yates per leaf), so a draw is O(1), memory is one copy of the index, and nothing
+is copied per draw. Item lengths (``max_tokens``) are measured lazily, only for items
+drawn, so a 100K pool of long traces is never tokenised in full.
+
+Modules: ``config`` (SelectConfig, light), ``index`` (the leaf -> item index), ``weights``
+(leaf accuracies and weights from the profile), ``strategies`` (one module per strategy),
+``pool`` (exclusions, the streamed scan, the filters), ``length`` (the max_tokens filter),
+``state`` (what the steps hand on), ``report``, ``plot``, ``stage`` (``run_select``).
+"""
+
+from ..lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "SelectConfig": ".config",
+    "Strategy": ".config",
+    "SELECTION": ".config",
+    "REPORT": ".config",
+    "PLOT": ".config",
+    "LEAF_TABLE": ".config",
+    "LeafIndex": ".index",
+    "LeafAccuracy": ".weights",
+    "leaf_accuracies": ".weights",
+    "leaf_weights": ".weights",
+    "Draw": ".strategies.draw",
+    "draw_random": ".strategies.random",
+    "draw_skill": ".strategies.skill",
+    "draw_quota": ".strategies.quota",
+    "largest_remainder": ".strategies.quota",
+    "draw_forced": ".strategies.forced",
+    "parse_pass_rate": ".strategies.difficulty",
+    "balance_leaves": ".strategies.correct_portion",
+    "read_selected_ids": ".pool",
+    "selection_file": ".pool",
+    "kl_divergence": ".report",
+    "plot_distribution": ".plot",
+    "SelectResult": ".stage",
+    "run_select": ".stage",
+})

@@ -1,0 +1,57 @@
+"""Config of ``skilldistill select`` and the names of the files it writes (light: pydantic and
+the format config only)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..format.config import ExampleFormat
+
+Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty"]
+Accuracy = Literal["smoothed", "raw"]
+CorrectPortionScope = Literal["budget", "leaf"]
+UnprofiledLeaves = Literal["ancestor", "exclude"]
+
+# The files of a selection folder.
+SELECTION = "selection.parquet"
+REPORT = "report.json"
+PLOT = "distribution.png"
+LEAF_TABLE = "leaf_distribution.csv"
+
+
+class SelectConfig(BaseModel):
+    """Stage config of ``skilldistill select``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = Field("skill", description="random | skill | skill-quota | forced | difficulty.")
+    budget: int = Field(1000, ge=1, description="Number of unique items to select.")
+    seed: int = Field(0, description="Random seed (every strategy is reproducible from it).")
+    temperature: float = Field(1.0, gt=0, description="T in w = min((1/acc)**T, w_max**T).")
+    w_max: float = Field(1000.0, ge=1, description="Weight cap before the power T; acc == 0 gets w_max**T.")
+    accuracy: Accuracy = Field("smoothed", description="Profile field used as the leaf accuracy: smoothed | raw.")
+    correct_portion: float | None = Field(
+        None, ge=0, le=1, description="Share of the budget taken from items the student already solved (needs the item profile)."
+    )
+    correct_portion_scope: CorrectPortionScope = Field(
+        "budget", description="budget: the share over the whole selection; leaf: each leaf's items cut to a balanced "
+        "subset first (the authors' reverse_mapping_with_score.py), then drawn as usual.")
+    max_depth: int | None = Field(None, ge=1, description="Cut chains to this depth before leaves are computed "
+                                  "(the authors: 5, 10, 15 on EvalTree, 1 on skill_mix).")
+    unprofiled_leaves: UnprofiledLeaves = Field(
+        "ancestor", description="A leaf without a graded item: takes its nearest profiled ancestor's accuracy "
+        "(ancestor), or is left out of the distribution (exclude; the authors, with accuracy: raw).")
+    only_skill: str | None = Field(None, description="Draw only from this leaf: its name, or its whole chain 'A->b'.")
+    difficulty_field: str = Field("pass_rate_72b_tir", description="difficulty strategy: the pass-rate field "
+                                  "(a column, or a key of the meta JSON).")
+    difficulty_range: tuple[float, float] = Field((0.25, 0.625), description="difficulty strategy: inclusive pass-rate range.")
+    max_tokens: int | None = Field(None, ge=1, description="Drop items whose formatted example is longer (student tokenizer).")
+    tokenizer: str | None = Field(None, description="Student tokenizer for max_tokens: hub id, folder or .gguf file.")
+    gguf_file: str | None = Field(None, description="GGUF file name inside the tokenizer folder.")
+    example: ExampleFormat = Field(default_factory=ExampleFormat, description="Example format measured by max_tokens.")
+    exclude: list[str] = Field(default_factory=list, description="Item ids, or files (benchmarks: by normalised question; .txt: ids).")
+    exclude_selections: list[str] = Field(
+        default_factory=list, description="Earlier selections (selection.parquet, or the folder holding one): their "
+        "items are never selected again (a closed-loop round, or a round run by hand).")

@@ -1,0 +1,28 @@
+"""The selection strategies, one module each (all reproducible from the seed):
+
+- ``random``: uniform without replacement over the eligible pool (the baseline).
+- ``skill`` (the paper): a leaf by clipped inverse-accuracy weight, then an unused item of it.
+- ``quota`` (``skill-quota``): the same target met by largest-remainder quotas.
+- ``forced`` (the authors' ``forced_distribution``): greedy projection onto the target.
+- ``difficulty`` (the authors' baseline): uniform over a pass-rate range.
+
+``correct_portion`` splits the budget (or each leaf) into solved and unsolved items; ``draw``
+holds what every strategy returns.
+"""
+
+from ...lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "Draw": ".draw",
+    "LeafPools": ".draw",
+    "draw_random": ".random",
+    "draw_skill": ".skill",
+    "draw_quota": ".quota",
+    "largest_remainder": ".quota",
+    "draw_forced": ".forced",
+    "parse_pass_rate": ".difficulty",
+    "pass_rates": ".difficulty",
+    "balance_leaves": ".correct_portion",
+    "split_budget": ".correct_portion",
+    "BudgetPart": ".correct_portion",
+})
