@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -95,3 +97,20 @@ def test_readme_paths_exist_from_the_clone_root():
             checked += 1
             assert (REPO / tok).exists() or (flag_value and tok in names), f"README: {' '.join(tokens)}: {tok} not found"
     assert checked >= 10
+
+
+@pytest.mark.slow
+def test_readme_python_api_block_runs(tmp_path):
+    """The README's "Python API" example, as written, from a folder holding the recipes."""
+    import subprocess
+    import sys
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "recipes").symlink_to(REPO / "recipes")
+    (tmp_path / "example.py").write_text(block)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "runs" / "demo-quick" / "report" / "report.html").is_file()
+    assert (tmp_path / "runs" / "x" / "format" / "train.jsonl").is_file()
+

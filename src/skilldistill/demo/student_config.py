@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # leaves teach (times tables, sums, Euclid's step), so what the student lacks is the
 # procedure, which a few dozen examples can teach. Skills that need facts no other skill
 # teaches (halving two-digit numbers, finding a common factor) stay strong: they would be
-# weak for want of arithmetic, not for want of examples (docs/demo.md, lab notebook).
+# weak for want of arithmetic, not for want of examples (docs/notes/demo-notebook.md).
 WEAK_LEAVES: tuple[str, ...] = (
     "Fractions and percents->Percent of a number",
     "Algebra->Linear equations",
