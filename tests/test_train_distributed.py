@@ -33,10 +33,13 @@ BATCHES_SCRIPT = Path(__file__).resolve().parent / "distributed" / "batches_per_
 COMMON = ["--epochs", "2", "--lr", "1e-3", "--fp32", "--grad-accum", "1", "--seed", "0",
           "--sft", "save_strategy=steps", "--sft", "save_steps=4", "--sft", "save_total_limit=2",
           "--sft", "gradient_checkpointing=false"]
-# Two ranks x 4 against one process x 8. Loss and weights agree to float32 rounding:
-# measured 1.2e-7 max |dw| (DDP); the bounds leave two orders of magnitude for other CPUs.
+# Two ranks x 4 against one process x 8 differ only in the order float32 sums run (each
+# rank's mean, then the all-reduce): measured max |dw| 1.6e-6 (DDP), 3.7e-6 (LoRA, merged),
+# 5.5e-7 / 5.8e-7 (ZeRO-2 / ZeRO-3) after 16 Adam steps at lr 1e-3 (docs/train.md). The bound
+# is ten times the largest; a real defect (an example dropped or seen twice, a missing
+# all-reduce, ranks drawing their own dropout masks: 2.8e-2) is three orders above it.
 LOSS_REL_TOL = 1e-5
-WEIGHT_ABS_TOL = 1e-5
+WEIGHT_ABS_TOL = 5e-5
 
 
 def demo_student() -> Path:
