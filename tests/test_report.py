@@ -126,7 +126,7 @@ def test_a_single_seed_verdict_says_its_interval_leaves_out_seed_variation():
 
 def _arm_runs(name: str, per_seed: list[dict[str, dict[str, int]]], chains=None):
     """ArmRuns from ``[seed] -> benchmark -> problem id -> correct (0/1)``, one sample each."""
-    from skilldistill.report.collect import ArmRuns
+    from skilldistill.report.run_folder import ArmRuns
 
     arm = ArmRuns(name)
     for k, benches in enumerate(per_seed):
@@ -182,7 +182,7 @@ def test_the_seed_caveat_names_the_arm_with_one_seed():
 
 def test_per_skill_accuracy_pools_benchmarks_by_problems_within_a_seed():
     from skilldistill.report.analysis import per_skill_table
-    from skilldistill.report.collect import ArmRuns
+    from skilldistill.report.run_folder import ArmRuns
 
     arm = ArmRuns("m", seeds=["seed0"])
     arm.results["seed0"] = {"benchmarks": {
@@ -288,8 +288,8 @@ def test_loss_plot_has_one_colour_per_arm(run_dir):
     import matplotlib
 
     matplotlib.use("Agg")
-    from skilldistill.report.collect import collect_run
     from skilldistill.report.plots import arm_colors, plot_loss
+    from skilldistill.report.run_folder import collect_run
 
     arms, _ = collect_run(run_dir)
     colours = arm_colors(["random-plain", "skill-skillaware"])

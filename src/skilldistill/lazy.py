@@ -26,6 +26,6 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
         return value
 
     def __dir__() -> list[str]:  # noqa: N807
-        return sorted(exports)
+        return sorted(set(exports) | set(importlib.import_module(package).__dict__))
 
     return __getattr__, __dir__, list(exports)

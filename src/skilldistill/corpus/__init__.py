@@ -53,5 +53,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ingest": ".stage",
     # reading rows and benchmark problems live in skilldistill.rows and .decontaminate
     "ANSWER_EXTRACTORS": "skilldistill.rows",
+    "iter_local_rows": "skilldistill.rows",
+    "list_local_files": "skilldistill.rows",
+    "local_columns": "skilldistill.rows",
+    "is_local_source": "skilldistill.rows",
     "load_question_set": "skilldistill.decontaminate.problems",
 })

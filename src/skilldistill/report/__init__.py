@@ -1,7 +1,7 @@
 """``skilldistill report``: the run folder's arms compared, as Markdown and self-contained HTML.
 
 - :mod:`.config`: the recipe's ``report:`` section and the default target standard error (light);
-- :mod:`.collect`: reading a run folder (arms, seeds, results, samples, selections, loss, context);
+- :mod:`.run_folder`: reading a run folder (arms, seeds, results, samples, selections, loss, context);
 - :mod:`.comparison`: arm against baseline with paired-bootstrap intervals, the benchmark table, the verdict;
 - :mod:`.analysis`: per-skill accuracy, weak-leaf gains, selection shares, emphasis against gain,
   samples needed, stage times;
@@ -17,12 +17,13 @@ from ..lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "DEFAULT_TARGET_SE": ".config",
     "ReportConfig": ".config",
-    "BASE": ".collect",
-    "ArmRuns": ".collect",
-    "arm_order": ".collect",
-    "benchmarks_of": ".collect",
-    "collect_run": ".collect",
-    "run_context": ".collect",
+    "BASE": ".run_folder",
+    "ArmRuns": ".run_folder",
+    "arm_order": ".run_folder",
+    "benchmarks_of": ".run_folder",
+    "collect_run": ".run_folder",
+    "collect": ".run_folder",  # the old name of collect_run
+    "run_context": ".run_folder",
     "benchmark_table": ".comparison",
     "compare": ".comparison",
     "format_pp": ".comparison",

@@ -9,9 +9,9 @@ from typing import Any
 
 from ..stages import STAGES
 from ..stats import bootstrap_correlation, samples_needed
-from .collect import BASE, ArmRuns, benchmarks_of
 from .comparison import compare, mean_std
 from .config import DEFAULT_TARGET_SE
+from .run_folder import BASE, ArmRuns, benchmarks_of
 
 # skill chain -> arm -> {mean, std, n_seeds}
 SkillTable = dict[str, dict[str, dict[str, Any]]]

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import SkillTable, is_leaf, problems_under
-from .collect import ArmRuns, benchmarks_of
 from .comparison import compare
+from .run_folder import ArmRuns, benchmarks_of
 
 
 def closed_loop_summary(run_dir: Path, arms: dict[str, ArmRuns], skills: SkillTable,

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ..stats import paired_bootstrap
-from .collect import BASE, ArmRuns, benchmarks_of
+from .run_folder import BASE, ArmRuns, benchmarks_of
 
 # benchmark -> [seed, problem] accuracies
 ProblemMatrix = dict[str, list[list[float]]]

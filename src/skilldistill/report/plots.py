@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import SkillTable, is_leaf
-from .collect import BASE, ArmRuns, arm_order
+from .run_folder import BASE, ArmRuns, arm_order
 
 _SEED_LINESTYLES = ("-", "--", ":", "-.")
 

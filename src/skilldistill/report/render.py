@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .collect import BASE, arm_order
 from .comparison import format_pp
+from .run_folder import BASE, arm_order
 
 _FIGURE_CAPTIONS = {
     "per-skill accuracy": "Accuracy per leaf skill, by arm.",

@@ -34,11 +34,11 @@ from .analysis import (
     weak_skill_gains,
 )
 from .closed_loop import closed_loop_summary
-from .collect import ArmRuns, collect_run
 from .comparison import benchmark_table, method_arm, verdict
 from .config import DEFAULT_TARGET_SE
 from .plots import plot_emphasis, plot_loss, plot_per_skill, plot_selection
 from .render import report_html, report_markdown
+from .run_folder import ArmRuns, collect_run
 
 
 @dataclass

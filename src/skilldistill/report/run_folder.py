@@ -200,3 +200,6 @@ def _stage_manifests(run_dir: Path) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             continue
     return manifests
+
+
+collect = collect_run  # the old name
