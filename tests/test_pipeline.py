@@ -140,7 +140,9 @@ def test_new_train_fields_at_their_default_leave_fingerprints_alone():
     assert "train_sampling_strategy" not in TrainConfig().fingerprint_dict()
     assert TrainConfig(train_sampling_strategy="batch_rebalance").fingerprint_dict()["train_sampling_strategy"] == \
         "batch_rebalance"
-    assert TrainConfig(ddp_timeout=600).fingerprint_dict()["ddp_timeout"] == 600
+    # ddp_timeout changes how long a stalled rank is waited for, never what is learnt: raising it
+    # after a timeout must resume the same checkpoints, so it is never fingerprinted.
+    assert TrainConfig(ddp_timeout=600).fingerprint_dict() == TrainConfig().fingerprint_dict()
     assert set(TrainConfig().model_dump()) - set(TrainConfig().fingerprint_dict()) == {"train_sampling_strategy",
                                                                                       "ddp_timeout"}
 

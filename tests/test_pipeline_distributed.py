@@ -59,25 +59,51 @@ def rank_process(parent: subprocess.Popen, rank: str, timeout: float = 600):
     raise AssertionError(f"no rank {rank} training process appeared")
 
 
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a process and everything below it (torchrun's workers have sessions of their own)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @pytest.fixture(scope="module")
 def distributed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """demo-quick with two-rank training: first killed in its first arm's training (with a
     second run tried meanwhile), then rerun to the end."""
-    run_dir = tmp_path_factory.mktemp("distributed-recipe") / "run"
-    first = subprocess.Popen(run_recipe_command(run_dir), env=child_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    import psutil
+
+    root = tmp_path_factory.mktemp("distributed-recipe")
+    run_dir, log = root / "run", root / "first-run.log"
+    longer = "train.num_train_epochs=15"  # 120 steps: time to find and kill a rank mid-training
+    with open(log, "w") as out:
+        first = subprocess.Popen(run_recipe_command(run_dir, longer), env=child_env(), stdout=out,
+                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        rank1 = rank_process(first, "1")
-        second = subprocess.run(run_recipe_command(run_dir), env=child_env(), capture_output=True, text=True,
-                                timeout=300)
-        rank1.send_signal(signal.SIGKILL)
+        rank_process(first, "1")
+        second = subprocess.run(run_recipe_command(run_dir, longer), env=child_env(), capture_output=True,
+                                text=True, timeout=300)
+        for _ in range(5):  # the rank seen before may have ended meanwhile: kill a live one
+            try:
+                rank_process(first, "1").send_signal(signal.SIGKILL)
+                break
+            except psutil.NoSuchProcess:
+                continue
         killed_at = time.monotonic()
-        output, _ = first.communicate(timeout=300)
+        first.wait(timeout=300)
         ended_after = time.monotonic() - killed_at
     finally:
         if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-    rerun = subprocess.run(run_recipe_command(run_dir), env=child_env(), capture_output=True, text=True,
+            kill_tree(first)
+    output = log.read_text()
+    rerun = subprocess.run(run_recipe_command(run_dir, longer), env=child_env(), capture_output=True, text=True,
                            timeout=1200)
     return {"run_dir": run_dir, "second": second, "killed": (first.returncode, output, ended_after), "rerun": rerun}
 
@@ -128,18 +154,20 @@ def test_a_bad_launcher_fails_before_the_run_folder_changes(case, distributed_ru
     elif case == "not-a-mapping":
         config.write_text("- MULTI_GPU\n")
     elif case == "too-many-processes":
-        config.write_text(CPU_DDP.read_text().replace("num_processes: 2", "num_processes: 64"))
+        config.write_text(CPU_DDP.read_text().replace("num_processes: 2", "num_processes: 100000"))
     else:
         config.write_text(CPU_DDP.read_text())
         overrides = ["--set", "launcher.extra_args=[--num_processes, two]"]
-    cmd = skilldistill("run", str(RECIPE), "--run-dir", str(run_dir), "--set", f"launcher.accelerate_config={config}",
-                       *overrides)
+    # --from train: the launcher is checked when a train stage is to run (a finished run
+    # folder opens on any machine)
+    cmd = skilldistill("run", str(RECIPE), "--run-dir", str(run_dir), "--from", "train",
+                       "--set", f"launcher.accelerate_config={config}", *overrides)
     done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     expected = {"missing": "no-such.yaml", "not-yaml": "is not YAML", "not-a-mapping": "is not an accelerate config",
-                "too-many-processes": "num_processes asks for 64 training processes",
+                "too-many-processes": "num_processes asks for 100000 training processes",
                 "bad-count": "--num_processes: 'two' is not a whole number"}[case]
     assert expected in done.stderr
     assert "launcher." in done.stderr or str(config) in done.stderr  # the field, or the file and its field
@@ -156,11 +184,52 @@ def test_check_launch_reads_the_count_from_the_extra_args(tmp_path):
         check_launch(config, ["--num_processes", "0"])
 
 
-def test_the_shipped_gpu_configs_are_refused_on_this_machine():
-    import torch
+@pytest.fixture
+def two_core_machine(monkeypatch):
+    """check_launch as on the CI machine: 2 CPU cores, no GPU."""
+    from skilldistill.orchestration import launch_config
 
-    if torch.cuda.device_count() >= 8:
-        pytest.skip("a machine with 8 GPUs runs them")
+    monkeypatch.setattr(launch_config, "available_processes", lambda kind: (2, "2 CPU core(s), no GPU"))
+    monkeypatch.setattr(launch_config, "_has_accelerator", lambda: False)
+
+
+def test_the_shipped_gpu_configs_are_refused_on_a_two_core_machine(two_core_machine):
     for name in ("ddp.yaml", "fsdp.yaml", "zero2.yaml", "zero3.yaml"):
         with pytest.raises(ConfigError, match="asks for 8 training processes"):
             check_launch(REPO / "recipes" / "accelerate" / name, [])
+    assert check_launch(REPO / "recipes" / "accelerate" / "zero3.yaml", ["--num_processes", "2"]).num_processes == 2
+    with pytest.raises(ConfigError, match="FSDP needs GPUs"):
+        check_launch(REPO / "recipes" / "accelerate" / "fsdp.yaml", ["--num_processes", "2"])
+
+
+def test_launches_accelerate_would_run_as_one_process_are_refused(two_core_machine, tmp_path):
+    mpi_less = tmp_path / "multi-cpu.yaml"
+    mpi_less.write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nuse_cpu: true\n")
+    with pytest.raises(ConfigError, match="accelerate would run 1 process"):
+        check_launch(mpi_less, [])
+    with pytest.raises(ConfigError, match="--cpu: accelerate would run 1 process, not 2"):
+        check_launch(CPU_DDP, ["--cpu"])
+    assert check_launch(mpi_less, ["--num_processes", "1"]).num_processes == 1
+
+
+def test_process_counts_are_per_machine_and_per_concurrent_launch(tmp_path, monkeypatch):
+    from skilldistill.orchestration import launch_config
+
+    monkeypatch.setattr(launch_config, "available_processes", lambda kind: (8, "8 GPU(s)"))
+    two_nodes = tmp_path / "two-nodes.yaml"
+    two_nodes.write_text((REPO / "recipes" / "accelerate" / "ddp.yaml").read_text()
+                         .replace("num_processes: 8", "num_processes: 16").replace("num_machines: 1", "num_machines: 2"))
+    assert check_launch(two_nodes, []).num_processes == 16  # 8 on each of 2 machines
+    ddp = REPO / "recipes" / "accelerate" / "ddp.yaml"
+    assert check_launch(ddp, ["--num_processes", "4"], concurrent=2).num_processes == 4
+    with pytest.raises(ConfigError, match=r"asks for 16 training processes on this machine \(2 arm runs at once x 8\)"):
+        check_launch(ddp, [], concurrent=2)
+
+
+def test_a_deepspeed_launch_without_deepspeed_is_refused(two_core_machine, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs DeepSpeed"):
+        check_launch(REPO / "recipes" / "accelerate" / "zero2.yaml", ["--num_processes", "2"])

@@ -295,6 +295,21 @@ def test_fsdp_two_ranks_write_a_full_final_model(demo_data, one_process, tmp_pat
 
 
 # -- (5) kill -9 of one rank, then a rerun resumes --------------------------------------------------
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a process and everything below it (torchrun's workers have sessions of their own)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def _rank_process(launcher: subprocess.Popen, rank: str, timeout: float = 120):
     import psutil
 
@@ -331,7 +346,7 @@ def test_kill_of_one_rank_ends_the_launch_and_a_rerun_resumes_to_the_same_weight
         ended_after = time.monotonic() - killed_at
     finally:
         if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
+            kill_tree(launcher)
     print(f"kill -9 of rank 1: accelerate launch exited {code} after {ended_after:.1f} s")
     assert code != 0 and ended_after < 60
     assert not (out / "final").exists() and not (out / "manifest.json").exists()
@@ -343,6 +358,56 @@ def test_kill_of_one_rank_ends_the_launch_and_a_rerun_resumes_to_the_same_weight
     diff = max_abs_diff(reference / "final", out / "final")
     print(f"resumed from {Path(resumed_from).name}: max |dw| against the uninterrupted run = {diff:.3g}")
     assert diff < WEIGHT_ABS_TOL
+
+
+def test_a_stalled_rank_fails_the_launch_after_ddp_timeout(demo_data, tmp_path):
+    """SIGSTOP of rank 1: rank 0's next collective gives up after ddp_timeout (gloo on CPU
+    too: the stage forms the process group with it), and the launch ends."""
+    from skilldistill.train.checkpoints import CHECKPOINT_MARKER
+
+    (tmp_path / "timeout.yaml").write_text("ddp_timeout: 10\n")
+    out = tmp_path / "run"
+    more = ["--epochs", "40", "--sft", "save_steps=8", "--config", str(tmp_path / "timeout.yaml")]
+    log = (tmp_path / "launch.log").open("w")
+    launcher = subprocess.Popen(launch_command(CPU_DDP, 2, *train_args(demo_data, out, 4, *more)), env=child_env(),
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        rank1 = _rank_process(launcher, "1")
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-8" / CHECKPOINT_MARKER).is_file():
+            assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint before the end"
+            time.sleep(0.02)
+        rank1.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        launcher.wait(timeout=240)
+        ended_after = time.monotonic() - stopped_at
+    finally:
+        kill_tree(launcher)
+        log.close()
+    output = (tmp_path / "launch.log").read_text()
+    print(f"SIGSTOP of rank 1, ddp_timeout 10 s: accelerate launch exited {launcher.returncode} after {ended_after:.0f} s")
+    assert launcher.returncode != 0
+    assert "Timed out waiting 10000ms" in output
+    assert ended_after < 120  # 10 s timeout, then torchrun stops the frozen rank (SIGTERM, 30 s, SIGKILL)
+
+
+def test_resuming_deepspeed_state_with_another_process_count_is_refused(tmp_path):
+    from skilldistill.errors import ConfigError
+    from skilldistill.train.checkpoints import check_resumable, mark_complete
+
+    folder = tmp_path / "checkpoint-8"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text("{}")
+    mark_complete(folder, step=8, world_size=2, distributed_type="DEEPSPEED")
+    check_resumable(folder, world_size=2, deepspeed=True)
+    with pytest.raises(ConfigError, match="sharded over 2 processes, and this launch has 4"):
+        check_resumable(folder, world_size=4, deepspeed=True)
+    with pytest.raises(ConfigError, match="saved by DeepSpeed, and this launch does not use DeepSpeed"):
+        check_resumable(folder, world_size=2, deepspeed=False)
+    mark_complete(folder, step=8, world_size=2, distributed_type="MULTI_CPU")
+    check_resumable(folder, world_size=1, deepspeed=False)  # DDP state is whole on every rank
+    with pytest.raises(ConfigError, match="saved without DeepSpeed"):
+        check_resumable(folder, world_size=2, deepspeed=True)
 
 
 # -- (6) bf16 on CPU: the paper preset's precision path ----------------------------------------------

@@ -38,6 +38,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 
@@ -166,6 +167,30 @@ def _reap(proc: subprocess.Popen, own_group: bool, *conns: Connection) -> None:
             proc.wait(timeout=5)
     if own_group:  # what the child started, still running without it
         kill_group(proc.pid)
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), read from /proc; empty
+    where there is no /proc. Finds the workers torchrun starts in sessions of their own."""
+    parents: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces and parentheses
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, frontier = [], [pid]
+    while frontier:
+        children = [c for p in frontier for c in parents.get(p, [])]
+        found += children
+        frontier = children
+    return found
 
 
 def group_alive(pgid: int) -> bool:

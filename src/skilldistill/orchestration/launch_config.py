@@ -6,6 +6,7 @@ with the file and the field named, and nothing in the run folder touched.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,52 +45,88 @@ def read_accelerate_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def process_count(config: dict[str, Any], extra_args: list[str], path: Path) -> int:
-    """``num_processes`` of the file, or of ``--num_processes`` among the launch arguments."""
-    count: Any = config.get("num_processes", 1)
-    source = f"{path}: num_processes"
+def launch_flag(config: dict[str, Any], extra_args: list[str], key: str, default: Any) -> tuple[Any, str]:
+    """A launch setting (``num_processes``, ``num_machines``): the file's, or ``--KEY`` among
+    the launch arguments (which win), with where it came from."""
+    value, source = config.get(key, default), key
     for i, arg in enumerate(extra_args):
-        for flag in ("--num_processes", "--num-processes"):
+        for flag in (f"--{key}", f"--{key.replace('_', '-')}"):
             if arg == flag and i + 1 < len(extra_args):
-                count, source = extra_args[i + 1], f"launcher.extra_args {flag}"
+                value, source = extra_args[i + 1], f"launcher.extra_args {flag}"
             elif arg.startswith(flag + "="):
-                count, source = arg.split("=", 1)[1], f"launcher.extra_args {flag}"
+                value, source = arg.split("=", 1)[1], f"launcher.extra_args {flag}"
+    return value, source
+
+
+def whole_number(value: Any, source: str, path: Path) -> int:
     try:
-        count = int(count)
+        count = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {count!r} is not a whole number") from None
+        where = source if source.startswith("launcher.") else f"{path}: {source}"
+        raise ConfigError(f"{where}: {value!r} is not a whole number") from None
     if count < 1:
-        raise ConfigError(f"{source}: {count} processes; at least 1")
+        raise ConfigError(f"{path}: {source} is {count}; at least 1")
     return count
 
 
-def available_processes(distributed_type: str, use_cpu: bool) -> tuple[int, str]:
-    """How many processes of this kind the machine can run, and what limits it."""
+def process_count(config: dict[str, Any], extra_args: list[str], path: Path) -> int:
+    """``num_processes`` of the file, or of ``--num_processes`` among the launch arguments."""
+    value, source = launch_flag(config, extra_args, "num_processes", 1)
+    return whole_number(value, source, path)
+
+
+def available_processes(distributed_type: str) -> tuple[int, str]:
+    """How many processes of this kind one machine can run, and what limits it: torchrun
+    types put a process on each GPU where there are GPUs (whatever ``use_cpu`` says), else
+    on CPU cores."""
     import torch
 
     gpus = torch.cuda.device_count()
-    if distributed_type in DEVICE_TYPES and not use_cpu and gpus:
+    if distributed_type in DEVICE_TYPES and gpus:
         return gpus, f"{gpus} GPU(s)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores, f"{cores} CPU core(s), no GPU" if not gpus else f"{cores} CPU core(s)"
 
 
-def check_launch(accelerate_config: str | Path, extra_args: list[str]) -> LaunchPlan:
-    """The launch the recipe asks for, refused when this machine cannot run it."""
+def check_launch(accelerate_config: str | Path, extra_args: list[str], *, concurrent: int = 1) -> LaunchPlan:
+    """The launch the recipe asks for, refused when accelerate would not run it as asked or
+    this machine cannot: ``concurrent`` launches may run at once (arm runs in parallel)."""
     path = Path(accelerate_config)
     config = read_accelerate_config(path)
     distributed_type = str(config.get("distributed_type", "NO"))
-    use_cpu = bool(config.get("use_cpu", False))
     count = process_count(config, extra_args, path)
-    available, limit = available_processes(distributed_type, use_cpu)
-    if count > available:
-        raise ConfigError(f"{path}: num_processes asks for {count} training processes; this machine can run "
-                          f"{available} ({limit}): lower num_processes (or pass --num_processes in "
-                          "launcher.extra_args)")
+    machines = whole_number(*launch_flag(config, extra_args, "num_machines", 1), path)
+    per_machine = -(-count // machines)
+    _refuse_a_single_process_launch(path, distributed_type, count, config, extra_args)
+    available, limit = available_processes(distributed_type)
+    at_once = per_machine * (concurrent if distributed_type in DEVICE_TYPES else 1)
+    if at_once > available:
+        together = f" ({concurrent} arm runs at once x {per_machine})" if at_once != per_machine else ""
+        raise ConfigError(f"{path}: num_processes asks for {at_once} training processes on this machine{together}; "
+                          f"it can run {available} ({limit}): lower num_processes (or pass --num_processes in "
+                          "launcher.extra_args), or jobs")
     if distributed_type == "FSDP" and not _has_accelerator():
         raise ConfigError(f"{path}: distributed_type FSDP needs GPUs (accelerate runs FSDP only on accelerator "
                           "devices); on CPU use recipes/accelerate/cpu-ddp.yaml or a DeepSpeed config")
+    if distributed_type == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"{path}: distributed_type DEEPSPEED needs DeepSpeed: pip install skilldistill[deepspeed]")
     return LaunchPlan(path, distributed_type, count)
+
+
+def _refuse_a_single_process_launch(path: Path, distributed_type: str, count: int, config: dict[str, Any],
+                                    extra_args: list[str]) -> None:
+    """accelerate starts several processes on one machine only through torchrun (the
+    MULTI_GPU, FSDP and DeepSpeed types) or mpirun; otherwise, and with ``--cpu``, it runs
+    one process whatever ``num_processes`` says."""
+    if count <= 1:
+        return
+    if "--cpu" in extra_args:
+        raise ConfigError(f"launcher.extra_args --cpu: accelerate would run 1 process, not {count}; for several "
+                          "processes on CPU cores use recipes/accelerate/cpu-ddp.yaml")
+    if distributed_type not in DEVICE_TYPES and not config.get("mpirun_config") and not config.get("mpirun_hostfile"):
+        raise ConfigError(f"{path}: distributed_type {distributed_type} with num_processes {count}: accelerate "
+                          "would run 1 process (several CPU processes need mpirun); use "
+                          "recipes/accelerate/cpu-ddp.yaml")
 
 
 def _has_accelerator() -> bool:

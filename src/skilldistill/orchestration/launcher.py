@@ -10,10 +10,13 @@ collective waits at most ``train.ddp_timeout`` seconds for a process that stalls
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import yaml
 
 from ..artifacts import write_text
 from ..errors import ConfigError
+from ..subproc import descendant_pids
 from .launch_config import read_accelerate_config
 from .stage_runner import StageRunner
 
@@ -45,12 +49,60 @@ def train_stage(run: StageRunner, data_key: str, out_key: str, cfg: Any, clean: 
 
 
 def launch(cmd: list[str], log_path: Path) -> int:
-    """Run ``cmd`` with its output appended to ``log_path``; its exit code."""
+    """Run ``cmd`` with its output appended to ``log_path``; its exit code.
+
+    torchrun starts each worker in a session of its own, so ending this process would leave
+    them training (holding GPUs and the stage's lock). Whatever stops the wait (an error, a
+    SIGTERM from the pipeline stopping its arm workers, Ctrl-C) stops the launch first.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log, _sigterm_raises():
         log.write(f"$ {' '.join(cmd)}\n")
         log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        agent = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        try:
+            return agent.wait()
+        except BaseException:
+            stop_launch(agent)
+            raise
+
+
+def stop_launch(agent: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """SIGTERM to the launcher (torchrun ends its workers itself); after ``grace_s``, SIGKILL
+    to it and to every process it started."""
+    workers = descendant_pids(agent.pid)
+    if agent.poll() is None:
+        agent.terminate()
+        try:
+            agent.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    for pid in [agent.pid, *workers, *descendant_pids(agent.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        agent.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While a launch runs in the main thread, SIGTERM raises SystemExit (so the launch is
+    stopped on the way out) instead of ending the process on the spot."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def exit_status(code: int) -> str:

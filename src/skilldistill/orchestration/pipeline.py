@@ -57,11 +57,21 @@ class Pipeline(StageRunner):
     def run(self) -> dict[str, Any]:
         """Every stage in order, holding the run folder (a second run on it is refused).
         The launcher is checked first, before the run folder is touched."""
-        launcher = self.recipe.launcher
-        if launcher.accelerate_config is not None:
-            check_launch(launcher.accelerate_config, launcher.extra_args)
+        self._check_launcher()
         with FolderLock(self.run_dir, what=f"skilldistill run {self.recipe.name}"):
             return self._run_stages()
+
+    def _check_launcher(self) -> None:
+        """A recipe that trains under ``accelerate launch`` has its launcher checked when a
+        train stage is still to run (a finished run folder opens on any machine)."""
+        r = self.recipe
+        if r.launcher.accelerate_config is None:
+            return
+        planner = Pipeline(r, run_dir=self.run_dir, force_from=self.force_from, show_progress=False)
+        to_train = [st for st in planner.plan() if st["kind"] == "train" and st["status"] != "done"]
+        if to_train:
+            arm_runs = len(r.arms) * len(r.seeds)
+            check_launch(r.launcher.accelerate_config, r.launcher.extra_args, concurrent=min(r.jobs, arm_runs))
 
     def _run_stages(self) -> dict[str, Any]:
         """The stages in order, then the report (a dry run only records what each would do)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import read_json, write_json
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,30 @@ def checkpoint_files(folder: Path) -> dict[str, int]:
             if p.is_file() and p.name != CHECKPOINT_MARKER}
 
 
-def mark_complete(folder: Path, *, step: int, world_size: int) -> None:
+def mark_complete(folder: Path, *, step: int, world_size: int, distributed_type: str) -> None:
     """Certify ``folder``: every process has saved its part (call after a barrier)."""
     write_json(folder / CHECKPOINT_MARKER, {"step": step, "world_size": world_size,
+                                            "distributed_type": distributed_type,
                                             "files": checkpoint_files(folder)})
+
+
+def check_resumable(folder: Path, *, world_size: int, deepspeed: bool) -> None:
+    """Refuse a resume that would fail inside DeepSpeed on every rerun: its optimizer shards
+    are per process (a different process count cannot load them), and a DDP checkpoint has
+    none to load."""
+    marker = read_json(folder / CHECKPOINT_MARKER)
+    saved_type = marker.get("distributed_type", "NO")
+    saved_world = marker.get("world_size", 1)
+    if deepspeed and saved_type != "DEEPSPEED":
+        why = f"it was saved without DeepSpeed ({saved_type}), and this launch uses DeepSpeed"
+    elif deepspeed and saved_world != world_size:
+        why = f"its DeepSpeed state is sharded over {saved_world} processes, and this launch has {world_size}"
+    elif not deepspeed and saved_type == "DEEPSPEED":
+        why = "it was saved by DeepSpeed, and this launch does not use DeepSpeed"
+    else:
+        return
+    raise ConfigError(f"{folder} cannot be resumed: {why}; launch as it was saved, or start over "
+                      "(--overwrite; in a recipe: --from train)")
 
 
 def incomplete_reason(folder: Path) -> str | None:
@@ -90,7 +111,7 @@ def rotate_checkpoints(out_dir: Path, keep: int | None, *, newest: Path) -> None
     older ones and any uncertified folder older than ``newest``."""
     newest_step = int(CHECKPOINT_NAME.fullmatch(newest.name).group(1))
     complete = complete_checkpoints(out_dir)
-    kept = set(complete[-keep:]) if keep else set(complete)
+    kept = set(complete[-keep:]) if keep and keep > 0 else set(complete)  # <= 0: keep all, as transformers
     for folder in list_checkpoints(out_dir):
         match = CHECKPOINT_NAME.fullmatch(folder.name)
         if match is None or folder in kept or int(match.group(1)) > newest_step:
@@ -111,7 +132,9 @@ def checkpoint_marker_callback(keep: int | None) -> Any:
             partial = PartialState()
             partial.wait_for_everyone()  # every rank's RNG state / optimizer shard is on disk
             if partial.is_main_process and folder.is_dir():
-                mark_complete(folder, step=state.global_step, world_size=partial.num_processes)
+                mark_complete(folder, step=state.global_step, world_size=partial.num_processes,
+                              distributed_type=str(getattr(partial.distributed_type, "value",
+                                                           partial.distributed_type)))
                 rotate_checkpoints(Path(args.output_dir), keep, newest=folder)
             partial.wait_for_everyone()
             return control

@@ -47,7 +47,11 @@ SFT_FIELDS = (
 
 # Fields added after run folders existed, with the default that means the old behaviour: at
 # that default they are left out of the stage's fingerprint, so finished stages stay done.
-LATER_FIELD_DEFAULTS: dict[str, Any] = {"train_sampling_strategy": "random", "ddp_timeout": 1800}
+LATER_FIELD_DEFAULTS: dict[str, Any] = {"train_sampling_strategy": "random"}
+
+# Fields that change how a run waits or reports, never what it learns: never fingerprinted, so
+# changing one (raising ddp_timeout after a run timed out) resumes the same checkpoints.
+OPERATIONAL_FIELDS = frozenset({"ddp_timeout"})
 
 # The paper's training setup (METHOD.md, stage 4): full fine-tuning, lr 1e-5, cosine,
 # warmup 0.1, 5 epochs, effective batch 8, max length 8,192, bf16 (DeepSpeed ZeRO-3 on
@@ -143,9 +147,11 @@ class TrainConfig(BaseModel):
     sft_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra SFTConfig fields, applied last.")
 
     def fingerprint_dict(self) -> dict[str, Any]:
-        """The config as its stage fingerprints it: later fields at their old-behaviour default left out."""
+        """The config as its stage fingerprints it: later fields at their old-behaviour default and
+        operational fields left out."""
         d = self.model_dump(mode="json")
-        return {k: v for k, v in d.items() if not (k in LATER_FIELD_DEFAULTS and v == LATER_FIELD_DEFAULTS[k])}
+        return {k: v for k, v in d.items() if k not in OPERATIONAL_FIELDS
+                and not (k in LATER_FIELD_DEFAULTS and v == LATER_FIELD_DEFAULTS[k])}
 
     @model_validator(mode="before")
     @classmethod

@@ -2,13 +2,18 @@
 
 accelerate sets its FSDP mode only for accelerator devices: on a machine without one it
 runs an FSDP config as plain data parallel (every process a full copy), without a word.
-A run that asked for sharding and silently got replicas is refused here, before the
-output folder is touched.
+A run that asked for sharding and silently got replicas is refused here, before any
+training file is written.
+
+transformers hands ``ddp_timeout`` to accelerate only on accelerator devices; with
+``use_cpu`` its gloo group gets torch's default of 30 minutes. On CPU the group is formed
+here first, with the configured timeout, and accelerate takes it as it is.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from ..errors import ConfigError
 from .config import accelerator_available
@@ -31,3 +36,14 @@ def check_launch() -> None:
             "accelerator devices and would train plain data parallel instead (a full copy per process); "
             "use recipes/accelerate/cpu-ddp.yaml, or DeepSpeed ZeRO, on CPU (docs/train.md, 'Across processes')"
         )
+
+
+def join_cpu_process_group(timeout_s: int) -> None:
+    """Form the gloo process group of a multi-process CPU launch, bounded by ``timeout_s``
+    (a collective waits that long for a stalled rank, then fails)."""
+    import torch.distributed as dist
+
+    if world_size() <= 1 or accelerator_available() or launched_with("DEEPSPEED"):
+        return  # one process, GPUs (transformers passes the timeout), or DeepSpeed's own comm
+    if dist.is_available() and not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))

@@ -16,9 +16,10 @@ from typing import Any
 
 from ..artifacts import locked_stage, manifest_matches, readable_files, write_json, write_manifest
 from ..progress import library_bars_off
-from .checkpoints import delete_checkpoints, last_complete_checkpoint
+from .checkpoints import check_resumable, delete_checkpoints, last_complete_checkpoint
 from .config import TrainConfig
 from .data import dataset_hash, resolve_dataset
+from .distributed import launched_with, world_size
 from .lora import merge_lora
 from .metrics import training_metrics
 from .outputs import (
@@ -105,6 +106,7 @@ def _is_complete(run: TrainRun, dataset_path: str | Path) -> bool:
 def _train(run: TrainRun) -> None:
     run.resumed_from = last_complete_checkpoint(run.out_dir)
     if run.resumed_from is not None:
+        check_resumable(run.resumed_from, world_size=world_size(), deepspeed=launched_with("DEEPSPEED"))
         log.info("train: resuming from %s", run.resumed_from)
     resume = str(run.resumed_from) if run.resumed_from else None
     run.result = run.setup.trainer.train(resume_from_checkpoint=resume)

@@ -16,7 +16,7 @@ from .callbacks import use_rich_progress
 from .checkpoints import checkpoint_marker_callback
 from .config import TrainConfig, build_sft_config
 from .data import dataset_hash, load_conversations, prepare_examples, resolve_dataset
-from .distributed import check_launch, world_size
+from .distributed import check_launch, join_cpu_process_group, world_size
 from .outputs import guard_output_dir
 from .student import load_tokenizer, student_path
 from .templates import (
@@ -58,6 +58,7 @@ def build_trainer(
     if not config.model:
         raise ConfigError("train: no student model given (model / --model)")
     check_launch()
+    join_cpu_process_group(config.ddp_timeout)
     out_dir = Path(out_dir)
     src, kind = resolve_dataset(dataset_path)
     inputs = {"dataset": dataset_hash(src, kind)}
