@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,12 @@ os.environ["SKILLDISTILL_CACHE"] = tempfile.mkdtemp(prefix="skilldistill-test-ca
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# The tests test this checkout, whatever another editable install of the package points at:
+# its src/ first on the path, for this process and for the processes the tests start.
+_SRC = str(REPO_ROOT / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from distributed.processes import kill_tree, rank_process
 from skilldistill.errors import ConfigError
 from skilldistill.orchestration.launch_config import check_launch
 
@@ -41,37 +42,6 @@ def folder_state(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file's hash and modification time."""
     return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def rank_process(parent: subprocess.Popen, rank: str, timeout: float = 600):
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert parent.poll() is None, "the run ended before training started"
-        for child in psutil.Process(parent.pid).children(recursive=True):
-            try:
-                if child.environ().get("RANK") == rank and "skilldistill.train" in " ".join(child.cmdline()):
-                    return child
-            except psutil.Error:
-                continue
-        time.sleep(0.1)
-    raise AssertionError(f"no rank {rank} training process appeared")
-
-
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL a process and everything below it (torchrun's workers have sessions of their own)."""
-    import psutil
-
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for proc in tree:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 @pytest.fixture(scope="module")

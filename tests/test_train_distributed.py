@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from distributed.processes import kill_tree, rank_process, wait_for_checkpoint
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,39 +297,7 @@ def test_fsdp_two_ranks_write_a_full_final_model(demo_data, one_process, tmp_pat
 
 
 # -- (5) kill -9 of one rank, then a rerun resumes --------------------------------------------------
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL a process and everything below it (torchrun's workers have sessions of their own)."""
-    import psutil
-
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for proc in tree:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def _rank_process(launcher: subprocess.Popen, rank: str, timeout: float = 120):
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in psutil.Process(launcher.pid).children(recursive=True):
-            try:
-                if child.environ().get("RANK") == rank and "skilldistill.train" in " ".join(child.cmdline()):
-                    return child
-            except psutil.Error:
-                continue
-        time.sleep(0.1)
-    raise AssertionError(f"no rank {rank} process appeared")
-
-
 def test_kill_of_one_rank_ends_the_launch_and_a_rerun_resumes_to_the_same_weights(demo_data, tmp_path):
-    from skilldistill.train.checkpoints import CHECKPOINT_MARKER
-
     more = ["--epochs", "6", "--sft", "save_steps=8"]  # 48 steps: long enough to be cut in the middle
     reference, out = tmp_path / "reference", tmp_path / "run"
     check_ok(run(launch_command(CPU_DDP, 2, *train_args(demo_data, reference, 4, *more))))
@@ -335,11 +305,8 @@ def test_kill_of_one_rank_ends_the_launch_and_a_rerun_resumes_to_the_same_weight
     launcher = subprocess.Popen(launch_command(CPU_DDP, 2, *train_args(demo_data, out, 4, *more)), env=child_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        rank1 = _rank_process(launcher, "1")
-        deadline = time.monotonic() + 300
-        while not (out / "checkpoint-8" / CHECKPOINT_MARKER).is_file():
-            assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint before the end"
-            time.sleep(0.02)
+        rank1 = rank_process(launcher, "1")
+        wait_for_checkpoint(out, 8, launcher)
         killed_at = time.monotonic()
         rank1.send_signal(signal.SIGKILL)
         code = launcher.wait(timeout=120)
@@ -363,8 +330,6 @@ def test_kill_of_one_rank_ends_the_launch_and_a_rerun_resumes_to_the_same_weight
 def test_a_stalled_rank_fails_the_launch_after_ddp_timeout(demo_data, tmp_path):
     """SIGSTOP of rank 1: rank 0's next collective gives up after ddp_timeout (gloo on CPU
     too: the stage forms the process group with it), and the launch ends."""
-    from skilldistill.train.checkpoints import CHECKPOINT_MARKER
-
     (tmp_path / "timeout.yaml").write_text("ddp_timeout: 10\n")
     out = tmp_path / "run"
     more = ["--epochs", "40", "--sft", "save_steps=8", "--config", str(tmp_path / "timeout.yaml")]
@@ -372,11 +337,8 @@ def test_a_stalled_rank_fails_the_launch_after_ddp_timeout(demo_data, tmp_path):
     launcher = subprocess.Popen(launch_command(CPU_DDP, 2, *train_args(demo_data, out, 4, *more)), env=child_env(),
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        rank1 = _rank_process(launcher, "1")
-        deadline = time.monotonic() + 300
-        while not (out / "checkpoint-8" / CHECKPOINT_MARKER).is_file():
-            assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint before the end"
-            time.sleep(0.02)
+        rank1 = rank_process(launcher, "1")
+        wait_for_checkpoint(out, 8, launcher)
         rank1.send_signal(signal.SIGSTOP)
         stopped_at = time.monotonic()
         launcher.wait(timeout=240)

@@ -76,9 +76,9 @@ def process_count(config: dict[str, Any], extra_args: list[str], path: Path) -> 
 
 
 def available_processes(distributed_type: str) -> tuple[int, str]:
-    """How many processes of this kind one machine can run, and what limits it: torchrun
-    types put a process on each GPU where there are GPUs (whatever ``use_cpu`` says), else
-    on CPU cores."""
+    """How many processes of this kind one machine can run, and what limits it (``GPU(s)``
+    or ``CPU core(s)``): torchrun types put a process on each GPU where there are GPUs
+    (whatever ``use_cpu`` says), else on CPU cores."""
     import torch
 
     gpus = torch.cuda.device_count()
@@ -86,6 +86,10 @@ def available_processes(distributed_type: str) -> tuple[int, str]:
         return gpus, f"{gpus} GPU(s)"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores, f"{cores} CPU core(s), no GPU" if not gpus else f"{cores} CPU core(s)"
+
+
+def on_gpus(limit: str) -> bool:
+    return "GPU(s)" in limit
 
 
 def check_launch(accelerate_config: str | Path, extra_args: list[str], *, concurrent: int = 1) -> LaunchPlan:
@@ -99,7 +103,8 @@ def check_launch(accelerate_config: str | Path, extra_args: list[str], *, concur
     per_machine = -(-count // machines)
     _refuse_a_single_process_launch(path, distributed_type, count, config, extra_args)
     available, limit = available_processes(distributed_type)
-    at_once = per_machine * (concurrent if distributed_type in DEVICE_TYPES else 1)
+    # Launches side by side share the GPUs (each needs its own); on CPU cores they only share time.
+    at_once = per_machine * (concurrent if on_gpus(limit) else 1)
     if at_once > available:
         together = f" ({concurrent} arm runs at once x {per_machine})" if at_once != per_machine else ""
         raise ConfigError(f"{path}: num_processes asks for {at_once} training processes on this machine{together}; "
