@@ -11,6 +11,7 @@ Light to import: pyarrow and ``datasets`` load only when a Parquet file or a hub
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,20 +54,64 @@ def list_local_files(path: Path) -> list[Path]:
 
 
 def iter_local_rows(path: Path) -> Iterator[Row]:
+    """The rows of one local file. JSON text may be UTF-8 (with or without a byte-order mark) or
+    UTF-16/UTF-32 with a byte-order mark; UTF-16/32 without one is refused, naming the encoding."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         yield from _parquet_rows(path)
         return
+    encoding = text_encoding(path)
     if suffix == ".json":
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding=encoding)
         except UnicodeDecodeError as e:
-            raise InputError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=path) from None
+            raise InputError(f"not {_ENCODING_NAMES[encoding]} text (byte {e.start}: {e.reason})", file=path) from None
         json_rows = _json_document_rows(path, text)
         if json_rows is not None:
             yield from json_rows
             return
-    yield from _json_lines_rows(path)  # also .json files that hold one object per line
+    if encoding in ("utf-8", "utf-8-sig"):
+        yield from _json_lines_rows(path)  # also .json files that hold one object per line
+    else:
+        yield from _decoded_json_lines_rows(path, encoding)
+
+
+# Byte-order marks, longest first (UTF-32-LE's starts with UTF-16-LE's).
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xef\xbb\xbf", "utf-8-sig"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}
+
+
+def text_encoding(path: Path) -> str:
+    """``utf-8``, ``utf-8-sig``, ``utf-16`` or ``utf-32``, from the file's byte-order mark.
+
+    JSON text never holds a raw NUL byte, so NULs in the first bytes without a mark are UTF-16
+    or UTF-32 whose byte order is unknown: refused, naming the encoding, never read as lines of
+    garbage that are dropped one by one."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
+    if b"\x00" in head:
+        kind = "UTF-32" if head.count(b"\x00") >= 3 else "UTF-16"
+        raise InputError(f"looks like {kind} without a byte-order mark (NUL bytes in the first characters); "
+                         "save it as UTF-8, or with a byte-order mark", file=path)
+    return "utf-8"
+
+
+def _decoded_json_lines_rows(path: Path, encoding: str) -> Iterator[Row]:
+    """JSON lines of a UTF-16/UTF-32 file, decoded as text (its lines are not byte lines)."""
+    with open(path, encoding=encoding, newline="\n") as f:
+        i = 0
+        try:
+            for i, line in enumerate(f, start=1):  # noqa: B007 - i names the line a decoding error is on
+                if not line.strip():
+                    continue
+                yield _json_line_row(path, i, line)
+        except UnicodeDecodeError as e:
+            raise InputError(f"not valid {_ENCODING_NAMES[encoding]} text after line {i} ({e.reason})",
+                             file=path) from None
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
@@ -116,15 +161,17 @@ def _json_lines_rows(path: Path) -> Iterator[Row]:
         for i, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            try:
-                rec = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                yield Row(str(path), i, None, f"unreadable line: {e}")
-                continue
-            if not isinstance(rec, dict):
-                yield Row(str(path), i, None, f"line holds a {type(rec).__name__}, not an object")
-                continue
-            yield Row(str(path), i, rec)
+            yield _json_line_row(path, i, raw)
+
+
+def _json_line_row(path: Path, i: int, raw: bytes | str) -> Row:
+    try:
+        rec = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return Row(str(path), i, None, f"unreadable line: {e}")
+    if not isinstance(rec, dict):
+        return Row(str(path), i, None, f"line holds a {type(rec).__name__}, not an object")
+    return Row(str(path), i, rec)
 
 
 def local_columns(path: Path) -> list[str]:
@@ -161,8 +208,12 @@ def iter_hf_rows(dataset: str, config_name: str | None, split: str, *, streaming
 # Values of a row
 # ----------------------------------------------------------------------------------
 def to_text(v: Any) -> str | None:
-    """A row value as text: None stays None, a whole float loses its ``.0``, a list of
-    answers becomes one comma-separated answer."""
+    """A row value as text: None stays None, and so do NaN (a missing value in Arrow and pandas)
+    and +-inf (no number); a whole float loses its ``.0`` (``1e300`` stays ``1e+300``, never a
+    301-digit integer); a list of answers becomes one comma-separated answer.
+
+    Check a value's kind first (:func:`answer_problem`, :func:`text_problem`): this converts
+    whatever it is given."""
     if v is None:
         return None
     if isinstance(v, str):
@@ -170,7 +221,10 @@ def to_text(v: Any) -> str | None:
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, float):
-        return str(int(v)) if v.is_integer() else repr(v)
+        if not math.isfinite(v):
+            return None
+        # from 1e16 on, repr's exponent form: str(int(1e300)) would be 301 digits that were never in the data
+        return str(int(v)) if v.is_integer() and abs(v) < 1e16 else repr(v)
     if isinstance(v, int):
         return str(v)
     if isinstance(v, list | tuple):
@@ -180,13 +234,44 @@ def to_text(v: Any) -> str | None:
     return str(v)
 
 
-def answer_like(v: Any) -> bool:
-    """Text, a number, or a list of those (OlympiadBench-style answers); None is 'absent'."""
-    if v is None or isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool)):
-        return True
+def is_missing(v: Any) -> bool:
+    """None, or NaN (how Arrow and pandas write a missing number)."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _kind(v: Any) -> str:
+    return repr(v) if isinstance(v, float) or v is None else f"a {type(v).__name__}"
+
+
+def answer_problem(v: Any, what: str = "answer") -> str | None:
+    """Why ``v`` cannot be a gold answer, or None: text, a finite number, a list of those
+    (OlympiadBench-style answers), or missing (None, NaN) are answers."""
+    if is_missing(v) or isinstance(v, str) or _finite_number(v):
+        return None
+    if isinstance(v, float):
+        return f"{what} is not a finite number ({v!r})"
     if isinstance(v, list | tuple):
-        return all(isinstance(x, str) or (isinstance(x, int | float) and not isinstance(x, bool)) for x in v)
-    return False
+        bad = [x for x in v if not (isinstance(x, str) or _finite_number(x))]
+        return f"{what} is not text or a number (a list holding {_kind(bad[0])})" if bad else None
+    return f"{what} is not text or a number (a {type(v).__name__})"
+
+
+def answer_like(v: Any) -> bool:
+    """Text, a finite number, or a list of those (OlympiadBench-style answers); None and NaN are 'absent'."""
+    return answer_problem(v) is None
+
+
+def text_problem(v: Any, what: str, *, numbers: bool = False) -> str | None:
+    """Why ``v`` cannot be the text ``what`` (a response, an id), or None. Missing (None, NaN) is
+    fine; with ``numbers``, a finite number (an integer id) is too. A list, mapping, bool or bytes
+    never is: its repr would become the text."""
+    if is_missing(v) or isinstance(v, str) or (numbers and _finite_number(v)):
+        return None
+    return f"{what} is not text{' or a number' if numbers else ''} (a {type(v).__name__})"
 
 
 def jsonable(v: Any) -> bool:

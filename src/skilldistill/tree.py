@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -260,6 +261,8 @@ class SkillTree:
     def parse_chain(self, text: str, sep: str = CHAIN_SEP) -> Chain:
         """Turn ``A->b`` into ``("A", "b")``, checking that it exists in this tree."""
         chain = tuple(part.strip() for part in text.split(sep))
+        if not all(chain):  # "A->", "->b", "A->->b": no node is named ""
+            raise KeyError(f"{text!r} has an empty element: a chain names one node per step, e.g. 'A{sep}b'")
         if chain not in self._index:
             raise KeyError(f"{text!r} is not a path in this tree")
         return chain
@@ -413,6 +416,29 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Characters that reorder how text is shown (a chain, and the rest of a skill plan's line, would
+# read differently from what it holds), and letters that show as nothing (fillers, blank braille).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_MARKUP = frozenset("*_`\"',.;")  # what the annotator's answer parsing strips from a name
+_JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiners shape letters in Persian, Indic scripts
+
+
+def _invisible_name(name: str) -> str | None:
+    """Why a node name would not read as what it is, or None."""
+    if any(ch in _BIDI_CONTROLS for ch in name):
+        return "holds a bidirectional control character (it reorders how the chain is shown)"
+    hidden = [ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cf", "Cc") for ch in name]
+    if all(hidden):  # zero-width only: its chain reads "A->", and an empty step would match it
+        return "has no visible character"
+    if all(h or ch in _MARKUP for h, ch in zip(hidden, name, strict=True)):
+        return "is only quotes, markdown or punctuation (an annotator's answer strips them: it would read as empty)"
+    odd = next((ch for ch in name if unicodedata.category(ch) == "Cf" and ch not in _JOINERS), None)
+    if odd is not None:  # "Linear\u200b" looks exactly like its sibling "Linear"
+        return f"holds an invisible character (U+{ord(odd):04X})"
+    return None
+
+
 def _parse_node(raw: Any, *, path: list[str], file: str | None) -> SkillNode:
     if isinstance(raw, str):
         name = raw
@@ -438,4 +464,7 @@ def _parse_node(raw: Any, *, path: list[str], file: str | None) -> SkillNode:
     if any(ch in name for ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029") or any(ord(ch) < 32 and ch != "\t" for ch in name):
         # a skill plan writes one chain per line: a line break inside a name would split it
         raise TreeError(f"node name {name!r} contains a line break or control character", path=path or None, file=file)
+    if (why := _invisible_name(name)) is not None:
+        # ascii(): the message shows what the name holds, where a terminal shows nothing
+        raise TreeError(f"node name {ascii(name)} {why}", path=path or None, file=file)
     return SkillNode(name=name.strip(), description=(description.strip() or None) if description else None)

@@ -140,23 +140,23 @@ def grade_cmd(
     from ..grading import grade_many
     from ..progress import StageProgress
 
-    rows = _read_rows(path)
-    for field in (gold_field, response_field):
-        if rows and field not in rows[0]:
-            raise InputError(f"missing column (has: {', '.join(rows[0])})", file=path, field=field)
+    rows, golds, responses = _grade_inputs(path, gold_field, response_field)
     with StageProgress(TextColumn("[bold]grade[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("grade", total=len(rows))
-        results = grade_many([r.get(gold_field) for r in rows], [r.get(response_field) for r in rows],
-                             processes=processes, timeout_s=timeout_s, progress=lambda k: bar.advance(task, k))
-    n = len(results)
-    correct = sum(r.correct for r in results)
-    console.print(
-        f"graded {n}: correct {correct} ({correct / n:.3f})" if n else "nothing to grade",
-    )
+        results = grade_many(golds, responses, processes=processes, timeout_s=timeout_s,
+                             progress=lambda k: bar.advance(task, k))
+    # A row without a gold answer is not a wrong answer: it is counted apart, outside the accuracy.
+    graded = [r for g, r in zip(golds, results, strict=True) if g is not None]
+    n, no_gold = len(graded), len(results) - len(graded)
+    correct = sum(r.correct for r in graded)
+    console.print(f"graded {n}: correct {correct} ({correct / n:.3f})" if n else "nothing to grade")
     if n:
-        console.print(f"truncated {sum(r.truncated for r in results)}, no answer {sum(r.pred is None for r in results)}, "
-                      f"errors {sum(r.error is not None for r in results)}")
-    typer.echo(json.dumps({"n": n, "correct": correct, "accuracy": correct / n if n else None}))
+        console.print(f"truncated {sum(r.truncated for r in graded)}, no answer {sum(r.pred is None for r in graded)}, "
+                      f"errors {sum(r.error is not None for r in graded)}")
+    if no_gold:
+        console.print(f"[yellow]{no_gold} rows without a gold answer (left out of the accuracy)[/yellow]")
+    typer.echo(json.dumps({"n": n, "correct": correct, "accuracy": correct / n if n else None,
+                           **({"no_gold": no_gold} if no_gold else {})}))
     if out is not None:
         merged = [{**row, **res.as_dict()} for row, res in zip(rows, results, strict=True)]
         if out.suffix == ".parquet":
@@ -180,20 +180,29 @@ def _valid_utf8(obj):
     return obj
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _grade_inputs(path: Path, gold_field: str, response_field: str) -> tuple[list[dict], list[Any], list[str | None]]:
+    """(rows, gold answers, responses) of a grade input. A gold answer that is missing (absent,
+    null, NaN, blank) is None: counted apart. One that is no answer (a bool, a mapping, inf) or a
+    response that is not text is an error naming the row: str() of it would be graded."""
+    from ..rows import answer_problem, is_missing, iter_local_rows, text_problem, to_text
+
     if not path.exists():
         raise InputError("no such file", file=path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"invalid JSON: {e.msg}", file=path, row=line_no) from None
-    return rows
+    rows: list[dict] = []
+    golds: list[Any] = []
+    responses: list[str | None] = []
+    for row in iter_local_rows(path):
+        if row.data is None:
+            raise InputError(row.error or "unreadable row", file=path, row=row.line)
+        if not rows:
+            for field in (gold_field, response_field):
+                if field not in row.data:
+                    raise InputError(f"missing column (has: {', '.join(row.data)})", file=path, field=field)
+        gold, response = row.data.get(gold_field), row.data.get(response_field)
+        for field, why in ((gold_field, answer_problem(gold)), (response_field, text_problem(response, "response"))):
+            if why is not None:
+                raise InputError(why, file=path, row=row.line, field=field)
+        rows.append(row.data)
+        golds.append(None if is_missing(gold) or not (to_text(gold) or "").strip() else gold)
+        responses.append(None if is_missing(response) else response)
+    return rows, golds, responses

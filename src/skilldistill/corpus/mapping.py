@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..rows import ANSWER_EXTRACTORS, answer_like, jsonable, to_text
+from ..rows import ANSWER_EXTRACTORS, answer_problem, jsonable, text_problem, to_text
 from ..textutil import question_id
 from .config import IngestConfig
 from .presets import PRESETS, RESPONSE_BUILDERS, detect_preset
@@ -94,6 +94,9 @@ def normalise_row(
     if question is None or not question.strip():
         return None, "empty question", m.question
     question = question.strip()
+    refused = _not_text(data, m)
+    if refused is not None:
+        return None, *refused
     response = RESPONSE_BUILDERS[m.response_builder](data, m.response)
     if response is None or not response.strip():
         if require_response:
@@ -101,8 +104,8 @@ def normalise_row(
         response = ""
     answer = None
     raw_answer = data.get(m.answer) if m.answer else None
-    if not answer_like(raw_answer):
-        return None, f"answer is not text or a number (a {type(raw_answer).__name__})", m.answer
+    if (why := answer_problem(raw_answer)) is not None:  # NaN is a missing answer, inf or a list of lists none
+        return None, why, m.answer
     if m.answer and m.answer_required and not (to_text(raw_answer) or "").strip():
         # a required answer is the gold: never replaced by whatever the teacher boxed
         return None, "missing answer", m.answer
@@ -126,3 +129,24 @@ def normalise_row(
         "meta": json.dumps(meta, ensure_ascii=False, sort_keys=True),
     }
     return rec, None, None
+
+
+# Fields a response builder reads as one text (a list or mapping there would be joined or repr'd);
+# "first_verified" picks among a list of generations itself.
+_TEXT_RESPONSE_FIELDS = {"first": (0,), "gsm8k": (0,), "think_attempt": (1,)}
+
+
+def _not_text(data: dict, m: FieldMapping) -> tuple[str, str] | None:
+    """(reason, field) when the response, id or source field holds something other than text."""
+    for i in _TEXT_RESPONSE_FIELDS.get(m.response_builder, ()):
+        if i < len(m.response) and (why := text_problem(data.get(m.response[i]), "response")) is not None:
+            return why, m.response[i]
+    if m.response_builder == "think_attempt" and m.response:
+        think = data.get(m.response[0])
+        first = think[0] if isinstance(think, list | tuple) and think else think
+        if (why := text_problem(first, "response")) is not None:
+            return why, m.response[0]
+    for name, fld in (("id", m.id_field), ("source", m.source_field)):
+        if fld and (why := text_problem(data.get(fld), name, numbers=True)) is not None:
+            return why, fld
+    return None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..benchmarks import BENCHMARKS, load_benchmark
 from ..errors import InputError
-from ..rows import iter_local_rows, list_local_files, to_text
+from ..rows import Row, iter_local_rows, list_local_files, text_problem, to_text
 from ..textutil import normalize_question
 
 QUESTION_FIELDS = ("problem", "question", "Problem", "Question", "prompt")
@@ -42,6 +42,9 @@ def load_benchmark_problems(entries: Sequence[str | Path], *, data_dir: str | Pa
     out = BenchmarkProblems()
     for entry in entries:
         s = str(entry)
+        if not s.strip():  # Path("") is ".": every problem file under the current folder
+            raise InputError(f"empty --exclude entry {s!r}: name a benchmark or a file/folder of problems",
+                             field="exclude")
         p = Path(s).expanduser()
         if not p.exists() and s in BENCHMARKS:
             for item in load_benchmark(s, data_dir=data_dir):
@@ -59,18 +62,29 @@ def _add_file_problems(out: BenchmarkProblems, p: Path) -> None:
     name = p.parent.name if p.is_file() and p.stem in ("test", "train", "validation") else p.stem
     out.sources[name] = str(p)
     for f in list_local_files(p):
+        before = len(out)
         for row in iter_local_rows(f):
-            if row.data is None:  # a problem left unread would stay in the corpus: read it whole or stop
-                raise InputError(f"unreadable row in an exclusion file ({row.error or 'not an object'})",
-                                 file=f, row=row.line)
-            # per row: a file mixing "problem" and "question" rows must not skip either kind
-            qfield = next((k for k in QUESTION_FIELDS if to_text(row.data.get(k))), None)
-            if qfield is None:
-                raise InputError(f"no question (looked for {', '.join(QUESTION_FIELDS)})", file=f, row=row.line)
-            q = to_text(row.data.get(qfield))
-            if q and q.strip():
-                pid = to_text(row.data.get("id") or row.data.get("unique_id")) or f"{f.name}:{row.line}"
-                out.add(name, pid, q)
+            out.add(name, *_row_problem(f, row))
+        if len(out) == before:  # an empty or blank file would remove nothing, and say nothing
+            raise InputError("exclusion file holds no problems: nothing would be removed from the corpus", file=f)
+
+
+def _row_problem(f: Path, row: Row) -> tuple[str, str]:
+    """(id, question) of one exclusion row. A row that cannot be read whole stops the load (a
+    problem left unread would stay in the corpus), and so does a question that is not text or blank."""
+    data = row.data
+    if data is None:
+        raise InputError(f"unreadable row in an exclusion file ({row.error or 'not an object'})", file=f, row=row.line)
+    # per row: a file mixing "problem" and "question" rows must not skip either kind
+    present = [k for k in QUESTION_FIELDS if data.get(k) is not None]
+    qfield = next((k for k in present if isinstance(data[k], str) and data[k].strip()), None)
+    if qfield is None and not present:
+        raise InputError(f"no question (looked for {', '.join(QUESTION_FIELDS)})", file=f, row=row.line)
+    if qfield is None:
+        why = text_problem(data[present[0]], "question")
+        raise InputError(why or "blank question", file=f, row=row.line, field=present[0])
+    pid = to_text(data.get("id") or data.get("unique_id")) or f"{f.name}:{row.line}"
+    return pid, data[qfield]
 
 
 def load_question_set(paths: Sequence[str | Path]) -> set[str]:
