@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from ..errors import ConfigError
 from ..format.config import FormatConfig
@@ -44,7 +45,7 @@ def format_cmd(
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Write chat examples for SFT, plain or skill-aware."""
-    from ..format.stage import run_format
+    from ..format.stage import run_format, window_text
 
     try:
         cfg = FormatConfig(
@@ -62,19 +63,22 @@ def format_cmd(
         raise ConfigError(f"invalid option {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
     res = run_format(selection, out, cfg, force=force)
     if res.skipped:
-        console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
+        console.print(f"[dim]up to date (manifest matches): {escape(str(out))}[/dim]")
     c = res.report["counts"]
-    console.print(f"[green]wrote {c['written']} of {c['input']} examples[/green] ({cfg.style}) to {out}")
+    console.print(f"[green]wrote {c['written']} of {c['input']} examples[/green] ({cfg.style}) to {escape(str(out))}")
     if c["dropped_overlong"]:
         console.print(f"[yellow]dropped {c['dropped_overlong']} over-long example(s) (> {cfg.max_length} tokens)[/yellow]")
+    if c.get("kept_overlong"):
+        console.print(f"[yellow]kept {c['kept_overlong']} over-long example(s) (> {cfg.max_length} tokens, "
+                      "--keep-overlong)[/yellow]")
     if c.get("plan_emptied_by_window"):
-        console.print(f"[yellow]{c['plan_emptied_by_window']} item(s) lost every chain to the window "
-                      f"(shorter than --max-shown-depth {cfg.max_shown_depth}): written without a plan[/yellow]")
+        console.print(f"[yellow]{c['plan_emptied_by_window']} item(s) lost every chain to the depth window "
+                      f"({window_text(cfg)}): written without a plan[/yellow]", highlight=False)
     short_names_report = res.report.get("short_names")
     if short_names_report:
         console.print(f"short names: {short_names_report['shortened']} of {short_names_report['names_shown']} "
                       "names shown were in the map")
-    if c["skill_aware_without_skills"]:
+    if c["skill_aware_without_skills"]:  # apart from those the window emptied
         console.print(f"[yellow]{c['skill_aware_without_skills']} item(s) had no skills: written without a plan[/yellow]")
     tokens = res.report.get("tokens")
     if tokens:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from ..orchestration.plan import plan_json, plan_recipe
 from ..orchestration.recipe import load_recipe
+from ..orchestration.summary_tables import fit_tables, key_column
 from ..stages import STAGES
 from .app import app, console, user_errors
 from .run import SET_HELP
@@ -47,29 +48,28 @@ def plan_cmd(
     if as_json:
         typer.echo(plan_json(plan))
         return
-    table = Table(title=f"skilldistill plan: {plan.recipe} -> {plan.run_dir}")
-    table.add_column("stage", overflow="fold")
-    for head in ("status", "items", "LLM calls", "prompt tok", "generated tok", "training tok", "GPU-h"):
-        table.add_column(head, justify="left" if head == "status" else "right", no_wrap=True)
+    heads = ("items", "LLM calls", "prompt tok", "generated tok", "training tok", "GPU-h")
+    columns = [key_column("stage"), ("status", {"no_wrap": True}), *[(h, {"justify": "right"}) for h in heads]]
+    rows = []
     for s in plan.stages:
         style = {"done": "green", "to run": "cyan", "stale": "yellow"}[s.status]
-        table.add_row(s.key, f"[{style}]{s.status}[/{style}]",
-                      _n(s.items), _n(s.llm_calls), _n(s.prompt_tokens), _n(s.generated_tokens), _n(s.training_tokens),
-                      _n(s.gpu_hours, 2))
+        rows.append([escape(s.key), f"[{style}]{s.status}[/{style}]", _n(s.items), _n(s.llm_calls),
+                     _n(s.prompt_tokens), _n(s.generated_tokens), _n(s.training_tokens), _n(s.gpu_hours, 2)])
     t = plan.totals
-    table.add_row("[bold]total[/bold]", "", "", _n(t["llm_calls"]), _n(t["prompt_tokens"]), _n(t["generated_tokens"]),
-                  _n(t["training_tokens"]), _n(t["gpu_hours"], 2))
-    console.print(table)
+    rows.append(["[bold]total[/bold]", "", "", _n(t["llm_calls"]), _n(t["prompt_tokens"]), _n(t["generated_tokens"]),
+                 _n(t["training_tokens"]), _n(t["gpu_hours"], 2)])
+    # at any width (80 columns when piped) every row keeps its stage: the other columns split off
+    console.print(*fit_tables(escape(f"skilldistill plan: {plan.recipe} -> {plan.run_dir}"), columns, rows, console.width))
     why: dict[str, list[str]] = {}
     for s in plan.stages:
         if s.status == "stale":
             why.setdefault(s.reason, []).append(s.key)
     for reason, keys in why.items():
         shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-        console.print(f"[yellow]stale[/yellow] ({reason}): {shown}", highlight=False)
+        console.print(f"[yellow]stale[/yellow] ({escape(reason)}): {escape(shown)}", highlight=False)
     counts = {k: sum(1 for s in plan.stages if s.status == k) for k in ("done", "to run", "stale")}
     console.print(f"{counts['done']} done, {counts['to run']} to run, {counts['stale']} stale"
                   + (f"; GPU-hours still to spend: {t['gpu_hours_to_run']:,.2f}" if t.get("gpu_hours_to_run") is not None else ""))
     notes = sorted({n for s in plan.stages for n in s.notes if s.kind in ("annotate", "demo")})
     for line in [*notes, *plan.assumptions]:
-        console.print(f"[dim]· {line}[/dim]", highlight=False)
+        console.print(f"[dim]· {escape(line)}[/dim]", highlight=False)

@@ -64,13 +64,14 @@ def skill_plan_lines(
 
 
 def plan_chains_shown(chains: Sequence[Sequence[str]] | None, fmt: ExampleFormat) -> list[tuple[str, ...]]:
-    """The levels of each chain the plan shows (window and depth applied; long names)."""
+    """The levels of each line the plan shows (window and depth applied; long names; a line
+    shown once however many chains give it, as in :func:`skill_plan_lines`)."""
     lo, hi = fmt.min_shown_depth, fmt.max_shown_depth
-    out = []
+    out: list[tuple[str, ...]] = []
     for chain in chains or ():
         if chain and not (hi is not None and len(chain) < hi and fmt.short_chains == "drop"):
             shown = chain_window(tuple(chain)[lo:hi], fmt.depth)
-            if shown:
+            if shown and shown not in out:
                 out.append(shown)
     return out
 

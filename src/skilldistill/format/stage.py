@@ -67,8 +67,8 @@ class _FormatRun:
     fmt: ExampleFormat | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     conversations: list[list[dict[str, str]]] = field(default_factory=list)  # one per row
-    no_plan: int = 0  # skill-aware examples written without a plan
-    dropped_short: int = 0  # items whose every chain was shorter than the window
+    no_skills: int = 0  # skill-aware items without a skill chain: written without a plan
+    window_emptied: int = 0  # skill-aware items with chains, none of them left by the depth window
     n_tokens: list[int | None] = field(default_factory=list)  # one per row (None: not counted)
     keep: list[bool] = field(default_factory=list)  # one per row
     dropped: list[dict[str, Any]] = field(default_factory=list)  # the over-long rows dropped
@@ -147,9 +147,10 @@ def _build_conversations(run: _FormatRun) -> None:
     for r in run.rows:
         msgs = build_messages(r["question"], r["response"], r["skills"], fmt)
         if config.style == "skill-aware" and not plan_lines(r["skills"], fmt):
-            run.no_plan += 1
-            if r["skills"] and config.short_chains == "drop":
-                run.dropped_short += 1
+            if any(r["skills"]):  # chains it has: the window (min/max shown depth) left none of them
+                run.window_emptied += 1
+            else:
+                run.no_skills += 1
         run.conversations.append(msgs)
 
 
@@ -201,7 +202,7 @@ def _short_names_report(run: _FormatRun) -> dict[str, Any] | None:
     if not (config.short_names and config.style == "skill-aware"):
         return None
     names = load_name_map(config.short_names)
-    shown = [n for r in run.rows for c in plan_chains_shown(r["skills"], run.fmt) for n in c]
+    shown = [n for i in run.kept_idx for c in plan_chains_shown(run.rows[i]["skills"], run.fmt) for n in c]
     short_report = {"map": config.short_names, "names_shown": len(shown),
                     "shortened": sum(1 for n in shown if n in names),
                     "not_in_map": sorted({n for n in shown if n not in names})[:20]}
@@ -223,8 +224,8 @@ def _report(run: _FormatRun) -> dict[str, Any]:
             "written": len(kept_idx),
             "dropped_overlong": len(run.dropped),
             "kept_overlong": run.over_kept,
-            "skill_aware_without_skills": run.no_plan,
-            "plan_emptied_by_window": run.dropped_short,
+            "skill_aware_without_skills": run.no_skills,
+            "plan_emptied_by_window": run.window_emptied,
         },
         "max_length": config.max_length,
         "tokens": token_stats(kept_tokens),
@@ -237,13 +238,21 @@ def _report(run: _FormatRun) -> dict[str, Any]:
     if run.dropped:
         log.warning("dropped %d over-long example(s) (> %d tokens); see %s", len(run.dropped), config.max_length,
                     run.out / REPORT)
-    if run.dropped_short:
-        log.warning("%d item(s) lost every chain to the window (chains shorter than max_shown_depth %s are "
-                    "dropped with short_chains: drop): formatted without a plan", run.dropped_short,
-                    config.max_shown_depth)
-    if run.no_plan - run.dropped_short:
-        log.warning("%d item(s) have no skills: formatted without a plan", run.no_plan - run.dropped_short)
+    if run.window_emptied:
+        log.warning("%d item(s) lost every chain to the depth window (%s): formatted without a plan",
+                    run.window_emptied, window_text(config))
+    if run.no_skills:
+        log.warning("%d item(s) have no skills: formatted without a plan", run.no_skills)
     return report
+
+
+def window_text(config: ExampleFormat) -> str:
+    """What the depth window leaves nothing of, in words (for the warnings)."""
+    m, n = config.min_shown_depth, config.max_shown_depth
+    rules = [f"min_shown_depth {m}: a chain of depth {m} or less shows no level"] if m else []
+    if config.short_chains == "drop" and n is not None:
+        rules.append(f"max_shown_depth {n} with short_chains drop: a chain shorter than {n} is dropped")
+    return "; ".join(rules)
 
 
 def _read_rows(src: Path, *, need_skills: bool) -> list[dict[str, Any]]:

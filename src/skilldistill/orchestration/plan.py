@@ -77,6 +77,11 @@ def plan_recipe(recipe: Any, *, run_dir: str | Path | None = None, force_from: s
 
     totals = {k: total(k) for k in ("llm_calls", "prompt_tokens", "generated_tokens", "training_tokens", "gpu_hours")}
     totals["gpu_hours_to_run"] = total("gpu_hours", only_to_run=True)
+    pool = est.pool_items()
+    over = [s.items for s in stages if s.kind == "select" and s.items and pool and s.items > pool]
+    if over:  # the estimates follow the budget: say what they then are
+        est.assumptions.append(f"select budget {max(over):,} is above the pool's {pool:,} items: a selection holds "
+                               "at most the pool, so the items, examples and training tokens after it are upper bounds")
     if not (settings.generation_tokens_per_s and settings.training_tokens_per_s):
         est.assumptions.append("GPU-hours need throughputs: plan.generation_tokens_per_s / plan.training_tokens_per_s "
                                "in the recipe, or --gen-tokens-per-s / --train-tokens-per-s")

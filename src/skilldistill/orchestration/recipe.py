@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..attribution.config import AnnotateConfig
+from ..config_types import BOOL_FOR_NUMBER, bools_read_as_numbers
 from ..corpus.config import IngestConfig
 from ..demo.student_config import StudentConfig
 from ..errors import ConfigError
@@ -156,6 +157,11 @@ class Recipe(BaseModel):
             self.arm_train(arm, self.seeds[0], self.student.model)
             if self.arm_rounds(arm) > 1:
                 self.arm_loop(arm).round_budgets(self.arm_select(arm, self.seeds[0]).budget, self.arm_rounds(arm))
+        try:  # evaluate.generation's overrides, checked now rather than when evaluation starts
+            self.generation_for_eval(self.student.model)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"evaluate.generation.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
         for name in self.evaluate.benchmarks:
             check_safe_name(name, "benchmark name")
         if self.demo is not None and DEMO_EVAL in self.evaluate.files:
@@ -323,7 +329,7 @@ def _resolve_recipe_paths(recipe: Recipe, path: Path) -> Recipe:
 def validate_recipe(data: dict[str, Any], *, source: str = "recipe") -> Recipe:
     """``data`` as a Recipe; a ConfigError listing every invalid key (an unknown one as such)."""
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -331,9 +337,30 @@ def validate_recipe(data: dict[str, Any], *, source: str = "recipe") -> Recipe:
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
+            elif isinstance(err.get("input"), bool):  # false read as 0 fails a bound: say what was given
+                msg += f" (got the boolean {str(err['input']).lower()})"
             lines.append(f"{loc}: {msg}")
         raise ConfigError(f"{source}: invalid recipe:\n  " + "\n  ".join(lines)) from None
+    bad = recipe_bools_read_as_numbers(data, recipe)
+    if bad:
+        raise ConfigError(f"{source}: invalid recipe:\n  " + "\n  ".join(f"{k}: {BOOL_FOR_NUMBER}" for k in bad))
+    return recipe
+
+
+def recipe_bools_read_as_numbers(data: dict[str, Any], recipe: Recipe) -> list[str]:
+    """The keys of ``data`` (a recipe as read) where a boolean stands for a number: in the
+    sections, and in the overrides of the arms and of evaluation, validated when they apply."""
+    bad = bools_read_as_numbers(data, recipe)
+    seed = recipe.seeds[0]
+    for i, arm in enumerate(recipe.arms):
+        for part, cfg in (("select", recipe.arm_select(arm, seed)), ("format", recipe.arm_format(arm)),
+                          ("train", recipe.arm_train(arm, seed, recipe.student.model)), ("loop", recipe.arm_loop(arm))):
+            bad += bools_read_as_numbers(getattr(arm, part), cfg, ("arms", i, part))
+    bad += bools_read_as_numbers(recipe.evaluate.generation, recipe.generation_for_eval(recipe.student.model),
+                                 ("evaluate", "generation"))
+    return bad
 
 
 __all__ = ["DEMO_EVAL", "DEMO_STUDENT", "ArmConfig", "DemoSection", "EvaluateSection", "LauncherSection",
-           "Recipe", "apply_overrides", "deep_merge", "load_recipe", "validate_recipe"]
+           "Recipe", "apply_overrides", "deep_merge", "load_recipe", "recipe_bools_read_as_numbers",
+           "validate_recipe"]
