@@ -29,6 +29,7 @@ def select_cmd(
     temperature: float = config_option(SelectConfig, "temperature", "--temperature", "-T"),
     w_max: float = config_option(SelectConfig, "w_max", "--w-max"),
     accuracy: str = config_option(SelectConfig, "accuracy", "--accuracy"),
+    min_profile_overlap: float = config_option(SelectConfig, "min_profile_overlap", "--min-profile-overlap"),
     correct_portion: float | None = config_option(SelectConfig, "correct_portion", "--correct-portion"),
     correct_portion_scope: str = config_option(SelectConfig, "correct_portion_scope", "--correct-portion-scope"),
     max_depth: int | None = config_option(SelectConfig, "max_depth", "--max-depth"),
@@ -58,6 +59,7 @@ def select_cmd(
         cfg = SelectConfig(
             strategy=strategy, budget=budget, seed=seed, temperature=temperature, w_max=w_max,  # type: ignore[arg-type]
             accuracy=accuracy, correct_portion=correct_portion, max_tokens=max_tokens,  # type: ignore[arg-type]
+            min_profile_overlap=min_profile_overlap,
             correct_portion_scope=correct_portion_scope, max_depth=max_depth,  # type: ignore[arg-type]
             unprofiled_leaves=unprofiled_leaves, only_skill=only_skill, difficulty_field=difficulty_field,  # type: ignore[arg-type]
             difficulty_range=(lo_hi[0], lo_hi[1]),
@@ -91,6 +93,8 @@ def select_cmd(
 
 
 def _first_error(e: ValidationError) -> str:
+    """One line: the field (none for a check across fields, whose message names them) and what is wrong."""
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
-    return f"invalid option {loc}: {err['msg']}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"invalid option {loc}: {msg}" if loc else f"invalid options: {msg}"

@@ -45,7 +45,7 @@ def run_arm(run: StageRunner, arm: ArmConfig, seed: int, upstream: UpstreamFinge
         fp_train, final = run_rounds(run, arm, seed, sel_cfg, arm_format_config(run, arm), upstream)
         evaluate_model(run, f"evaluate/{sub}", final, fp_train, upstream.demo, eval_cfg)
         return
-    fp_sel = run.step(f"select/{sub}", "select", sel_cfg.model_dump(mode="json"), [upstream.annotate, upstream.profile],
+    fp_sel = run.step(f"select/{sub}", "select", sel_cfg.fingerprint_dict(), [upstream.annotate, upstream.profile],
                       lambda clean: select_stage(run, f"select/{sub}", sel_cfg, run.path("profile", "skill_profile.json"),
                                                  run.path("profile", "profile.parquet"), clean))
     fmt_cfg = arm_format_config(run, arm)

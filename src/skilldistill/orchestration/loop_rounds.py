@@ -92,7 +92,7 @@ def profile_trained_model(run: StageRunner, rd: str, cfg: Any, clean: bool) -> N
 def select_round(run: StageRunner, rd: str, cfg: Any, state: LoopState, upstream: UpstreamFingerprints) -> str:
     """The round's slice of the budget, selected from the latest profile; returns its fingerprint."""
     profile_json, item_profile = state.profile_json, state.item_profile
-    return run.step(f"{rd}/select", "select", cfg.model_dump(mode="json"),
+    return run.step(f"{rd}/select", "select", cfg.fingerprint_dict(),
                     [upstream.annotate, state.fp_profile, *state.fp_earlier],
                     lambda clean: select_stage(run, f"{rd}/select", cfg, profile_json, item_profile, clean))
 

@@ -3,9 +3,10 @@ the format config only)."""
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..format.config import ExampleFormat
 
@@ -20,6 +21,14 @@ REPORT = "report.json"
 PLOT = "distribution.png"
 LEAF_TABLE = "leaf_distribution.csv"
 
+MAX_BUDGET = 10**9  # items: far above any SFT set, and what the quota arithmetic handles exactly
+MAX_SEED = 2**63 - 1
+MAX_WEIGHT = 1e300  # w_max ** temperature: the largest leaf weight, still finite summed over leaves
+
+
+# Settings that can only refuse a selection, never change one.
+CHECK_ONLY_FIELDS = {"min_profile_overlap"}
+
 
 class SelectConfig(BaseModel):
     """Stage config of ``skilldistill select``."""
@@ -27,18 +36,25 @@ class SelectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = Field("skill", description="random | skill | skill-quota | forced | difficulty.")
-    budget: int = Field(1000, ge=1, description="Number of unique items to select.")
-    seed: int = Field(0, description="Random seed (every strategy is reproducible from it).")
-    temperature: float = Field(1.0, gt=0, description="T in w = min((1/acc)**T, w_max**T).")
-    w_max: float = Field(1000.0, ge=1, description="Weight cap before the power T; acc == 0 gets w_max**T.")
+    budget: int = Field(1000, ge=1, le=MAX_BUDGET, description="Number of unique items to select.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed (every strategy is reproducible from it).")
+    temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False,
+                               description="T in w = min((1/acc)**T, w_max**T).")
+    w_max: float = Field(1000.0, ge=1, allow_inf_nan=False,
+                         description="Weight cap before the power T; acc == 0 gets w_max**T (at most 1e300).")
     accuracy: Accuracy = Field("smoothed", description="Profile field used as the leaf accuracy: smoothed | raw.")
+    min_profile_overlap: float = Field(
+        0.5, ge=0, le=1, allow_inf_nan=False, description="Share of the pool's leaves (with eligible items) that must "
+        "be in the skill profile, themselves or through an ancestor; below it the profile is refused (made on another "
+        "tree). 0 turns the check off.")
     correct_portion: float | None = Field(
-        None, ge=0, le=1, description="Share of the budget taken from items the student already solved (needs the item profile)."
+        None, ge=0, le=1, allow_inf_nan=False,
+        description="Share of the budget taken from items the student already solved (needs the item profile)."
     )
     correct_portion_scope: CorrectPortionScope = Field(
         "budget", description="budget: the share over the whole selection; leaf: each leaf's items cut to a balanced "
         "subset first (the authors' reverse_mapping_with_score.py), then drawn as usual.")
-    max_depth: int | None = Field(None, ge=1, description="Cut chains to this depth before leaves are computed "
+    max_depth: int | None = Field(None, ge=1, le=64, description="Cut chains to this depth before leaves are computed "
                                   "(the authors: 5, 10, 15 on EvalTree, 1 on skill_mix).")
     unprofiled_leaves: UnprofiledLeaves = Field(
         "ancestor", description="A leaf without a graded item: takes its nearest profiled ancestor's accuracy "
@@ -47,7 +63,7 @@ class SelectConfig(BaseModel):
     difficulty_field: str = Field("pass_rate_72b_tir", description="difficulty strategy: the pass-rate field "
                                   "(a column, or a key of the meta JSON).")
     difficulty_range: tuple[float, float] = Field((0.25, 0.625), description="difficulty strategy: inclusive pass-rate range.")
-    max_tokens: int | None = Field(None, ge=1, description="Drop items whose formatted example is longer (student tokenizer).")
+    max_tokens: int | None = Field(None, ge=1, le=10**7, description="Drop items whose formatted example is longer (student tokenizer).")
     tokenizer: str | None = Field(None, description="Student tokenizer for max_tokens: hub id, folder or .gguf file.")
     gguf_file: str | None = Field(None, description="GGUF file name inside the tokenizer folder.")
     example: ExampleFormat = Field(default_factory=ExampleFormat, description="Example format measured by max_tokens.")
@@ -55,3 +71,23 @@ class SelectConfig(BaseModel):
     exclude_selections: list[str] = Field(
         default_factory=list, description="Earlier selections (selection.parquet, or the folder holding one): their "
         "items are never selected again (a closed-loop round, or a round run by hand).")
+
+    @field_validator("difficulty_range")
+    @classmethod
+    def _range_in_unit_interval(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi <= 1):
+            raise ValueError(f"must be 0 <= low <= high <= 1, got {list(v)}")
+        return v
+
+    def fingerprint_dict(self) -> dict[str, Any]:
+        """The config as the stage and the pipeline fingerprint it: checks that only refuse
+        (``min_profile_overlap``) leave it out, so run folders made before them stay done."""
+        return self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS)
+
+    @model_validator(mode="after")
+    def _weight_cap_is_finite(self) -> SelectConfig:
+        if self.temperature * math.log10(self.w_max) > math.log10(MAX_WEIGHT):
+            raise ValueError(f"w_max ** temperature must be at most {MAX_WEIGHT:g} (the largest leaf weight), got "
+                             f"{self.w_max:g} ** {self.temperature:g}")
+        return self

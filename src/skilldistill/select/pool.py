@@ -102,20 +102,48 @@ def _question_set(files: Sequence[Path]) -> set[str]:
 
 
 def _read_item_profile(path: Path) -> tuple[pa.Array, np.ndarray]:
-    """Ids and solved flags (1 solved, 0 not, -1 null) of the per-item profile."""
-    if not path.exists():
+    """Ids (as text) and solved flags (1 solved, 0 not, -1 null) of the per-item profile; an id given twice is refused."""
+    if not path.is_file():
         raise InputError("item profile not found", file=path)
-    schema = pq.read_schema(path)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"not a readable Parquet file ({e})", file=path) from None
     for col in ("id", "solved"):
         if col not in schema.names:
             raise InputError(f"missing column {col!r}", file=path, field=col)
     if not pa.types.is_boolean(schema.field("solved").type):
         raise InputError(f"'solved' must be bool, got {schema.field('solved').type}", file=path, field="solved")
+    _check_id_type(schema.field("id").type, path)
     prof = pq.read_table(path, columns=["id", "solved"])
+    ids = prof.column("id").combine_chunks().cast(pa.string())
+    if ids.null_count:
+        first = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError("null id", file=path, row=first + 1, field="id")
+    _refuse_repeated_ids(pa.chunked_array([ids]), path)
     solved = prof.column("solved").combine_chunks()
     flags = np.where(pc.fill_null(solved, False).to_numpy(zero_copy_only=False), 1, 0).astype(np.int8)
     flags[solved.is_null().to_numpy(zero_copy_only=False)] = -1
-    return prof.column("id").combine_chunks(), flags
+    return ids, flags
+
+
+def _check_id_type(t: pa.DataType, path: Path) -> None:
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)):
+        raise InputError(f"'id' must be text or an integer, got {t}", file=path, field="id")
+
+
+def _refuse_repeated_ids(ids: pa.ChunkedArray, path: Path) -> None:
+    """An id given twice makes a selection with repeated items (or two verdicts for one item): refused,
+    naming the row (1-based) where it comes again and where it came first."""
+    uniq = pc.unique(ids)
+    if len(uniq) == len(ids):
+        return
+    code = pc.index_in(ids, value_set=uniq).to_numpy(zero_copy_only=False)
+    # unique() keeps first-seen order, so a new id has a code above every earlier one
+    row = int(np.flatnonzero(code[1:] <= np.maximum.accumulate(code)[:-1])[0]) + 1
+    first = int(np.argmax(code == code[row]))
+    raise InputError(f"id {ids[row].as_py()!r} given twice (first at line {first + 1})", file=path, row=row + 1,
+                     field="id")
 
 
 # ---------------------------------------------------------------------------------
@@ -146,6 +174,8 @@ class _PoolScanner:
         self.sources: Counter[str] | None = Counter() if "source" in cols else None
         self.ex_ids = pa.array(sorted(exclude_ids), pa.string()) if exclude_ids else None
         self.leaves = LeafIndexBuilder(src) if "skills" in cols else None
+        self.ids: list[pa.Array] = []  # the id column, to refuse repeated ids
+        self.in_item_profile = 0  # pool items the item profile has
 
     def read_batch(self, batch: pa.RecordBatch, offset: int) -> None:
         m = batch.num_rows
@@ -153,6 +183,7 @@ class _PoolScanner:
         if ids.null_count:
             first = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
             raise InputError("null id", file=self.src, row=offset + first + 1, field="id")
+        self.ids.append(ids)
         if self.ex_ids is not None:
             self.by_id[offset:offset + m] = pc.is_in(ids, value_set=self.ex_ids).to_numpy(zero_copy_only=False)
         if self.banned_questions is not None:
@@ -161,8 +192,9 @@ class _PoolScanner:
                                                    for q in qs]
         if self.solved is not None:
             assert self.profile_ids is not None and self.profile_solved is not None
-            pos = pc.index_in(ids, value_set=self.profile_ids)
+            pos = pc.index_in(ids.cast(pa.string()), value_set=self.profile_ids)
             found = pos.is_valid().to_numpy(zero_copy_only=False)
+            self.in_item_profile += int(found.sum())
             where = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
             self.solved[offset:offset + m] = np.where(found, self.profile_solved[where], -1)
         if self.sources is not None:
@@ -172,6 +204,8 @@ class _PoolScanner:
             self.leaves.add(batch.column("skills"), offset)
 
     def result(self) -> PoolScan:
+        if self.ids:
+            _refuse_repeated_ids(pa.chunked_array(self.ids), self.src)
         index = self.leaves.build(self.n) if self.leaves is not None else None
         sources = dict(self.sources) if self.sources is not None else None
         return PoolScan(self.n, index, self.by_id, self.by_question, self.solved, sources)
@@ -188,6 +222,7 @@ def scan_pool(src: Path, names: Sequence[str], exclusions: Exclusions, item_prof
     if banned is not None:
         cols.append("question")
     pf = pq.ParquetFile(src)
+    _check_id_type(pf.schema_arrow.field("id").type, src)
     n = pf.metadata.num_rows
     scanner = _PoolScanner(src, n, cols, exclusions.ids, banned, profile)
     offset = 0
@@ -197,7 +232,14 @@ def scan_pool(src: Path, names: Sequence[str], exclusions: Exclusions, item_prof
             scanner.read_batch(batch, offset)
             offset += batch.num_rows
             bar.advance(task, batch.num_rows)
-    return scanner.result()
+    scan = scanner.result()
+    if scan.solved is not None and n and not np.any(scan.solved >= 0):
+        if scanner.in_item_profile == 0:
+            raise InputError("no id of the pool is in the item profile (made on another pool?)", file=item_profile,
+                             field="id")
+        raise InputError(f"no verdict for any pool item: 'solved' is null for all {scanner.in_item_profile} ids the "
+                         "pool shares with the item profile", file=item_profile, field="solved")
+    return scan
 
 
 # ---------------------------------------------------------------------------------

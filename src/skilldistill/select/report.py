@@ -127,7 +127,7 @@ def _add_distributions(report: dict[str, Any], run: SelectRun) -> list[dict[str,
         "note": "touched: at least one selected item sits under the leaf",
     }
     if run.accuracy is not None:
-        report["leaves"] = _leaves_section(run.accuracy, run.config, nonempty)
+        report["leaves"] = _leaves_section(run.accuracy, run.config, nonempty) | {"profile_overlap": run.profile_overlap}
     return _leaf_table(run, target_p, realised, realised_p, under)
 
 

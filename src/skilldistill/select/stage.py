@@ -41,7 +41,7 @@ from .strategies.forced import draw_forced
 from .strategies.quota import draw_quota
 from .strategies.random import draw_random
 from .strategies.skill import draw_skill
-from .weights import leaf_accuracies, leaf_weights, profile_order
+from .weights import leaf_accuracies, leaf_weights, profile_order, read_profile
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ def _start(skills_parquet: str | Path, out_dir: str | Path, config: SelectConfig
     if not src.exists():
         raise InputError("skills table not found", file=src)
     _check_config(config, profile_json, item_profile, tokenizer)
+    profile = read_profile(profile_json) if profile_json is not None else None
+    if item_profile is not None and not Path(item_profile).is_file():
+        raise InputError("item profile not found", file=item_profile)
     exclusions = read_exclusions(config)
     inputs = {"skills": sha256_file(src)}
     if profile_json is not None:
@@ -111,7 +114,7 @@ def _start(skills_parquet: str | Path, out_dir: str | Path, config: SelectConfig
         inputs[f"exclude:{f}"] = sha256_file(f) if f.is_file() else "dir"
     for f in exclusions.earlier:
         inputs[f"earlier_selection:{f}"] = sha256_file(f)
-    return SelectRun(config, src, Path(out_dir), exclusions, inputs)
+    return SelectRun(config, src, Path(out_dir), exclusions, inputs, profile)
 
 
 def _check_config(config: SelectConfig, profile_json: str | Path | None, item_profile: str | Path | None,
@@ -153,8 +156,7 @@ def _read_pool(run: SelectRun, item_profile: str | Path | None, progress: bool) 
 
 def _weigh_leaves(run: SelectRun, profile_json: str | Path | None) -> None:
     """The leaves drawn from: eligible items only, in the profile's order, weighted by its accuracies."""
-    config, pool = run.config, run.pool
-    profile = read_json(profile_json) if profile_json is not None else None
+    config, pool, profile = run.config, run.pool, run.profile
     if pool.index is None:
         return
     index = pool.index
@@ -164,11 +166,28 @@ def _weigh_leaves(run: SelectRun, profile_json: str | Path | None) -> None:
     if profile is None:
         return
     run.accuracy = leaf_accuracies(index.keys, profile, config.accuracy, file=profile_json)
+    _check_profile_overlap(run, profile_json)
     run.weights = leaf_weights(run.accuracy.accuracy, config.temperature, config.w_max)
     if config.unprofiled_leaves == "exclude":
         no_verdict = run.accuracy.graded == 0
         run.weights = np.where(no_verdict, 0.0, run.weights)
         pool.summary["leaves_without_verdict_excluded"] = int(np.sum(no_verdict & (index.sizes() > 0)))
+
+
+def _check_profile_overlap(run: SelectRun, profile_json: str | Path | None) -> None:
+    """How many leaves with eligible items the profile has (themselves or through an ancestor): a profile
+    of another tree would silently give every leaf the global mean; below ``min_profile_overlap`` it is refused."""
+    assert run.index is not None and run.accuracy is not None
+    nonempty = run.index.sizes() > 0
+    n, m = int(nonempty.sum()), int((run.accuracy.matched & nonempty).sum())
+    fraction = m / n if n else None
+    least = run.config.min_profile_overlap
+    run.profile_overlap = {"leaves": n, "matched": m, "fraction": None if fraction is None else round(fraction, 6),
+                           "min": least}
+    if fraction is not None and fraction < least:
+        raise InputError(f"the profile has {m} of {n} leaves of the pool ({fraction:.0%}; a leaf counts when it or an "
+                         f"ancestor is a node of the profile), below min_profile_overlap {least}: a profile made on "
+                         f"another skill tree?", file=profile_json, field="nodes")
 
 
 def _draw(run: SelectRun, progress: bool) -> None:

@@ -35,6 +35,7 @@ class SelectRun:
     out: Path
     exclusions: Exclusions
     inputs: dict[str, str]  # what the manifest records of the input files
+    profile: dict | None = None  # the skill profile, read and checked (start)
     # -- the pool (read_pool) ------------------------------------------------------------
     columns: list[str] = field(init=False)
     pool: EligiblePool = field(init=False)
@@ -42,6 +43,7 @@ class SelectRun:
     index: LeafIndex | None = None
     accuracy: LeafAccuracy | None = None
     weights: np.ndarray | None = None
+    profile_overlap: dict[str, Any] | None = None  # pool leaves found in the profile (the report's)
     length_check: LengthCheck | None = None
     # -- the draw --------------------------------------------------------------------------
     drawn: list[DrawnPart] = field(init=False)
@@ -53,4 +55,4 @@ class SelectRun:
 
     @property
     def config_json(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
+        return self.config.fingerprint_dict()
