@@ -13,7 +13,16 @@ from ..artifacts import hash_obj, sha256_text
 from ..llm.base import ChatBackend, Completion
 from ..llm.embedding import EmbeddingConfig
 from ..tree import Chain, SkillNode, chain_str
-from .cache import FAILED, NONE, OK, PENDING_REPAIR, UNPARSEABLE, add_token_counts, stored_answer
+from .cache import (
+    FAILED,
+    NAMED_NONE,
+    NONE,
+    OK,
+    PENDING_REPAIR,
+    UNPARSEABLE,
+    add_token_counts,
+    stored_answer,
+)
 from .config import AnnotateConfig
 from .parsing import match_names, read_complete_answer
 from .prompt import PromptTemplate, repair_message
@@ -34,6 +43,7 @@ class Question:
 OnDecision = Callable[[Question, dict[str, Any]], None]
 OnProgress = Callable[[int], None]
 Repair = tuple[Question, dict[str, Any]]  # a question and its unreadable record so far
+Pick = tuple[list[str], list[str]]  # what an answer decides: (children chosen, names matching no child)
 
 
 class Decider(Protocol):
@@ -82,13 +92,13 @@ class ChatDecider:
             q, c = fresh[j], comps[0]
             rec = {"answer": stored_answer(c.text), "calls": q.calls_before + 1, "prompt_tokens": c.prompt_tokens,
                    "completion_tokens": c.completion_tokens}
-            names = read_complete_answer(c, rec)
-            if names is None and self.cfg.repair_retries > 0:
+            pick = self._read(q, c, rec)
+            if pick is None and self.cfg.repair_retries > 0:
                 rec["status"] = PENDING_REPAIR
                 on_decision(q, rec)
                 repairs.append((q, rec))
             else:
-                on_decision(q, self._finish(q, rec, names))
+                on_decision(q, self._finish(q, rec, pick))
                 progress(1)
 
         convs = [[{"role": "user", "content": self._prompt(q)}] for q in fresh]
@@ -113,20 +123,20 @@ class ChatDecider:
                     "prompt_tokens": add_token_counts(prev.get("prompt_tokens"), c.prompt_tokens),
                     "completion_tokens": add_token_counts(prev.get("completion_tokens"), c.completion_tokens),
                 }
-                names = read_complete_answer(c, rec)
-                if names is None and not last:
+                pick = self._read(q, c, rec)
+                if pick is None and not last:
                     rec["status"] = PENDING_REPAIR
                     on_decision(q, rec)
                     next_round.append((q, rec))
                     return
-                on_decision(q, self._finish(q, rec, names))
+                on_decision(q, self._finish(q, rec, pick))
                 progress(1)
 
             convs = [
                 [
                     {"role": "user", "content": self._prompt(q)},
                     {"role": "assistant", "content": prev.get("repair_answer") or prev.get("answer") or ""},
-                    {"role": "user", "content": repair_message(q.children)},
+                    {"role": "user", "content": repair_message(q.children, prev.get("unreadable") == NAMED_NONE)},
                 ]
                 for q, prev in batch
             ]
@@ -166,14 +176,30 @@ class ChatDecider:
             return {}
         return {"routing_keys": [sha256_text(q.text) for q in questions]}
 
-    def _finish(self, q: Question, rec: dict[str, Any], names: list[str] | None) -> dict[str, Any]:
+    def _read(self, q: Question, c: Completion, rec: dict[str, Any]) -> Pick | None:
+        """What an answer decides, or None when it decides nothing: unreadable
+        (``read_complete_answer``), or a list naming none of the node's children. The prompt
+        asks which of the listed skills (at the root, the domains; below, the sub-skills of a
+        skill already chosen as needed) the item needs, and offers no "none of them": ``[]``
+        or names that are no child are no decision (``unreadable: named_none``), repaired
+        like an unreadable answer, then counted, never an item without skills."""
+        names = read_complete_answer(c, rec)
         if names is None:
-            rec.update(status=UNPARSEABLE, chosen=[], unmatched=[])
-            return rec
+            return None
         matched, unmatched = match_names(names, q.children, self.cfg.match_threshold)
-        rec.update(status=OK if matched else NONE, chosen=matched, unmatched=unmatched)
         if unmatched:
             log.debug("unmatched skill names at %s: %s", chain_str(q.path) or "the root", unmatched)
+        if not matched:
+            rec.update(unreadable=NAMED_NONE, unmatched=unmatched)
+            return None
+        return matched, unmatched
+
+    @staticmethod
+    def _finish(q: Question, rec: dict[str, Any], pick: Pick | None) -> dict[str, Any]:
+        if pick is None:
+            rec.update(status=UNPARSEABLE, chosen=[], unmatched=rec.get("unmatched") or [])
+            return rec
+        rec.update(status=OK, chosen=pick[0], unmatched=pick[1])
         return rec
 
 

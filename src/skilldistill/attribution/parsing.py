@@ -62,11 +62,19 @@ def _listed_names(candidate: str) -> list[str] | None:
     return None
 
 
+# Finish reasons that make an answer no answer, whatever list it holds: cut off by the token
+# cap (``length``), withheld or cut by the server's filter (``content_filter``), a tool call
+# instead of text (``tool_calls``, ``function_call``), a request the engine gave up (``abort``,
+# ``error``). ``stop`` and an unreported reason (None) are complete answers.
+INCOMPLETE_FINISH = frozenset({"length", "content_filter", "tool_calls", "function_call", "abort", "error"})
+
+
 def read_complete_answer(completion: Completion, rec: dict[str, Any]) -> list[str] | None:
     """The names of a complete answer; None (unreadable: repaired, else counted) when the
-    token cap cut it off: a list half written, or reasoning cut mid-sentence, is no answer."""
-    if completion.finish_reason == "length":
-        rec["finish_reason"] = "length"
+    server did not let it end (``INCOMPLETE_FINISH``, recorded as ``finish_reason``): a list
+    half written, reasoning cut mid-sentence, or ``[]`` from a content filter is no answer."""
+    if completion.finish_reason in INCOMPLETE_FINISH:
+        rec["finish_reason"] = completion.finish_reason
         return None
     return parse_answer(completion.text)
 

@@ -65,9 +65,10 @@ class PromptTemplate:
         return _PLACEHOLDER.split(self.text)
 
 
-def repair_message(children: Sequence[SkillNode]) -> str:
+def repair_message(children: Sequence[SkillNode], named_none: bool = False) -> str:
+    """The follow-up turn: after an unreadable answer, or (``named_none``) a list naming
+    none of the listed skills, which the question offers no room for."""
     names = json.dumps([c.name for c in children], ensure_ascii=False)
-    return (
-        "Your answer could not be read. Reply with only a JSON list of the needed skill names, "
-        f"each copied exactly from this list: {names}"
-    )
+    said = ("Your answer named none of the listed skills; the item needs at least one of them."
+            if named_none else "Your answer could not be read.")
+    return f"{said} Reply with only a JSON list of the needed skill names, each copied exactly from this list: {names}"

@@ -17,8 +17,9 @@ decisions alone.
 LLM answers are untrusted input (``parsing.py``): they are parsed as a JSON list, a Python
 list literal (``ast.literal_eval``, never ``eval``) or bullet/numbered lines; names are
 matched to the node's children case- and whitespace-insensitively, then by closest match
-above ``match_threshold``; an unreadable answer gets one repair retry, then the branch is
-dropped and recorded as ``unparseable``.
+above ``match_threshold``; an unreadable answer (one naming no child, ``[]``, or one the
+server cut or filtered included) gets one repair retry, then the branch is dropped and
+recorded as ``unparseable``, and the item marked so.
 
 Artifacts (``out_dir``): ``skills.parquet`` (the corpus + ``skills``: list of chains),
 ``calls.jsonl`` (the decision cache), ``summary.json``, ``manifest.json``.
@@ -61,6 +62,8 @@ from .summary import SUMMARY_FILE, build_summary
 from .walk import RunCounters, walk_tree
 
 log = logging.getLogger(__name__)
+
+ANSWER_RULE = "named-none-unreadable"  # how chat answers are read; in a chat run's manifest inputs
 
 
 @dataclass
@@ -145,6 +148,10 @@ def _start(corpus: str | Path, tree: str | Path | SkillTree, out_dir: str | Path
         "tree": hash_obj(skill_tree.to_dict()),
         "template": template.version if cfg.backend != "embedding" else "",
     }
+    if cfg.backend != "embedding":
+        # Chat answers are read by ANSWER_RULE: a run certified under an older rule (one that
+        # took ``[]`` for a decision) is not up to date; its cache is re-read (cache.py).
+        inputs["answers"] = ANSWER_RULE
     return AnnotateRun(cfg, Path(out_dir), corpus_path, skill_tree, template, inputs, started)
 
 
@@ -234,10 +241,12 @@ def _check_failed_share(run: AnnotateRun) -> None:
     n_bad = n - statuses.count(OK)
     if n_bad > cfg.max_failed_share * n:
         reasons = "; ".join(r for r, _ in run.summary["failed_reasons"][:2])
+        unreadable = ", ".join(f"{r} ({c})" for r, c in run.summary["unreadable_reasons"][:3])
         raise InputError(
             f"{n_bad} of {n} items have no complete attribution ({statuses.count(FAILED)} with a call the "
             f"server refused, {statuses.count(UNPARSEABLE)} with an answer that stayed unreadable"
             + (f"; the server said: {reasons}" if reasons else "")
+            + (f"; the unreadable answers: {unreadable}" if unreadable else "")
             + f"), over max_failed_share {cfg.max_failed_share:g}. Every decision is kept in {run.out / CALLS_FILE}: fix "
             "the cause and rerun with --retry-failed to ask those decisions again (or raise annotate.max_failed_share)",
             file=run.out / SUMMARY_FILE)

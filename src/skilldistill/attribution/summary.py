@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..tree import SkillTree
-from .cache import FAILED, NONE, UNPARSEABLE, Decisions
+from .cache import FAILED, NONE, UNPARSEABLE, Decisions, unreadable_reason
 from .chains import decisions_used
 from .config import AnnotateConfig
 from .deciders import Decider
@@ -56,6 +56,8 @@ def build_summary(
         "failures": {"unparseable": statuses.get(UNPARSEABLE, 0), "failed": statuses.get(FAILED, 0)},
         "failed_reasons": [[r, c] for r, c in collections.Counter(
             (r.get("error") or "")[:120] for r in used.values() if r.get("status") == FAILED).most_common(5)],
+        "unreadable_reasons": [[r, c] for r, c in collections.Counter(
+            unreadable_reason(r) for r in used.values() if r.get("status") == UNPARSEABLE).most_common(5)],
         "no_valid_choice": statuses.get(NONE, 0),
         "unmatched_names": sum(unmatched.values()),
         "top_unmatched": [[name, count] for name, count in unmatched.most_common(20)],

@@ -190,6 +190,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         table.add_row("tokens this run (prompt / completion)", f"{s['prompt_tokens_this_run']} / {s['completion_tokens_this_run']}")
     table.add_row("unparseable / failed / no valid choice / unmatched names",
                   f"{s['failures']['unparseable']} / {s['failures'].get('failed', 0)} / {s['no_valid_choice']} / {s['unmatched_names']}")
+    if s.get("unreadable_reasons"):
+        table.add_row("unreadable answers", escape(", ".join(f"{r} ({c})" for r, c in s["unreadable_reasons"])))
     bad = s.get("items_incomplete") or {}
     if any(bad.values()):
         table.add_row("items without a complete attribution (refused / unreadable)",
