@@ -9,18 +9,44 @@ stage killed before its clean restart wiped its old output still wipes it when r
 from __future__ import annotations
 
 import fcntl
+import math
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import read_json, write_json
+from ..artifacts import write_json
+from ..errors import InputError
+from ..json_files import load_json
 
 STATE_FILE = "pipeline_state.json"
+# what to do with a damaged state file: without it every stage reruns, resuming from its own logs
+_FIX = "delete it and rerun: every stage then runs again, resuming from its own logs"
 
 
 def read_state(run_dir: Path) -> dict[str, Any]:
-    """The state file of ``run_dir`` (``{}`` when there is none yet)."""
+    """The state file of ``run_dir`` (``{}`` when there is none yet). A damaged one (not
+    JSON, not an object, stages that are no records) raises :class:`InputError` naming it."""
     path = run_dir / STATE_FILE
-    return read_json(path) if path.exists() else {}
+    if not path.exists():
+        return {}
+    state = load_json(path, fix=_FIX)
+    _check_state(state, path)
+    return state
+
+
+def _check_state(state: Any, path: Path) -> None:
+    """The shape every reader of the state relies on: an object, ``stages`` an object of records."""
+    if not isinstance(state, dict):
+        raise InputError(f"not a JSON object (got {type(state).__name__}); {_FIX}", file=path)
+    stages = state.get("stages", {})
+    if not isinstance(stages, dict):
+        raise InputError(f"not an object of stage records; {_FIX}", file=path, field="stages")
+    for key, entry in stages.items():
+        if not isinstance(entry, dict):
+            raise InputError(f"not a stage record (got {entry!r:.40}); {_FIX}", file=path, field=f"stages.{key}")
+        wall = entry.get("wall_time_s")
+        if wall is not None and (isinstance(wall, bool) or not isinstance(wall, int | float) or not math.isfinite(wall)):
+            raise InputError(f"not a number of seconds (got {wall!r:.40}); {_FIX}", file=path,
+                             field=f"stages.{key}.wall_time_s")
 
 
 def record_stage(run_dir: Path, key: str, entry: dict[str, Any] | None) -> dict[str, Any]:

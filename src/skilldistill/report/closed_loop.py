@@ -30,6 +30,8 @@ def closed_loop_summary(run_dir: Path, arms: dict[str, ArmRuns], skills: SkillTa
     base_profile = run_dir / "profile" / "skill_profile.json"
     out: dict[str, Any] = {"one_shot": one_shot, "arms": {}}
     for name, rounds in loop_arms.items():
+        if name not in arms:
+            continue  # incomplete (never evaluated, or a damaged file): left out, named by the report
         runs = [trajectory(run_dir, name, int(s), rounds, base_profile=base_profile) for s in seeds]
         entry: dict[str, Any] = {"rounds": rounds, "seeds": [t["seed"] for t in runs],
                                  "rounds_done": [len(t["rounds"]) for t in runs],

@@ -138,9 +138,18 @@ def method_arm(arms: list[str], recipe: dict[str, Any] | None, baseline: str | N
     return candidates[-1] if candidates else None
 
 
-def verdict(bench: dict[str, Any], method: str | None) -> dict[str, Any] | None:
-    """One line on the method arm against the baseline, on the average over benchmarks."""
+def verdict(bench: dict[str, Any], method: str | None,
+            incomplete: dict[str, list[str]] | None = None) -> dict[str, Any] | None:
+    """One line on the method arm against the baseline, on the average over benchmarks.
+    ``incomplete`` (arm -> its missing or damaged files) were left out of the table: no
+    verdict when it is the method or the baseline, else the line names them."""
     baseline = bench.get("baseline")
+    incomplete = incomplete or {}
+    stopped = [a for a in (method, baseline) if a and a in incomplete]
+    if method and baseline and stopped:
+        text = (f"no verdict: {stopped[0]} is incomplete ({incomplete[stopped[0]][0]}) "
+                "and left out of every comparison")
+        return {"text": text, "method": method, "baseline": baseline, "incomplete": list(incomplete)}
     if not method or not baseline or method not in bench["arms"]:
         return None
     cell = bench["arms"][method].get("average") or {}
@@ -163,6 +172,8 @@ def verdict(bench: dict[str, Any], method: str | None) -> dict[str, Any] | None:
         how = f"does not differ significantly from {baseline}: {interval}"
     text = (f"{method} {how} on {scope} (95% paired-bootstrap interval over {ci['n_problems']} problems{seeds})")
     text += _seed_caveat(method, k_arm, baseline, k_base)
+    if incomplete:
+        text += "; left out as incomplete: " + ", ".join(f"{a} ({why[0]})" for a, why in incomplete.items())
     return {"text": text, "method": method, "baseline": baseline, "scope": scope, **ci}
 
 

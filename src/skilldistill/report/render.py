@@ -32,6 +32,7 @@ def report_markdown(title: str, summary: dict[str, Any], context: dict[str, Any]
     md: list[str] = [f"# {title}", ""]
     if head:
         md += [f"**Verdict:** {head['text']}.", ""]
+    md += _md_incomplete(summary.get("incomplete") or {})
     md += _md_bench(summary["benchmarks"])
     if weak:
         md += _md_weak(weak)
@@ -100,6 +101,17 @@ def strip_backend_defaults(obj: Any) -> Any:
 # ----------------------------------------------------------------------------------
 # Markdown sections
 # ----------------------------------------------------------------------------------
+def _md_incomplete(incomplete: dict[str, list[str]]) -> list[str]:
+    """The arms left out of every table, figure and interval, each with its files at fault."""
+    if not incomplete:
+        return []
+    lines = ["## Incomplete arms", "", "Left out of every table, figure and interval below: each has an "
+             "evaluation missing or a file that cannot be used. Rerun the stage that writes the file.", ""]
+    for arm, reasons in incomplete.items():
+        lines += [f"- {arm}: " + "; ".join(f"`{r}`" for r in reasons)]
+    return lines + [""]
+
+
 def _md_bench(bench: dict[str, Any]) -> list[str]:
     if not bench["arms"]:
         return ["No evaluation results yet.", ""]

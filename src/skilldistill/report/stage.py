@@ -71,7 +71,8 @@ def run_report(run_dir: str | Path, *, baseline: str | None = None, out_dir: str
     from the summary (the demo's target checks); they go first, after the weak-leaf table.
     """
     run = _start(run_dir, out_dir)
-    run.arms, run.context = collect_run(run.run_dir)
+    run.arms, run.context = collect_run(run.run_dir)  # refuses a damaged run before anything is written
+    run.out.mkdir(parents=True, exist_ok=True)
     run.summary = _tabulate(run, baseline=baseline, method=method, target_se=target_se)
     run.figures = _draw_figures(run)
     write_json(run.out / "summary.json", run.summary)
@@ -87,37 +88,46 @@ build_report = run_report  # the name before the stages were named run_<stage>
 
 
 def _start(run_dir: str | Path, out_dir: str | Path | None) -> ReportRun:
-    """The run folder and the output folder (``run_dir/report`` by default), created."""
+    """The run folder and the output folder (``run_dir/report`` by default)."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
     return ReportRun(run_dir=run_dir, out=out)
 
 
 def _tabulate(run: ReportRun, *, baseline: str | None, method: str | None, target_se: float) -> dict[str, Any]:
     """Every table of the report, as summary.json holds them."""
+    incomplete = run.context.get("incomplete") or {}  # left out of every table, named by the verdict
     bench = benchmark_table(run.arms, baseline)
-    method = method or method_arm(list(bench["arms"]), run.recipe, baseline)
+    method = method or method_arm(list(bench["arms"]) + list(incomplete), run.recipe, baseline)
     skills = per_skill_table(run.arms)
     weak = weak_skill_gains(run.arms, skills, run.context.get("skill_profile"), run.context.get("world_weak_leaves"))
     dists = selection_distributions(run.arms)
-    summary = {"verdict": verdict(bench, method), "benchmarks": bench, "per_skill": skills,
+    summary = {"verdict": verdict(bench, method, incomplete), "benchmarks": bench, "per_skill": skills,
                "weak_skill_gains": weak, "selection": dists,
                "emphasis": emphasis_vs_gain(run.arms, skills, dists, run.recipe),
                "n_needed": n_needed(run.arms, target_se), "stage_times": stage_times(run.context.get("pipeline_state"))}
     loop = closed_loop_summary(run.run_dir, run.arms, skills, run.recipe, set(weak.get("weak_leaves") or []))
     if loop:
         summary["closed_loop"] = loop
+    if incomplete:
+        summary["incomplete"] = incomplete
     return summary
+
+
+_FIGURE_FILES = {"per-skill accuracy": "per_skill.png", "selection distribution": "selection.png",
+                 "emphasis against gain": "emphasis.png", "training loss": "loss.png"}
 
 
 def _draw_figures(run: ReportRun) -> dict[str, Path | None]:
     """Caption label -> the PNG drawn (None when there was nothing to draw), in report order."""
     weak, summary = run.weak_leaves, run.summary
     styles = {name: s["style"] for name, s in recipe_arm_settings(run.recipe).items() if s.get("style")}
-    return {
+    figures = {
         "per-skill accuracy": plot_per_skill(summary["per_skill"], run.out / "per_skill.png", weak=weak),
         "selection distribution": plot_selection(summary["selection"], run.out / "selection.png", weak=weak),
         "emphasis against gain": plot_emphasis(summary["emphasis"], run.out / "emphasis.png", weak=weak),
         "training loss": plot_loss(run.arms, run.out / "loss.png", styles=styles),
     }
+    for name in set(_FIGURE_FILES.values()) - {p.name for p in figures.values() if p}:
+        (run.out / name).unlink(missing_ok=True)  # nothing to draw now: no figure of an earlier report left over
+    return figures
