@@ -10,14 +10,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _quick_start() -> list[str]:
+def quick_start() -> list[str]:
     text = (REPO / "README.md").read_text()
     block = text.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     return [line.strip() for line in block.strip().splitlines() if line.strip()]
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
-    demo, tests = _quick_start()
+    demo, tests = quick_start()
     assert demo.endswith("skilldistill demo") and tests.endswith("&& scripts/test")
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith(("#", "set ", "cd ", "export "))]
