@@ -191,10 +191,11 @@ _NUMBER_WITH_COMMAS_RE = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 
 
 def _as_list(gold: Any) -> list[str]:
-    if gold is None:
+    # NaN is how pandas writes a missing value, and inf no answer: neither is the text "nan"
+    if gold is None or (isinstance(gold, float) and not math.isfinite(gold)):
         return []
     if isinstance(gold, list | tuple):
-        return [str(g) for g in gold if g is not None and str(g).strip()]
+        return [part for g in gold for part in _as_list(g)]
     if hasattr(gold, "tolist"):  # numpy arrays from pandas / pyarrow
         return _as_list(gold.tolist())
     s = str(gold).strip()

@@ -230,3 +230,17 @@ def test_grade_reads_utf16_and_bom_files(tmp_path, encoding):
     r = _cli("grade", str(src), "--processes", "1")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]  # was a traceback / "Unexpected UTF-8 BOM"
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"n": 3, "correct": 3, "accuracy": 1.0}
+
+
+@pytest.mark.parametrize("answer, usable", [
+    (float("nan"), False), (float("inf"), False), ([float("nan"), " "], False), ("  ", False), ([], False),
+    ([float("nan"), "3"], True), (2.0, True), ("0", True),
+])
+def test_profile_and_grade_agree_on_what_has_a_gold_answer(answer, usable):
+    """Before: has_gold(NaN) was True (the text 'nan'), so profile graded every answer
+    against 'nan' and counted it wrong, where grade leaves the row out."""
+    from skilldistill.grading import grade
+    from skilldistill.profile.pool import has_gold
+
+    assert has_gold(answer) is usable
+    assert (grade(answer, "\\boxed{3}").error == "no gold answer") is (not usable)

@@ -78,3 +78,48 @@ def test_evaluation_overrides_are_checked_when_the_recipe_loads():
     temperature: abc loaded."""
     with pytest.raises(ConfigError, match=r"evaluate\.generation\.temperature: Input should be a valid number"):
         load_recipe(QUICK, ["evaluate.generation.temperature=abc"])
+
+
+@pytest.mark.parametrize("yaml_text, key", [
+    ("num_train_epochs: true\n", "num_train_epochs"),
+    ("train:\n  learning_rate: yes\n  max_length: 512\n", "learning_rate"),
+    ("per_device_train_batch_size: false\n", "per_device_train_batch_size"),
+])
+def test_train_config_file_refuses_a_boolean_for_a_number(tmp_path, yaml_text, key):
+    """Before: `train --config` read `num_train_epochs: true` as one epoch."""
+    from skilldistill.train.config import load_train_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_train_config(path)
+    assert str(path) in str(e.value) and f"{key}: " in str(e.value) and "boolean" in str(e.value), str(e.value)
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    r, out = _cli("train", str(data), "--model", "m", "--out", str(tmp_path / "out"), "--config", str(path))
+    assert r.returncode == 2 and "Traceback" not in out and f"{key}: " in out and "boolean" in out, out[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_config_numbers_and_booleans_where_they_belong_still_load(tmp_path):
+    from skilldistill.train.config import load_train_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text("learning_rate: 1e-5\nnum_train_epochs: 2\ngradient_checkpointing: true\nbf16: false\n")
+    cfg = load_train_config(path)
+    assert cfg.learning_rate == 1e-5 and cfg.num_train_epochs == 2 and cfg.gradient_checkpointing is True
+
+
+@pytest.mark.parametrize("override, where", [
+    ("arms.0.select.budget=-1", "arms.0 (random-plain).select.budget: "),
+    ("arms.1.train.learning_rate=-1", "arms.1 (skill-skillaware).train.learning_rate: "),
+    ("arms.1.format.max_shown_depth=0", "arms.1 (skill-skillaware).format.max_shown_depth: "),
+    ("arms.0.select.strategy=nope", "arms.0 (random-plain).select.strategy: "),
+])
+def test_an_invalid_arm_override_is_named_with_its_arm(override, where):
+    """Before: 'budget: Input should be greater than or equal to 1', with no word of which
+    arm (or section) held it."""
+    with pytest.raises(ConfigError) as e:
+        load_recipe(QUICK, [override])
+    msg = str(e.value)
+    assert where in msg and "Value error" not in msg and "(top level)" not in msg, msg

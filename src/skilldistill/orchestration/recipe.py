@@ -150,13 +150,7 @@ class Recipe(BaseModel):
         if self.student.model == DEMO_STUDENT and self.demo is None:
             raise ValueError("'student' is required unless the recipe has a 'demo' section")
         self._check_report_arms()
-        # arm overrides must be valid stage configs, found now rather than when the arm runs
-        for arm in self.arms:
-            self.arm_select(arm, self.seeds[0])
-            self.arm_format(arm)
-            self.arm_train(arm, self.seeds[0], self.student.model)
-            if self.arm_rounds(arm) > 1:
-                self.arm_loop(arm).round_budgets(self.arm_select(arm, self.seeds[0]).budget, self.arm_rounds(arm))
+        self._check_arm_overrides()
         try:  # evaluate.generation's overrides, checked now rather than when evaluation starts
             self.generation_for_eval(self.student.model)
         except ValidationError as e:
@@ -168,6 +162,27 @@ class Recipe(BaseModel):
             raise ValueError(f"evaluate.files.{DEMO_EVAL}: {DEMO_EVAL} is the demo's own held-out set "
                              "(demo/eval.parquet); give your own file another benchmark name")
         return self
+
+    def _check_arm_overrides(self) -> None:
+        """Arm overrides must be valid stage configs, found now rather than when the arm runs;
+        an invalid one is named with its arm (``arms.1 (skill-plain).select.budget``)."""
+        for i, arm in enumerate(self.arms):
+            checks = (("select", lambda arm=arm: self.arm_select(arm, self.seeds[0])),
+                      ("format", lambda arm=arm: self.arm_format(arm)),
+                      ("train", lambda arm=arm: self.arm_train(arm, self.seeds[0], self.student.model)),
+                      ("loop", lambda arm=arm: self.arm_loop(arm)))
+            for part, check in checks:
+                try:
+                    check()
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    loc = ".".join(str(p) for p in err["loc"])
+                    raise ValueError(f"arms.{i} ({arm.name}).{part}.{loc}: {err['msg']}") from None
+            if self.arm_rounds(arm) > 1:
+                try:
+                    self.arm_loop(arm).round_budgets(self.arm_select(arm, self.seeds[0]).budget, self.arm_rounds(arm))
+                except ValueError as e:
+                    raise ValueError(f"arms.{i} ({arm.name}): {e}") from None
 
     def _check_arm_names(self) -> None:
         names = [a.name for a in self.arms]
@@ -335,6 +350,9 @@ def validate_recipe(data: dict[str, Any], *, source: str = "recipe") -> Recipe:
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
             msg = err["msg"]
+            if err["type"] == "value_error" and not err["loc"]:  # a whole-recipe check names its own keys
+                lines.append(msg.removeprefix("Value error, "))
+                continue
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             elif isinstance(err.get("input"), bool):  # false read as 0 fails a bound: say what was given

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..errors import InputError
+from ..grading import normalize_gold
 from ..tree import Chain, SkillTree
 
 
@@ -56,12 +57,9 @@ def load_pool(path: str | Path, answer_field: str = "answer") -> list[dict[str, 
 
 
 def has_gold(answer: Any) -> bool:
-    """The item has a non-blank gold answer (a list: any non-blank part)."""
-    if answer is None:
-        return False
-    if isinstance(answer, list | tuple):
-        return any(str(a).strip() for a in answer)
-    return bool(str(answer).strip())
+    """The item has a gold answer the grader can use (a list: any part); blank text, NaN and
+    inf are none, exactly as :func:`~skilldistill.grading.grade` sees them."""
+    return normalize_gold(answer) is not None
 
 
 def tree_from_chains(chains: Sequence[Sequence[str]], *, source: str) -> SkillTree:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..config_types import BOOL_FOR_NUMBER, bools_read_as_numbers
 from ..errors import ConfigError
 
 # TrainConfig fields that are SFTConfig fields of the same name and meaning.
@@ -349,10 +350,16 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
 
 def validate_train_config(data: dict[str, Any], *, source: str = "train config") -> TrainConfig:
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except ValidationError as e:
-        lines = [f"{'.'.join(str(p) for p in err['loc']) or 'the top level'}: {err['msg']}" for err in e.errors()]
+        lines = [f"{'.'.join(str(p) for p in err['loc']) or 'the top level'}: {err['msg']}"
+                 + (f" (got the boolean {str(err['input']).lower()})" if isinstance(err.get("input"), bool) else "")
+                 for err in e.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+    bad = bools_read_as_numbers(data, cfg)  # `epochs: true` would train one epoch
+    if bad:
+        raise ConfigError(f"{source}: " + "; ".join(f"{k}: {BOOL_FOR_NUMBER}" for k in bad))
+    return cfg
 
 
 # -- what TRL and the hardware offer (imported when asked, so this module stays light) --------
