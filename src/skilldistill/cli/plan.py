@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -70,6 +71,21 @@ def plan_cmd(
     counts = {k: sum(1 for s in plan.stages if s.status == k) for k in ("done", "to run", "stale")}
     console.print(f"{counts['done']} done, {counts['to run']} to run, {counts['stale']} stale"
                   + (f"; GPU-hours still to spend: {t['gpu_hours_to_run']:,.2f}" if t.get("gpu_hours_to_run") is not None else ""))
-    notes = sorted({n for s in plan.stages for n in s.notes if s.kind in ("annotate", "demo")})
+    _print_profiling_both_ways(plan)
+    notes = sorted({n for s in plan.stages for n in s.notes if s.kind in ("annotate", "demo")
+                    or (s.kind == "profile" and n.startswith("adaptive"))})
     for line in [*notes, *plan.assumptions]:
         console.print(f"[dim]· {escape(line)}[/dim]", highlight=False)
+
+
+def _print_profiling_both_ways(plan: Any) -> None:
+    """Profiling's GPU-hours as planned and the other way (full pool or adaptive), and the run's total both ways."""
+    t = plan.totals
+    if t.get("profile_gpu_hours") is None:
+        return
+    adaptive = any("adaptive profiling:" in n for s in plan.stages for n in s.notes)
+    planned, other = ("adaptive", "the full pool") if adaptive else ("the full pool", "adaptive (profile.adaptive)")
+    ratio = t["gpu_hours_other_way"] / t["gpu_hours"] if t["gpu_hours"] else float("nan")
+    console.print(f"profiling: {t['profile_gpu_hours']:,.2f} GPU-h on {planned}, {t['profile_gpu_hours_other_way']:,.2f} "
+                  f"with {other}; the run: {t['gpu_hours']:,.2f} GPU-h as planned, {t['gpu_hours_other_way']:,.2f} with "
+                  f"{other} ({ratio:.2f}x)", highlight=False)

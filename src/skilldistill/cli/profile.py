@@ -14,9 +14,9 @@ from ..errors import ConfigError, InputError
 from ..generate.config import DEFAULT_INSTRUCTION, GenerationConfig
 from ..grading import DEFAULT_TIMEOUT_S
 from ..llm.base import BackendConfig
-from ..profile.config import ProfileConfig
+from ..profile.config import AdaptiveConfig, ProfileConfig
 from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree, user_errors
-from .options import config_option
+from .options import config_option, field_help
 
 
 @app.command("profile")
@@ -63,6 +63,16 @@ def profile_cmd(
     timeout: float = config_option(BackendConfig, "request_timeout_s", "--timeout",
                                    help="openai: seconds a whole request may take (body included), then it is retried."),
     grading_processes: int | None = config_option(ProfileConfig, "grading_processes", "--grading-processes"),
+    adaptive: bool = typer.Option(False, "--adaptive", help="Profile in rounds until the selection distribution is "
+                                  "stable (the options below; docs/profile.md), instead of every item."),
+    tv_bound: float = config_option(AdaptiveConfig, "tv_bound", "--tv-bound", help="adaptive: " + field_help(AdaptiveConfig, "tv_bound")),
+    confidence: float = config_option(AdaptiveConfig, "confidence", "--confidence"),
+    initial_per_leaf: int = config_option(AdaptiveConfig, "initial_per_leaf", "--initial-per-leaf"),
+    round_items: int | None = config_option(AdaptiveConfig, "round_items", "--round-items"),
+    max_rounds: int = config_option(AdaptiveConfig, "max_rounds", "--max-rounds"),
+    select_temperature: float = config_option(AdaptiveConfig, "temperature", "--select-temperature"),
+    select_w_max: float = config_option(AdaptiveConfig, "w_max", "--select-w-max"),
+    select_accuracy: str = config_option(AdaptiveConfig, "accuracy", "--select-accuracy"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Sample the student on the pool, grade, and write per-item and per-skill accuracy."""
@@ -78,8 +88,11 @@ def profile_cmd(
     generation = {"n": n, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
                   "enable_thinking": thinking, "instruction": DEFAULT_INSTRUCTION if instruction is None else instruction,
                   "system_prompt": system_prompt}
+    adaptive_cfg = {"tv_bound": tv_bound, "confidence": confidence, "initial_per_leaf": initial_per_leaf,
+                    "round_items": round_items, "max_rounds": max_rounds, "temperature": select_temperature,
+                    "w_max": select_w_max, "accuracy": select_accuracy} if adaptive else None
     cfg = _profile_config(backend_kwargs, generation, prior_strength=prior_strength, sample=sample,
-                          sample_seed=sample_seed, grading_processes=grading_processes)
+                          sample_seed=sample_seed, grading_processes=grading_processes, adaptive=adaptive_cfg)
     res = run_profile(skills, out, cfg, tree=None if tree is None else resolve_tree(tree, on_duplicate), force=force)
     if res.skipped:
         console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
@@ -100,7 +113,13 @@ def _profile_config(backend_kwargs: dict[str, Any], generation: dict[str, Any], 
 def _print_profile_summary(res: Any, out: Path) -> None:
     """The sample's spread over leaves, the overall accuracy, and the ten weakest leaves."""
     c = res.counts
-    if res.per_leaf_sampled:
+    adaptive = (res.skill_profile.get("sample") or {}).get("adaptive")
+    if adaptive:
+        console.print(f"adaptive profiling: {c.get('items_profiled')} items in {adaptive['rounds']} round(s), "
+                      f"stopped: {adaptive['stop_reason']} (TV quantile {adaptive['tv_quantile']:.4f}, bound "
+                      f"{adaptive['tv_bound']:g} at {adaptive['confidence']:g}; see {out / 'adaptive.json'})",
+                      highlight=False)
+    if res.per_leaf_sampled and not adaptive:
         per = sorted(res.per_leaf_sampled.values())
         console.print(
             f"stratified sample: {c.get('items_profiled')} items over {len(per)} leaves "

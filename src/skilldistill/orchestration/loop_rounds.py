@@ -73,7 +73,7 @@ def round_profile_config(run: StageRunner, model: str, loop: LoopConfig, earlier
 def profile_round(run: StageRunner, rd: str, loop: LoopConfig, state: LoopState, upstream: UpstreamFingerprints) -> None:
     """Profile the round before's model; later steps of this round select from that profile."""
     prof_cfg = round_profile_config(run, state.model, loop, state.earlier)
-    state.fp_profile = run.step(f"{rd}/profile", "profile", prof_cfg.model_dump(mode="json"),
+    state.fp_profile = run.step(f"{rd}/profile", "profile", prof_cfg.fingerprint_dict(),
                                 [upstream.annotate, state.fp_model, *state.fp_earlier],
                                 lambda clean: profile_trained_model(run, rd, prof_cfg, clean))
     state.profile_json, state.item_profile = run.path(rd, "profile", "skill_profile.json"), run.path(rd, "profile", "profile.parquet")

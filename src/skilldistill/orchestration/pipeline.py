@@ -132,7 +132,7 @@ class Pipeline(StageRunner):
         fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, hash_obj(tree.to_dict())],
                              lambda clean: annotate_stage(self, tree, clean))
         profile_cfg = self.profile_config()
-        fp_profile = self.step("profile", "profile", profile_cfg.model_dump(mode="json"), [fp_annot, fp_student],
+        fp_profile = self.step("profile", "profile", profile_cfg.fingerprint_dict(), [fp_annot, fp_student],
                                lambda clean: profile_stage(self, "profile", profile_cfg, tree, clean))
         if r.evaluate.base and pool is None:  # serially: after profile, where `skilldistill plan` lists it
             evaluate_base(self, base, eval_cfg)

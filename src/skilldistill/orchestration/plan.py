@@ -77,6 +77,7 @@ def plan_recipe(recipe: Any, *, run_dir: str | Path | None = None, force_from: s
 
     totals = {k: total(k) for k in ("llm_calls", "prompt_tokens", "generated_tokens", "training_tokens", "gpu_hours")}
     totals["gpu_hours_to_run"] = total("gpu_hours", only_to_run=True)
+    totals.update(_profiling_both_ways(stages, totals))
     pool = est.pool_items()
     over = [s.items for s in stages if s.kind == "select" and s.items and pool and s.items > pool]
     if over:  # the estimates follow the budget: say what they then are
@@ -102,7 +103,7 @@ def stage_cost(st: dict[str, Any], planned: list[dict[str, Any]], pipe: Pipeline
     elif kind == "annotate":
         annotate_cost(c, est, tree, gen_tps)
     elif kind == "profile":
-        profile_cost(c, cfg, folder, est, pipe)
+        profile_cost(c, cfg, folder, est, pipe, tree)
     elif kind == "select":
         c.items = cfg.get("budget")
     elif kind == "format":
@@ -116,6 +117,17 @@ def stage_cost(st: dict[str, Any], planned: list[dict[str, Any]], pipe: Pipeline
     if kind == "train" and train_tps and c.training_tokens:
         c.gpu_hours = c.training_tokens / train_tps / 3600
     return c
+
+
+def _profiling_both_ways(stages: list[StageCost], totals: dict[str, float | None]) -> dict[str, float | None]:
+    """Profiling's GPU-hours as planned and the other way (full pool <-> adaptive), and the run's total both ways."""
+    profiles = [s for s in stages if s.kind == "profile"]
+    if not profiles or totals.get("gpu_hours") is None or any(s.gpu_hours is None for s in profiles):
+        return {}
+    planned = sum(s.gpu_hours or 0.0 for s in profiles)
+    other = sum((s.profiling_alternative or {}).get("gpu_hours") or (s.gpu_hours or 0.0) for s in profiles)
+    return {"profile_gpu_hours": planned, "profile_gpu_hours_other_way": other,
+            "gpu_hours_other_way": (totals["gpu_hours"] or 0.0) - planned + other}
 
 
 def plan_json(plan: Plan) -> str:

@@ -136,6 +136,12 @@ class Recipe(BaseModel):
         data = copy.deepcopy(data)
         student = data.get("student") or {"model": DEMO_STUDENT}
         profile = data.setdefault("profile", {})
+        select = data.get("select") if isinstance(data.get("select"), dict) else {}
+        if isinstance(profile, dict) and isinstance(profile.get("adaptive"), dict):
+            # adaptive profiling aims at the selection the recipe makes: its settings unless given
+            for key in ("temperature", "w_max", "accuracy"):
+                if key in select:
+                    profile["adaptive"].setdefault(key, select[key])
         if isinstance(profile, dict):
             gen = profile.setdefault("generation", {})
             if isinstance(gen, dict):
@@ -151,6 +157,7 @@ class Recipe(BaseModel):
             raise ValueError("'student' is required unless the recipe has a 'demo' section")
         self._check_report_arms()
         self._check_arm_overrides()
+        self._check_adaptive_profiling()
         try:  # evaluate.generation's overrides, checked now rather than when evaluation starts
             self.generation_for_eval(self.student.model)
         except ValidationError as e:
@@ -183,6 +190,17 @@ class Recipe(BaseModel):
                     self.arm_loop(arm).round_budgets(self.arm_select(arm, self.seeds[0]).budget, self.arm_rounds(arm))
                 except ValueError as e:
                     raise ValueError(f"arms.{i} ({arm.name}): {e}") from None
+
+    def _check_adaptive_profiling(self) -> None:
+        """Adaptive profiling profiles part of the pool: a selection that reads every item's
+        correctness (correct_portion) cannot run on it."""
+        if self.profile.adaptive is None:
+            return
+        for arm in self.arms:
+            if self.arm_select(arm, self.seeds[0]).correct_portion is not None:
+                raise ValueError(f"profile.adaptive: arm {arm.name!r} sets select.correct_portion, which needs the "
+                                 "correctness of every item it draws from; adaptive profiling grades only the items "
+                                 "it needs for the leaf accuracies (remove profile.adaptive, or correct_portion)")
 
     def _check_arm_names(self) -> None:
         names = [a.name for a in self.arms]

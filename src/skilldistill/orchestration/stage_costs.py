@@ -34,6 +34,9 @@ class StageCost:
     training_tokens: float | None = None
     gpu_hours: float | None = None
     notes: list[str] = field(default_factory=list)
+    # profiling: the other way of profiling (adaptive for a full profile, the full pool for an
+    # adaptive one), so plan shows both: {"items", "generated_tokens", "gpu_hours", "how"}
+    profiling_alternative: dict[str, Any] | None = None
 
 
 class Estimator:
@@ -49,6 +52,32 @@ class Estimator:
         self._pool_items: int | None = None
         self._pool_text_tokens: float | None = None
         self._calls_per_item: tuple[float, float | None, str] | None = None
+        self._adaptive: dict[tuple[Any, ...], tuple[int, str]] = {}
+
+    # -- adaptive profiling ------------------------------------------------------------
+    def adaptive_items(self, eligible: int, n: int, profile_cfg: dict[str, Any], tree: Any) -> tuple[int, str]:
+        """Items adaptive profiling would profile of ``eligible`` (its settings, else its defaults aimed at the
+        recipe's select section), by simulation (profile/simulation.py): the world is stated once in the
+        assumptions. The run's attributed pool gives the items' chains when it exists."""
+        from ..profile.config import AdaptiveConfig
+        from ..profile.simulation import WORLD, adaptive_items_estimate
+
+        sel = self.recipe.select
+        adaptive = profile_cfg.get("adaptive") or {"temperature": sel.temperature, "w_max": sel.w_max,
+                                                  "accuracy": sel.accuracy}
+        config = AdaptiveConfig.model_validate(adaptive)
+        key = (eligible, n, config.model_dump_json(), profile_cfg.get("prior_strength", 4.0))
+        if key not in self._adaptive:
+            skills = self.pipe.skills_path
+            chains = pq.read_table(skills, columns=["skills"]).column("skills").to_pylist() if skills.exists() else None
+            items, stop = adaptive_items_estimate(tree, eligible, n, config, key[3], chain_sets=chains)
+            self._adaptive[key] = (items, f"about {items:,} of {eligible:,} items for TV <= {config.tv_bound:g} at "
+                                          f"{config.confidence:g} ({stop}, simulated)")
+            note = (f"adaptive profiling estimates are simulated on a pool of the same size with the recipe's tree"
+                    f"{' and the attributed chains' if chains else ''}: {WORLD}")
+            if note not in self.assumptions:
+                self.assumptions.append(note)
+        return self._adaptive[key]
 
     # -- the pool ------------------------------------------------------------------
     def pool_items(self) -> int | None:
@@ -158,7 +187,7 @@ def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None
         c.notes.append("generated tokens: about 16 per decision (a short list of names)")
 
 
-def profile_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator, pipe: Any) -> None:
+def profile_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator, pipe: Any, tree: Any) -> None:
     gen = cfg["generation"]
     pool = est.pool_items()
     left_out = 0
@@ -166,25 +195,37 @@ def profile_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator
         p = Path(sel)
         p = p / "selection.parquet" if p.suffix != ".parquet" else p
         left_out += pq.read_metadata(p).num_rows if p.exists() else _budget_of_selection(p, pipe)
-    items = pool - left_out if pool is not None else None
-    if cfg.get("sample") and items is not None:
-        items = min(items, cfg["sample"])
-    c.items = items
-    n = gen.get("n", 1)
-    if items is None:
+    eligible = pool - left_out if pool is not None else None
+    if eligible is None:
         return
-    samples = items * n
+    n = gen.get("n", 1)
+    adaptive_items, adaptive_how = est.adaptive_items(eligible, n, cfg, tree)
+    full_items = min(eligible, cfg["sample"]) if cfg.get("sample") else eligible
+    items = adaptive_items if cfg.get("adaptive") else full_items
+    c.items = items
     prompt_len, mean_len = _measured_tokens(folder / "generations.parquet")
     cap = gen.get("max_new_tokens")
-    c.generated_tokens = samples * (mean_len if mean_len is not None else cap)
-    c.notes.append(f"{samples:,} samples ({items:,} items x n={n}); "
+    per_answer = mean_len if mean_len is not None else cap
+    c.generated_tokens = items * n * per_answer
+    c.notes.append(f"{items * n:,} samples ({items:,} items x n={n}); "
                    + (f"{mean_len:.0f} tokens per answer (an earlier run of this stage)" if mean_len is not None
                       else f"≤ {cap} tokens per answer (the cap)"))
+    if cfg.get("adaptive"):
+        c.notes.append(f"adaptive profiling: {adaptive_how}")
     if prompt_len is not None:
-        c.prompt_tokens = samples * prompt_len
+        c.prompt_tokens = items * n * prompt_len
     elif (qtok := est.pool_text_tokens()) is not None:
-        c.prompt_tokens = samples * qtok * 0.3  # the question part of question + response
+        c.prompt_tokens = items * n * qtok * 0.3  # the question part of question + response
         c.notes.append("prompt tokens: about 0.3 of the pool's question + response length per item")
+    other = full_items if cfg.get("adaptive") else adaptive_items
+    if other != items:
+        gps = est.settings.generation_tokens_per_s
+        c.profiling_alternative = {
+            "items": other, "generated_tokens": other * n * per_answer,
+            "gpu_hours": other * n * per_answer / gps / 3600 if gps else None,
+            "how": ("the full pool (no profile.adaptive)" if cfg.get("adaptive")
+                    else f"profile.adaptive with its defaults: {adaptive_how}"),
+        }
 
 
 def _budget_of_selection(path: Path, pipe: Any) -> int:

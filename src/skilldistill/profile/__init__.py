@@ -18,13 +18,14 @@ One job per module:
 - :mod:`.config`: :class:`ProfileConfig` (light).
 - :mod:`.pool`: read and check the annotated pool; the tree of its chains.
 - :mod:`.stratify`: the stratified sample by leaf (``--sample``).
+- :mod:`.adaptive`: adaptive profiling in rounds until the selection distribution is stable (``adaptive``).
 - :mod:`.accuracy`: per-node counts, Beta smoothing toward the parent, intervals.
 - :mod:`.plot`: ``skill_profile.png``.
 - :mod:`.stage`: :func:`run_profile`, the stage function.
 
 Artifacts (in ``out_dir``): ``generations.jsonl`` / ``generations.parquet`` (samples),
 ``grades.parquet`` (per sample), ``profile.parquet`` (per item), ``skill_profile.json``
-(per node), ``skill_profile.png`` (per-leaf plot), ``sample.json`` (with ``sample``),
+(per node), ``skill_profile.png`` (per-leaf plot), ``sample.json`` (with ``sample``), ``adaptive.json`` (with ``adaptive``),
 ``manifest.json``. See docs/profile.md.
 """
 
@@ -33,6 +34,10 @@ from ..lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "CHAIN_SEP": "skilldistill.tree",
     "ProfileConfig": ".config",
+    "AdaptiveConfig": ".config",
+    "AdaptivePlan": ".adaptive",
+    "selection_distribution": ".adaptive",
+    "total_variation": ".adaptive",
     "load_pool": ".pool",
     "has_gold": ".pool",
     "tree_from_chains": ".pool",
@@ -46,6 +51,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "GRADES_PARQUET": ".stage",
     "PROFILE_PARQUET": ".stage",
     "SAMPLE_JSON": ".stage",
+    "ADAPTIVE_JSON": ".stage",
+    "item_rows": ".stage",
     "SKILL_PROFILE_JSON": ".stage",
     "SKILL_PROFILE_PNG": ".stage",
     "ProfileResult": ".stage",

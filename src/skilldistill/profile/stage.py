@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..artifacts import (
@@ -33,6 +34,7 @@ from ..grading import grade_many
 from ..llm.base import ChatBackend
 from ..tree import SkillTree
 from .accuracy import skill_stats
+from .adaptive import STOP_ROUNDS, AdaptivePlan
 from .config import ProfileConfig
 from .plot import plot_skill_profile
 from .pool import has_gold, load_pool, tree_from_chains
@@ -45,6 +47,7 @@ GRADES_PARQUET = "grades.parquet"
 SKILL_PROFILE_JSON = "skill_profile.json"
 SKILL_PROFILE_PNG = "skill_profile.png"
 SAMPLE_JSON = "sample.json"
+ADAPTIVE_JSON = "adaptive.json"
 
 GRADES_SCHEMA = pa.schema(
     [
@@ -102,6 +105,7 @@ class _ProfileRun:
     pool: list[dict[str, Any]] = field(default_factory=list)  # the items profiled
     per_leaf_sampled: dict[str, int] = field(default_factory=dict)
     item_rows: list[dict[str, Any]] = field(default_factory=list)
+    adaptive: dict[str, Any] | None = None  # adaptive.json, when profiled in rounds
 
     @property
     def tree_source(self) -> str:
@@ -109,7 +113,7 @@ class _ProfileRun:
 
     @property
     def config_json(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
+        return self.config.fingerprint_dict()
 
 
 @locked_stage("profile")
@@ -140,7 +144,10 @@ def run_profile(
     # From here on the folder's files change: the old manifest no longer certifies them.
     (run.out_dir / "manifest.json").unlink(missing_ok=True)
     _choose_items(run)
-    grade_rows = _sample_and_grade(run, backend, progress, show_progress)
+    if config.adaptive is None:
+        grade_rows = _sample_and_grade(run, run.pool, backend, progress, show_progress)
+    else:
+        grade_rows = _profile_in_rounds(run, backend, progress, show_progress)
     _write_item_profile(run, grade_rows)
     counts, overall = _write_skill_profile(run)
     write_manifest(
@@ -150,7 +157,7 @@ def run_profile(
         counts=counts,
         wall_time_s=round(time.time() - run.started, 2),
         artifacts=[GENERATIONS_PARQUET, GRADES_PARQUET, PROFILE_PARQUET, SKILL_PROFILE_JSON]
-        + ([SKILL_PROFILE_PNG] if config.plot else []),
+        + ([SKILL_PROFILE_PNG] if config.plot else []) + ([ADAPTIVE_JSON] if config.adaptive else []),
     )
     return ProfileResult(run.out_dir, counts, overall.get("accuracy"), run.per_leaf_sampled)
 
@@ -219,35 +226,80 @@ def _choose_items(run: _ProfileRun) -> None:
                     len(run.per_leaf_sampled))
 
 
-def _sample_and_grade(run: _ProfileRun, backend: ChatBackend | None, progress: Callable[[int], None] | None,
-                      show_progress: bool) -> list[dict[str, Any]]:
-    """Sample the student on the pool, grade every sample; writes ``grades.parquet``."""
+def _sample_and_grade(run: _ProfileRun, items: list[dict[str, Any]], backend: ChatBackend | None,
+                      progress: Callable[[int], None] | None, show_progress: bool,
+                      graded: dict[tuple[str, int], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Sample the student on ``items``, grade every sample not in ``graded`` (an earlier round's
+    grades, keyed by item and sample); writes ``grades.parquet`` for all of them."""
     gen_table = run_generation(
-        run.pool, run.out_dir, run.config.generation, backend=backend, source=str(run.skills_parquet),
+        items, run.out_dir, run.config.generation, backend=backend, source=str(run.skills_parquet),
         show_progress=show_progress,
     )
     gens = gen_table.select(["id", "sample", "response", "finish_reason"]).to_pylist()
-    gold_of = {it["id"]: it["answer"] for it in run.pool}
+    graded = graded if graded is not None else {}
+    todo = [g for g in gens if (g["id"], g["sample"]) not in graded]
+    gold_of = {it["id"]: it["answer"] for it in items}
     grades = _grade_with_progress(
-        [gold_of[g["id"]] for g in gens], [g["response"] for g in gens], run.config, progress, show_progress
+        [gold_of[g["id"]] for g in todo], [g["response"] for g in todo], run.config, progress, show_progress
     )
-    grade_rows = []
-    for g, r in zip(gens, grades, strict=True):
+    for g, r in zip(todo, grades, strict=True):
         # A sample is truncated when <think> never closed or the token cap was hit; a
         # truncated sample is wrong even when a \boxed{} before the cut matches the gold.
         truncated = r.truncated or g["finish_reason"] == "length"
-        grade_rows.append(
-            {
-                "id": g["id"],
-                "sample": g["sample"],
-                "pred": r.pred,
-                "correct": bool(r.correct) and not truncated,
-                "truncated": truncated,
-                "finish_reason": g["finish_reason"],
-                "error": r.error,
-            }
-        )
+        graded[(g["id"], g["sample"])] = {
+            "id": g["id"],
+            "sample": g["sample"],
+            "pred": r.pred,
+            "correct": bool(r.correct) and not truncated,
+            "truncated": truncated,
+            "finish_reason": g["finish_reason"],
+            "error": r.error,
+        }
+    grade_rows = [graded[(g["id"], g["sample"])] for g in gens]
     write_parquet(run.out_dir / GRADES_PARQUET, pa.Table.from_pylist(grade_rows, schema=GRADES_SCHEMA))
+    return grade_rows
+
+
+def _profile_in_rounds(run: _ProfileRun, backend: ChatBackend | None, progress: Callable[[int], None] | None,
+                       show_progress: bool) -> list[dict[str, Any]]:
+    """``profile.adaptive``: rounds of sampling and grading, each round's items chosen from the
+    grades so far (profile/adaptive.py), until the selection distribution is within the bound;
+    ``adaptive.json`` is rewritten after every round. One backend serves every round."""
+    config = run.config
+    plan = AdaptivePlan(run.with_gold, config.adaptive, n_samples=config.generation.n,
+                        prior_strength=config.prior_strength, tree=run.tree, seed=config.sample_seed)
+    own_backend = backend is None
+    if backend is None:
+        from ..llm.factory import make_backend
+
+        backend = make_backend(config.generation.backend)  # once, not once per round
+    graded: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        new = plan.first_round()
+        while True:
+            items = [run.with_gold[i] for i in np.flatnonzero(plan.profiled)]
+            grade_rows = _sample_and_grade(run, items, backend, progress, show_progress, graded)
+            assessment = plan.assess(item_rows(items, grade_rows, config.solved_threshold),
+                                     np.random.default_rng([config.sample_seed, len(plan.rounds)]))
+            rec = plan.record(assessment, len(new))
+            plan.stop_reason = plan.should_stop(assessment)
+            run.adaptive = plan.summary(assessment)
+            write_json(run.out_dir / ADAPTIVE_JSON, run.adaptive)
+            logger.info("adaptive profiling, round %d: +%d items (%d of %d profiled), TV quantile %.4f (bound %g)%s",
+                        rec.round, rec.items_added, rec.items_profiled, len(run.with_gold), rec.tv_quantile,
+                        config.adaptive.tv_bound, f": stop, {plan.stop_reason}" if plan.stop_reason else "")
+            if plan.stop_reason is not None:
+                break
+            new = plan.next_round(assessment)
+    finally:
+        if own_backend:
+            backend.close()
+    if plan.stop_reason == STOP_ROUNDS:
+        logger.warning("adaptive profiling stopped after max_rounds (%d) with the TV quantile at %.4f, above its "
+                       "bound %g: see %s", config.adaptive.max_rounds, run.adaptive["tv_quantile"],
+                       config.adaptive.tv_bound, run.out_dir / ADAPTIVE_JSON)
+    run.pool = items
+    run.per_leaf_sampled = {leaf["leaf"]: leaf["items_profiled"] for leaf in run.adaptive["leaves"]}
     return grade_rows
 
 
@@ -273,27 +325,35 @@ def _grade_with_progress(golds, responses, config: ProfileConfig, progress, show
         )
 
 
-def _write_item_profile(run: _ProfileRun, grade_rows: list[dict[str, Any]]) -> None:
-    """Per item: samples, correct, accuracy, solved; writes ``profile.parquet``."""
+def item_rows(items: list[dict[str, Any]], grade_rows: list[dict[str, Any]],
+              solved_threshold: float) -> list[dict[str, Any]]:
+    """Per item: samples, correct, accuracy, solved, truncated, grading errors, skills."""
     by_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in grade_rows:
         by_item[r["id"]].append(r)
-    for it in run.pool:
+    rows = []
+    for it in items:
         rs = by_item[it["id"]]
         n_s, n_c = len(rs), sum(r["correct"] for r in rs)
         acc = n_c / n_s if n_s else None
-        run.item_rows.append(
+        rows.append(
             {
                 "id": it["id"],
                 "n_samples": n_s,
                 "n_correct": n_c,
                 "accuracy": acc,
-                "solved": acc is not None and acc >= run.config.solved_threshold,
+                "solved": acc is not None and acc >= solved_threshold,
                 "n_truncated": sum(r["truncated"] for r in rs),
                 "n_grading_errors": sum(r["error"] is not None for r in rs),
                 "skills": it["skills"],
             }
         )
+    return rows
+
+
+def _write_item_profile(run: _ProfileRun, grade_rows: list[dict[str, Any]]) -> None:
+    """Per item: samples, correct, accuracy, solved; writes ``profile.parquet``."""
+    run.item_rows = item_rows(run.pool, grade_rows, run.config.solved_threshold)
     write_parquet(run.out_dir / PROFILE_PARQUET, pa.Table.from_pylist(run.item_rows, schema=PROFILE_SCHEMA))
 
 
@@ -316,7 +376,11 @@ def _write_skill_profile(run: _ProfileRun) -> tuple[dict[str, Any], dict[str, An
         "solved_threshold": config.solved_threshold,
         "counts": counts,
         "overall": overall,
-        "sample": {"n_pool": len(run.with_gold), "n_sampled": len(run.pool), "per_leaf": run.per_leaf_sampled}
+        "sample": {"n_pool": len(run.with_gold), "n_sampled": len(run.pool), "per_leaf": run.per_leaf_sampled,
+                   **({"adaptive": {k: run.adaptive[k] for k in ("stop_reason", "bound_met", "tv_bound", "confidence",
+                                                                "tv_quantile")} | {"rounds": len(run.adaptive["rounds"]),
+                                                                                   "file": ADAPTIVE_JSON}}
+                      if run.adaptive else {})}
         if run.per_leaf_sampled else None,
         "nodes": nodes,
     }
