@@ -39,6 +39,8 @@ def select_cmd(
     difficulty_range: str = config_option(
         SelectConfig, "difficulty_range", "--difficulty-range", help="difficulty: inclusive pass-rate range LOW,HIGH.",
         default=",".join(str(x) for x in field_default(SelectConfig, "difficulty_range"))),
+    length_unit: str = config_option(SelectConfig, "length_unit", "--length-unit"),
+    diversity_stratify: str = config_option(SelectConfig, "diversity_stratify", "--diversity-stratify"),
     max_tokens: int | None = config_option(SelectConfig, "max_tokens", "--max-tokens"),
     tokenizer: str | None = config_option(SelectConfig, "tokenizer", "--tokenizer"),
     gguf_file: str | None = config_option(SelectConfig, "gguf_file", "--gguf-file"),
@@ -48,7 +50,8 @@ def select_cmd(
     exclude_selection: list[Path] = config_option(SelectConfig, "exclude_selections", "--exclude-selection"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
-    """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, or by difficulty."""
+    """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, by difficulty, or a
+    field baseline (all: the whole eligible pool; length: longest responses; diversity: k-center on embeddings)."""
     try:
         lo_hi = [float(x) for x in difficulty_range.split(",")]
     except ValueError:
@@ -62,7 +65,8 @@ def select_cmd(
             min_profile_overlap=min_profile_overlap,
             correct_portion_scope=correct_portion_scope, max_depth=max_depth,  # type: ignore[arg-type]
             unprofiled_leaves=unprofiled_leaves, only_skill=only_skill, difficulty_field=difficulty_field,  # type: ignore[arg-type]
-            difficulty_range=(lo_hi[0], lo_hi[1]),
+            difficulty_range=(lo_hi[0], lo_hi[1]), length_unit=length_unit,  # type: ignore[arg-type]
+            diversity_stratify=diversity_stratify,  # type: ignore[arg-type]
             tokenizer=tokenizer, gguf_file=gguf_file, example=ExampleFormat(style=style),  # type: ignore[arg-type]
             exclude=exclude, exclude_selections=[str(p) for p in exclude_selection],
         )
@@ -72,10 +76,12 @@ def select_cmd(
     r = res.report
     if res.skipped:
         console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
-    colour = "green" if r["selected"] >= cfg.budget else "yellow"
-    console.print(f"[{colour}]selected {r['selected']} of {cfg.budget}[/{colour}] ({r['stop_reason']})")
+    colour = "green" if r["shortfall"] <= 0 else "yellow"
+    of = "" if r.get("budget_ignored") else f" of {cfg.budget}"
+    console.print(f"[{colour}]selected {r['selected']}{of}[/{colour}] ({r['stop_reason']})")
     for m in r.get("messages", []):
         console.print(f"[yellow]{m}[/yellow]")
+    _print_strategy_detail(r.get("strategy_detail"))
     if r.get("leaf_table"):
         table = Table("leaf", "pool", "acc", "target", "realised", title="top leaves by target share")
         for row in sorted(r["leaf_table"], key=lambda x: -x["target_p"])[:15]:
@@ -90,6 +96,22 @@ def select_cmd(
             f"(smoothed {r['kl_target_realised_smoothed']})"
         )
     console.print(f"wrote {out / 'selection.parquet'}")
+
+
+def _print_strategy_detail(detail: dict | None) -> None:
+    """A line or a table of what a baseline strategy did (the report's ``strategy_detail``)."""
+    if not detail:
+        return
+    if "unit" in detail and detail.get("selected_lengths"):
+        sel, pool = detail["selected_lengths"], detail["pool_lengths"]
+        console.print(f"response length ({detail['unit']}): selected {sel['min']}-{sel['max']} "
+                      f"(median {sel['median']:g}), pool {pool['min']}-{pool['max']} (median {pool['median']:g})")
+    if detail.get("strata"):
+        table = Table("stratum", "eligible", "budget", "selected", "radius", title=f"k-center ({detail['stratify']})")
+        for s in detail["strata"]:
+            table.add_row(s["stratum"], str(s["eligible"]), str(s["budget"]), str(s["selected"]),
+                          "" if s["covering_radius"] is None else f"{s['covering_radius']:.3f}")
+        console.print(table)
 
 
 def _first_error(e: ValidationError) -> str:

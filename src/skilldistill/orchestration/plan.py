@@ -44,6 +44,7 @@ from .stage_costs import (
     evaluate_cost,
     format_cost,
     profile_cost,
+    selected_items,
     train_cost,
 )
 
@@ -105,9 +106,11 @@ def stage_cost(st: dict[str, Any], planned: list[dict[str, Any]], pipe: Pipeline
     elif kind == "profile":
         profile_cost(c, cfg, folder, est, pipe, tree)
     elif kind == "select":
-        c.items = cfg.get("budget")
+        c.items = selected_items(cfg, est.pool_items())
+        if cfg.get("strategy") == "all":
+            c.notes.append("strategy all: every eligible item of the pool (the budget is ignored)")
     elif kind == "format":
-        format_cost(c, st, folder, planned)
+        format_cost(c, st, folder, planned, est.pool_items())
     elif kind == "train":
         train_cost(c, st, planned, est, pipe)
     elif kind == "evaluate":

@@ -252,19 +252,27 @@ def _measured_tokens(generations: Path) -> tuple[float | None, float | None]:
     return mean("prompt_tokens"), mean("completion_tokens")
 
 
-def format_cost(c: StageCost, st: dict[str, Any], folder: Path, planned: list[dict[str, Any]]) -> None:
-    c.items = format_items(st, planned)
+def selected_items(select_cfg: dict[str, Any], pool: int | None) -> int | None:
+    """Items a select stage takes: its budget, or the whole pool for ``strategy: all`` (at most the pool either way
+    is said in the assumptions)."""
+    if select_cfg.get("strategy") == "all":
+        return pool
+    return select_cfg.get("budget")
+
+
+def format_cost(c: StageCost, st: dict[str, Any], folder: Path, planned: list[dict[str, Any]], pool: int | None) -> None:
+    c.items = format_items(st, planned, pool)
     rep = folder / "report.json"
     if rep.exists():  # one pass over the data; the train stage counts the epochs
         tok = read_json(rep).get("tokens") or {}
         c.notes.append(f"{tok.get('total', 0):,} tokens in the formatted examples")
 
 
-def format_items(st: dict[str, Any], planned: list[dict[str, Any]]) -> int | None:
-    """Examples a format stage writes: its selection's budget (every slice so far with replay)."""
+def format_items(st: dict[str, Any], planned: list[dict[str, Any]], pool: int | None) -> int | None:
+    """Examples a format stage writes: its selection's items (every slice so far with replay)."""
     key = st["key"]
     sel_key = key[: -len("format")] + "select" if key.endswith("/format") else key.replace("format/", "select/", 1)
-    budgets = {p["key"]: p["config"].get("budget") for p in planned if p["kind"] == "select"}
+    budgets = {p["key"]: selected_items(p["config"], pool) for p in planned if p["kind"] == "select"}
     slices = st["config"].get("slices", 1) if isinstance(st["config"], dict) else 1
     if slices > 1 and key.startswith("rounds/"):
         base = key.rsplit("/round", 1)[0]
@@ -277,7 +285,7 @@ def train_cost(c: StageCost, st: dict[str, Any], planned: list[dict[str, Any]], 
     key = st["key"]
     fmt_key = key[: -len("train")] + "format" if key.endswith("/train") else key.replace("train/", "format/", 1)
     fmt = next((p for p in planned if p["key"] == fmt_key), None)
-    c.items = format_items(fmt, planned) if fmt else None
+    c.items = format_items(fmt, planned, est.pool_items()) if fmt else None
     epochs = float(st["config"].get("num_train_epochs") or 1)
     rep = pipe.path(fmt_key, "report.json")
     mean = None
@@ -345,4 +353,4 @@ def _benchmark_problems(c: StageCost, ev: Any, name: str, demo: Any) -> int:
 
 
 __all__ = ["BENCHMARK_SIZES", "Estimator", "StageCost", "annotate_cost", "demo_cost", "evaluate_cost",
-           "format_cost", "format_items", "profile_cost", "train_cost"]
+           "format_cost", "format_items", "selected_items", "profile_cost", "train_cost"]

@@ -23,6 +23,15 @@ Strategies (all reproducible from ``seed``; one module each under ``strategies``
 - ``difficulty`` (the authors' difficulty baseline): uniform over the items whose pass rate
   (``difficulty_field`` in the row or its ``meta``, OpenMathReasoning's
   ``pass_rate_72b_tir``) lies in ``difficulty_range`` (default [0.25, 0.625], inclusive).
+- ``all`` (the paper's full-pool baseline): every eligible item; the budget is ignored.
+- ``length`` ("Long Is More", Zhao et al. 2024): the longest teacher responses first
+  (``length_unit``: characters or student tokens), ties in an order drawn from the seed.
+- ``diversity`` (k-center greedy, Sener & Savarese 2018): the item farthest from the chosen
+  ones, by cosine distance of MiniLM question embeddings (cached in the select folder), the
+  first center drawn with the seed; ``diversity_stratify: top_level`` splits the budget
+  evenly over the top-level skills first (s1's domain-uniform sampling).
+
+The field's baselines (``all``, ``length``, ``diversity``) ignore the skill profile.
 
 Variants the authors' experiments use (docs/select.md lists where each differs from their
 scripts): ``max_depth`` (chains cut to this depth before leaves are computed),
@@ -62,6 +71,10 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "largest_remainder": ".strategies.quota",
     "draw_forced": ".strategies.forced",
     "parse_pass_rate": ".strategies.difficulty",
+    "draw_all": ".strategies.all_items",
+    "draw_length": ".strategies.length_first",
+    "k_center": ".strategies.diversity",
+    "split_evenly": ".strategies.diversity",
     "balance_leaves": ".strategies.correct_portion",
     "read_selected_ids": ".pool",
     "selection_file": ".pool",

@@ -10,16 +10,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..format.config import ExampleFormat
 
-Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty"]
+Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty", "all", "length", "diversity"]
 Accuracy = Literal["smoothed", "raw"]
 CorrectPortionScope = Literal["budget", "leaf"]
 UnprofiledLeaves = Literal["ancestor", "exclude"]
+LengthUnit = Literal["chars", "tokens"]
+DiversityStratify = Literal["none", "top_level"]
 
 # The files of a selection folder.
 SELECTION = "selection.parquet"
 REPORT = "report.json"
 PLOT = "distribution.png"
 LEAF_TABLE = "leaf_distribution.csv"
+EMBEDDINGS = "question_embeddings.npz"  # the diversity strategy's question embeddings, reused by a rerun
 
 MAX_BUDGET = 10**9  # items: far above any SFT set, and what the quota arithmetic handles exactly
 MAX_SEED = 2**63 - 1
@@ -28,6 +31,9 @@ MAX_WEIGHT = 1e300  # w_max ** temperature: the largest leaf weight, still finit
 
 # Settings that can only refuse a selection, never change one.
 CHECK_ONLY_FIELDS = {"min_profile_overlap"}
+# Settings added later, left out of the fingerprint at their default (what selections made before
+# them did), so recipes and run folders made before them keep their fingerprint.
+LATER_FIELD_DEFAULTS: dict[str, Any] = {"length_unit": "chars", "diversity_stratify": "none"}
 
 
 class SelectConfig(BaseModel):
@@ -35,7 +41,8 @@ class SelectConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Strategy = Field("skill", description="random | skill | skill-quota | forced | difficulty.")
+    strategy: Strategy = Field("skill", description="random | skill | skill-quota | forced | difficulty | all | "
+                               "length | diversity.")
     budget: int = Field(1000, ge=1, le=MAX_BUDGET, description="Number of unique items to select.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed (every strategy is reproducible from it).")
     temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False,
@@ -63,6 +70,12 @@ class SelectConfig(BaseModel):
     difficulty_field: str = Field("pass_rate_72b_tir", description="difficulty strategy: the pass-rate field "
                                   "(a column, or a key of the meta JSON).")
     difficulty_range: tuple[float, float] = Field((0.25, 0.625), description="difficulty strategy: inclusive pass-rate range.")
+    length_unit: LengthUnit = Field(
+        "chars", description="length strategy: response length in characters, or in student tokens (tokens: needs "
+        "the tokenizer; the response text alone, no chat template).")
+    diversity_stratify: DiversityStratify = Field(
+        "none", description="diversity strategy: none (k-center over the whole pool), or top_level (the budget split "
+        "evenly over the top-level skills of the items' first chains, k-center inside each).")
     max_tokens: int | None = Field(None, ge=1, le=10**7, description="Drop items whose formatted example is longer (student tokenizer).")
     tokenizer: str | None = Field(None, description="Student tokenizer for max_tokens: hub id, folder or .gguf file.")
     gguf_file: str | None = Field(None, description="GGUF file name inside the tokenizer folder.")
@@ -82,8 +95,10 @@ class SelectConfig(BaseModel):
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """The config as the stage and the pipeline fingerprint it: checks that only refuse
-        (``min_profile_overlap``) leave it out, so run folders made before them stay done."""
-        return self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS)
+        (``min_profile_overlap``) leave it out, and so do later settings at their default
+        (``LATER_FIELD_DEFAULTS``), so run folders made before them stay done."""
+        d = self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS)
+        return {k: v for k, v in d.items() if not (k in LATER_FIELD_DEFAULTS and v == LATER_FIELD_DEFAULTS[k])}
 
     @model_validator(mode="after")
     def _weight_cap_is_finite(self) -> SelectConfig:

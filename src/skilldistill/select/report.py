@@ -49,9 +49,12 @@ def shortfall_messages(drawn: list[DrawnPart], config: SelectConfig, pool: dict)
     return out
 
 
-def build_report(run: SelectRun) -> dict[str, Any]:
-    """``report.json`` of a finished draw (its keys in a fixed order)."""
+def build_report(run: SelectRun, strategy_detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``report.json`` of a finished draw (its keys in a fixed order); ``strategy_detail``: what a
+    baseline strategy (all, length, diversity) did, under that key."""
     report = _summary(run)
+    if strategy_detail is not None:
+        report["strategy_detail"] = strategy_detail
     if run.length_check is not None:
         report["length"] = {
             "max_tokens": run.config.max_tokens, "checked": len(run.length_check.lengths),
@@ -70,12 +73,18 @@ def build_report(run: SelectRun) -> dict[str, Any]:
 def _summary(run: SelectRun) -> dict[str, Any]:
     config = run.config
     n_sel = len(run.items)
+    if config.strategy == "all":  # the whole eligible pool: the budget plays no part
+        aimed = sum(part.budget for part in run.drawn)
+        head: dict[str, Any] = {"budget_ignored": True, "shortfall": aimed - n_sel,
+                                "stop_reason": "; ".join(run.messages) or "every eligible item (budget ignored)"}
+    else:
+        head = {"shortfall": config.budget - n_sel,
+                "stop_reason": "budget met" if n_sel >= config.budget else "; ".join(run.messages)}
     return {
         "strategy": config.strategy,
         "budget": config.budget,
         "selected": n_sel,
-        "shortfall": config.budget - n_sel,
-        "stop_reason": "budget met" if n_sel >= config.budget else "; ".join(run.messages),
+        **head,
         "messages": run.messages,
         "seed": config.seed,
         "pool": run.pool.summary,

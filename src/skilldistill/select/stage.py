@@ -29,15 +29,18 @@ from ..artifacts import (
 )
 from ..errors import ConfigError, InputError
 from ..tree import CHAIN_SEP
-from .config import LEAF_TABLE, PLOT, REPORT, SELECTION, SelectConfig
+from .config import EMBEDDINGS, LEAF_TABLE, PLOT, REPORT, SELECTION, SelectConfig
 from .length import length_check
 from .plot import plot_distribution
 from .pool import filter_pool, read_exclusions, scan_pool, take_rows
 from .report import build_report, leaf_csv, shortfall_messages
 from .state import DrawnPart, SelectRun
+from .strategies.all_items import AllItems
 from .strategies.correct_portion import BudgetPart, balance_leaves, split_budget
+from .strategies.diversity import Diversity, check_embedding_model, prepare_diversity
 from .strategies.draw import Draw
 from .strategies.forced import draw_forced
+from .strategies.length_first import LengthFirst, measure_lengths
 from .strategies.quota import draw_quota
 from .strategies.random import draw_random
 from .strategies.skill import draw_skill
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 
 # Strategies drawn from the leaf weights: they need the skill profile.
 _WEIGHTED = ("skill", "skill-quota", "forced")
+# The field's baselines: they ignore the profile; each is an object measuring the pool once, then drawing each part.
+_BASELINES = ("all", "length", "diversity")
+Baseline = AllItems | LengthFirst | Diversity
 
 
 @dataclass
@@ -85,9 +91,10 @@ def run_select(
     _read_pool(run, item_profile, progress)
     _weigh_leaves(run, profile_json)
     run.length_check = length_check(run.src, run.columns, run.config, tokenizer)
-    _draw(run, progress)
+    baseline = _prepare_baseline(run, tokenizer, progress)
+    _draw(run, baseline, progress)
     _write_selection(run)
-    report = build_report(run)
+    report = build_report(run, _baseline_report(run, baseline))
     _write_report(run, report, plot)
     return _finish(run, report, started)
 
@@ -132,6 +139,13 @@ def _check_config(config: SelectConfig, profile_json: str | Path | None, item_pr
         raise ConfigError(f"difficulty_range must be 0 <= low <= high <= 1, got {list(config.difficulty_range)}")
     if config.max_tokens is not None and tokenizer is None and config.tokenizer is None:
         raise ConfigError("max_tokens needs the student tokenizer (--tokenizer)")
+    if config.strategy == "all" and config.correct_portion is not None:
+        raise ConfigError("strategy 'all' takes every eligible item: correct_portion does not apply (drop it, or "
+                          "select only solved items with another strategy)")
+    if config.strategy == "length" and config.length_unit == "tokens" and tokenizer is None and config.tokenizer is None:
+        raise ConfigError("length_unit 'tokens' needs the student tokenizer (--tokenizer)")
+    if config.strategy == "diversity":
+        check_embedding_model()
 
 
 def _up_to_date(run: SelectRun) -> SelectResult | None:
@@ -146,8 +160,11 @@ def _read_pool(run: SelectRun, item_profile: str | Path | None, progress: bool) 
     """The pool, streamed by record batch (only small per-item arrays stay in memory), then filtered."""
     config, src = run.config, run.src
     run.columns = pq.read_schema(src).names
-    needs_skills = config.strategy in _WEIGHTED or config.only_skill is not None
-    for col in ("id",) + (("skills",) if needs_skills else ()) + (("question",) if run.exclusions.files else ()):
+    needs_skills = (config.strategy in _WEIGHTED or config.only_skill is not None
+                    or (config.strategy == "diversity" and config.diversity_stratify == "top_level"))
+    needs_text = {"length": "response", "diversity": "question"}.get(config.strategy)
+    for col in ("id",) + (("skills",) if needs_skills else ()) + (("question",) if run.exclusions.files else ()) + (
+            (needs_text,) if needs_text else ()):
         if col not in run.columns:
             raise InputError(f"missing column {col!r}", file=src, field=col)
     scan = scan_pool(src, run.columns, run.exclusions, item_profile, progress=progress)
@@ -163,7 +180,7 @@ def _weigh_leaves(run: SelectRun, profile_json: str | Path | None) -> None:
     if profile is not None:
         index = index.reorder(profile_order(index.keys, profile))
     run.index = index = index.restrict(pool.eligible)
-    if profile is None:
+    if profile is None or config.strategy in _BASELINES:
         return
     run.accuracy = leaf_accuracies(index.keys, profile, config.accuracy, file=profile_json)
     _check_profile_overlap(run, profile_json)
@@ -190,7 +207,49 @@ def _check_profile_overlap(run: SelectRun, profile_json: str | Path | None) -> N
                          f"another skill tree?", file=profile_json, field="nodes")
 
 
-def _draw(run: SelectRun, progress: bool) -> None:
+def _prepare_baseline(run: SelectRun, tokenizer: Any, progress: bool) -> Baseline | None:
+    """For the field's baselines: the pool checked non-empty, then measured once (response lengths,
+    question embeddings) before the parts are drawn; None for the skill strategies."""
+    config, pool = run.config, run.pool
+    if config.strategy not in _BASELINES:
+        return None
+    if pool.summary["eligible"] == 0:
+        raise InputError(f"no eligible item for strategy {config.strategy!r} ({_pool_counts(pool.summary)})",
+                         file=run.src)
+    if config.strategy == "all":
+        return AllItems()
+    if config.strategy == "length":
+        tok = None
+        if config.length_unit == "tokens":
+            from ..format.tokens import load_tokenizer
+
+            tok = (tokenizer if tokenizer is not None else run.length_check.tok if run.length_check is not None
+                   else load_tokenizer(config.tokenizer or "", config.gguf_file))
+        return measure_lengths(run.src, pool.eligible, config.length_unit, tok, config.tokenizer, progress=progress)
+    return prepare_diversity(run.src, pool.eligible, config.diversity_stratify, run.out / EMBEDDINGS,
+                             progress=progress)
+
+
+def _pool_counts(summary: dict[str, Any]) -> str:
+    """The pool section's counts in words: why nothing is left."""
+    words = [f"{k.replace('_', ' ')} {v}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)]
+    for key in ("only_skill", "difficulty"):
+        if isinstance(summary.get(key), dict):
+            got = summary[key].get("items", summary[key].get("in_range"))
+            words.insert(-1, f"{key.replace('_', ' ')} {got}")
+    return ", ".join(words)
+
+
+def _baseline_report(run: SelectRun, baseline: Baseline | None) -> dict[str, Any] | None:
+    """The report's ``strategy_detail``: what a baseline did (None for the skill strategies)."""
+    if baseline is None:
+        return None
+    ids = run.rows.column("id").to_pylist()
+    position = {int(item): k for k, item in enumerate(run.items.tolist())}
+    return baseline.report(run.pool.eligible, run.items, lambda item: ids[position[item]])
+
+
+def _draw(run: SelectRun, baseline: Baseline | None, progress: bool) -> None:
     """Each part of the budget drawn by the strategy, from one generator seeded by ``config.seed``."""
     from ..progress import StageProgress
 
@@ -203,14 +262,15 @@ def _draw(run: SelectRun, progress: bool) -> None:
         pool.summary["balanced_per_leaf"] = balance
     # The forced projection takes its solved share itself; a per-leaf balance has taken it already.
     portion = None if per_leaf or config.strategy == "forced" else config.correct_portion
-    parts = split_budget(pool.eligible, config.budget, pool.solved, portion)
+    budget = baseline.budget(pool.eligible, config.budget) if baseline is not None else config.budget
+    parts = split_budget(pool.eligible, budget, pool.solved, portion)
     with StageProgress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"selecting ({config.strategy})", total=config.budget)
+        task = bar.add_task(f"selecting ({config.strategy})", total=budget)
 
         def advance(k: int) -> None:
             bar.advance(task, k)
 
-        run.drawn = [_draw_part(run, part, rng, advance) for part in parts]
+        run.drawn = [_draw_part(run, part, rng, advance, baseline) for part in parts]
     run.items = np.array([i for part in run.drawn for i in part.draw.items], dtype=np.int64)
     run.leaves = np.array([lf for part in run.drawn for lf in part.draw.leaves], dtype=np.int64)
     run.messages = shortfall_messages(run.drawn, config, pool.summary)
@@ -218,11 +278,14 @@ def _draw(run: SelectRun, progress: bool) -> None:
         log.warning(m)
 
 
-def _draw_part(run: SelectRun, part: BudgetPart, rng: np.random.Generator, advance: Callable[[int], None]) -> DrawnPart:
+def _draw_part(run: SelectRun, part: BudgetPart, rng: np.random.Generator, advance: Callable[[int], None],
+               baseline: Baseline | None) -> DrawnPart:
     config, accept = run.config, run.length_check
     if part.budget == 0:
         return DrawnPart(part.name, Draw(), 0)
-    if config.strategy in ("random", "difficulty"):
+    if baseline is not None:
+        draw = baseline.draw(part.eligible, part.budget, rng, accept=accept, progress=advance, part=part.name)
+    elif config.strategy in ("random", "difficulty"):
         draw = draw_random(part.eligible, part.budget, rng, accept=accept, progress=advance)
     elif config.strategy == "forced":
         assert run.index is not None and run.weights is not None
@@ -278,5 +341,6 @@ def _finish(run: SelectRun, report: dict[str, Any], started: float) -> SelectRes
         run.out, config=run.config_json, inputs=run.inputs, wall_time_s=round(wall, 3),
         counts={"selected": report["selected"], "budget": run.config.budget, "eligible": run.pool.summary["eligible"]},
     )
-    log.info("selected %d of %d (%s) in %.2fs", report["selected"], run.config.budget, report["stop_reason"], wall)
+    of = "" if report.get("budget_ignored") else f" of {run.config.budget}"
+    log.info("selected %d%s (%s) in %.2fs", report["selected"], of, report["stop_reason"], wall)
     return SelectResult(run.out, report["selected"], run.config.budget, report)

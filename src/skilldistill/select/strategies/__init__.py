@@ -5,6 +5,9 @@
 - ``quota`` (``skill-quota``): the same target met by largest-remainder quotas.
 - ``forced`` (the authors' ``forced_distribution``): greedy projection onto the target.
 - ``difficulty`` (the authors' baseline): uniform over a pass-rate range.
+- ``all_items`` (``all``): the whole eligible pool, the full-pool baseline.
+- ``length_first`` (``length``, Zhao et al. 2024): the longest responses first, ties by the seed.
+- ``diversity`` (Sener & Savarese 2018; s1's top-level strata): k-center greedy on question embeddings.
 
 ``correct_portion`` splits the budget (or each leaf) into solved and unsolved items; ``draw``
 holds what every strategy returns.
@@ -25,4 +28,14 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "balance_leaves": ".correct_portion",
     "split_budget": ".correct_portion",
     "BudgetPart": ".correct_portion",
+    "draw_all": ".all_items",
+    "AllItems": ".all_items",
+    "draw_length": ".length_first",
+    "LengthFirst": ".length_first",
+    "measure_lengths": ".length_first",
+    "k_center": ".diversity",
+    "split_evenly": ".diversity",
+    "embed_questions": ".diversity",
+    "Diversity": ".diversity",
+    "prepare_diversity": ".diversity",
 })
