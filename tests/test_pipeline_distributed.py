@@ -159,7 +159,7 @@ def two_core_machine(monkeypatch):
     """check_launch as on the CI machine: 2 CPU cores, no GPU."""
     from skilldistill.orchestration import launch_config
 
-    monkeypatch.setattr(launch_config, "available_processes", lambda kind: (2, "2 CPU core(s), no GPU"))
+    monkeypatch.setattr(launch_config, "available_processes", lambda kind: launch_config.Capacity(2, "2 CPU core(s), no GPU", False))
     monkeypatch.setattr(launch_config, "_has_accelerator", lambda: False)
 
 
@@ -185,7 +185,7 @@ def test_launches_accelerate_would_run_as_one_process_are_refused(two_core_machi
 def test_process_counts_are_per_machine_and_per_concurrent_launch(tmp_path, monkeypatch):
     from skilldistill.orchestration import launch_config
 
-    monkeypatch.setattr(launch_config, "available_processes", lambda kind: (8, "8 GPU(s)"))
+    monkeypatch.setattr(launch_config, "available_processes", lambda kind: launch_config.Capacity(8, "8 GPU(s)", True))
     two_nodes = tmp_path / "two-nodes.yaml"
     two_nodes.write_text((REPO / "recipes" / "accelerate" / "ddp.yaml").read_text()
                          .replace("num_processes: 8", "num_processes: 16").replace("num_machines: 1", "num_machines: 2"))

@@ -10,7 +10,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -75,21 +75,24 @@ def process_count(config: dict[str, Any], extra_args: list[str], path: Path) -> 
     return whole_number(value, source, path)
 
 
-def available_processes(distributed_type: str) -> tuple[int, str]:
-    """How many processes of this kind one machine can run, and what limits it (``GPU(s)``
-    or ``CPU core(s)``): torchrun types put a process on each GPU where there are GPUs
-    (whatever ``use_cpu`` says), else on CPU cores."""
+class Capacity(NamedTuple):
+    """How many training processes of a kind one machine can run, and on what."""
+
+    processes: int
+    limit: str  # what limits it, in words: "8 GPU(s)", "2 CPU core(s), no GPU"
+    on_gpus: bool  # one process per GPU (launches side by side need GPUs of their own)
+
+
+def available_processes(distributed_type: str) -> Capacity:
+    """How many processes of this kind one machine can run: torchrun types put a process on
+    each GPU where there are GPUs (whatever ``use_cpu`` says), else on CPU cores."""
     import torch
 
     gpus = torch.cuda.device_count()
     if distributed_type in DEVICE_TYPES and gpus:
-        return gpus, f"{gpus} GPU(s)"
+        return Capacity(gpus, f"{gpus} GPU(s)", True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores, f"{cores} CPU core(s), no GPU" if not gpus else f"{cores} CPU core(s)"
-
-
-def on_gpus(limit: str) -> bool:
-    return "GPU(s)" in limit
+    return Capacity(cores, f"{cores} CPU core(s), no GPU" if not gpus else f"{cores} CPU core(s)", False)
 
 
 def check_launch(accelerate_config: str | Path, extra_args: list[str], *, concurrent: int = 1) -> LaunchPlan:
@@ -102,13 +105,13 @@ def check_launch(accelerate_config: str | Path, extra_args: list[str], *, concur
     machines = whole_number(*launch_flag(config, extra_args, "num_machines", 1), path)
     per_machine = -(-count // machines)
     _refuse_a_single_process_launch(path, distributed_type, count, config, extra_args)
-    available, limit = available_processes(distributed_type)
+    capacity = available_processes(distributed_type)
     # Launches side by side share the GPUs (each needs its own); on CPU cores they only share time.
-    at_once = per_machine * (concurrent if on_gpus(limit) else 1)
-    if at_once > available:
+    at_once = per_machine * (concurrent if capacity.on_gpus else 1)
+    if at_once > capacity.processes:
         together = f" ({concurrent} arm runs at once x {per_machine})" if at_once != per_machine else ""
         raise ConfigError(f"{path}: num_processes asks for {at_once} training processes on this machine{together}; "
-                          f"it can run {available} ({limit}): lower num_processes (or pass --num_processes in "
+                          f"it can run {capacity.processes} ({capacity.limit}): lower num_processes (or pass --num_processes in "
                           "launcher.extra_args), or jobs")
     if distributed_type == "FSDP" and not _has_accelerator():
         raise ConfigError(f"{path}: distributed_type FSDP needs GPUs (accelerate runs FSDP only on accelerator "
@@ -140,4 +143,4 @@ def _has_accelerator() -> bool:
     return accelerator_available()
 
 
-__all__ = ["LaunchPlan", "check_launch", "read_accelerate_config"]
+__all__ = ["Capacity", "LaunchPlan", "available_processes", "check_launch", "read_accelerate_config"]

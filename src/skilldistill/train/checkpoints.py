@@ -20,6 +20,7 @@ from typing import Any
 
 from ..artifacts import read_json, write_json
 from ..errors import ConfigError
+from .distributed import distributed_type_name
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,7 @@ def checkpoint_marker_callback(keep: int | None) -> Any:
             partial.wait_for_everyone()  # every rank's RNG state / optimizer shard is on disk
             if partial.is_main_process and folder.is_dir():
                 mark_complete(folder, step=state.global_step, world_size=partial.num_processes,
-                              distributed_type=str(getattr(partial.distributed_type, "value",
-                                                           partial.distributed_type)))
+                              distributed_type=distributed_type_name(partial))
                 rotate_checkpoints(Path(args.output_dir), keep, newest=folder)
             partial.wait_for_everyone()
             return control

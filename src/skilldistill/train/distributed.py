@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 from ..errors import ConfigError
 from .config import accelerator_available
+
+
+def distributed_type_name(state: Any) -> str:
+    """accelerate's name for how the processes share the work (NO, MULTI_CPU, MULTI_GPU,
+    DEEPSPEED, FSDP), from a ``PartialState`` or the ``distributed_state`` of training args."""
+    kind = getattr(state, "distributed_type", None)
+    return str(getattr(kind, "value", kind or "NO"))
 
 
 def launched_with(kind: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .distributed import distributed_type_name
+
 
 def first_loss(history: list[dict[str, Any]]) -> float | None:
     return next((h["loss"] for h in history if "loss" in h), None)
@@ -23,7 +25,7 @@ def training_metrics(result_metrics: dict[str, Any], trainer_state: Any, args: A
         "global_step": trainer_state.global_step,
         "resumed_from": str(resumed_from) if resumed_from else None,
         "world_size": args.world_size,
-        "distributed_type": _distributed_type(args),
+        "distributed_type": distributed_type_name(getattr(args, "distributed_state", None)),
         "per_device_train_batch_size": args.per_device_train_batch_size,
         "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -35,11 +37,3 @@ def training_metrics(result_metrics: dict[str, Any], trainer_state: Any, args: A
         "loss_last": last_loss(history),
         "data": data_stats,
     }
-
-
-def _distributed_type(args: Any) -> str:
-    """accelerate's name for how the processes shared the work (NO, MULTI_CPU, MULTI_GPU,
-    DEEPSPEED, FSDP)."""
-    state = getattr(args, "distributed_state", None)
-    kind = getattr(state, "distributed_type", None)
-    return str(getattr(kind, "value", kind or "NO"))
