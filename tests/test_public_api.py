@@ -50,12 +50,29 @@ def test_recipe_loads_configs_not_stages():
     assert out.strip() == "[]"
 
 
-def test_stage_locks_are_one_wrapper():
+def test_stage_locks_are_one_wrapper(tmp_path):
     """Every stage function that owns an output folder holds its lock through
-    ``artifacts.locked_stage`` (the report is written under the run's own lock)."""
-    for name in [n for n in STAGE_FUNCTIONS if n != "run_report"]:
-        fn = getattr(skilldistill, name)
-        assert hasattr(fn, "__wrapped__"), f"{name} is not wrapped by locked_stage"
+    ``artifacts.locked_stage`` (the report is written under the run's own lock): called on a
+    folder another holder has locked, each is refused before it reads a single input."""
+    import inspect
+
+    from skilldistill.artifacts import FolderLock
+    from skilldistill.errors import SkilldistillError
+
+    out = tmp_path / "out"
+    with FolderLock(out, what="another run"):
+        for name in [n for n in STAGE_FUNCTIONS if n != "run_report"]:
+            fn = getattr(skilldistill, name)
+            assert hasattr(fn, "__wrapped__"), f"{name} is not wrapped by locked_stage"
+            params = inspect.signature(fn).parameters
+            out_arg = next(p for p in ("out_dir", "out", "output_dir") if p in params)
+            # every other required argument is None: a function that read its inputs before
+            # locking would fail on them (TypeError, AttributeError), not with the lock's refusal
+            kwargs = {p.name: None for p in params.values()
+                      if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
+            with pytest.raises(SkilldistillError, match="another run") as e:
+                fn(**{**kwargs, out_arg: out})
+            assert "another run" in str(e.value), (name, str(e.value))
 
 
 def test_pipeline_stage_order_is_the_one_tuple():
