@@ -40,14 +40,22 @@ CLOSED_LOOP = [
 ]
 
 
-def demo_recipe(quick: bool, overrides: list[str], closed_loop: bool = False) -> Recipe:
+# `--baselines`: the field's selection methods as arms beside the four, trained and evaluated
+# alike (plain format, the same budget, seeds and statistics; docs/select.md).
+BASELINES = [
+    "arms.+={name: length-plain, select: {strategy: length}, format: {style: plain}}",
+    "arms.+={name: diversity-plain, select: {strategy: diversity}, format: {style: plain}}",
+]
+
+
+def demo_recipe(quick: bool, overrides: list[str], closed_loop: bool = False, baselines: bool = False) -> Recipe:
     name = "demo-quick.yaml" if quick else "demo.yaml"
     if closed_loop and quick:
         raise ConfigError("--closed-loop runs with the full demo only: it compares the closed loop with the "
                           "one-shot skill-skillaware arm over 3 seeds, and adds 2 to 3 minutes (--quick is the "
                           "one-minute look)")
     with resources.as_file(resources.files("skilldistill") / "recipes" / name) as path:
-        return load_recipe(path, (CLOSED_LOOP if closed_loop else []) + overrides)
+        return load_recipe(path, (CLOSED_LOOP if closed_loop else []) + (BASELINES if baselines else []) + overrides)
 
 
 @demo_app.callback()
@@ -61,13 +69,16 @@ def demo_cmd(
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Arm runs at once (default: the recipe's)."),
     closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
                                      "rounds, re-profiled in between; 2 to 3 more minutes). docs/closed_loop.md."),
+    baselines: bool = typer.Option(False, "--baselines", help="Add the field's selection baselines as arms: length "
+                                   "(longest responses first) and diversity (k-center on question embeddings), "
+                                   "plain format, same seeds and statistics. docs/demo.md."),
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
     uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
     if ctx.invoked_subcommand is not None:
         return
     _offline()
-    recipe = demo_recipe(quick, set_, closed_loop)
+    recipe = demo_recipe(quick, set_, closed_loop, baselines)
     run_and_summarise(recipe, run_dir, from_stage, jobs)
     if quick:
         full = demo_recipe(False, [])
