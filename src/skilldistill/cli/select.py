@@ -41,23 +41,30 @@ def select_cmd(
         default=",".join(str(x) for x in field_default(SelectConfig, "difficulty_range"))),
     length_unit: str = config_option(SelectConfig, "length_unit", "--length-unit"),
     diversity_stratify: str = config_option(SelectConfig, "diversity_stratify", "--diversity-stratify"),
+    loss_model: str | None = config_option(SelectConfig, "loss_model", "--loss-model"),
+    loss_gguf_file: str | None = config_option(SelectConfig, "loss_gguf_file", "--loss-gguf-file"),
+    loss_device: str = config_option(SelectConfig, "loss_device", "--loss-device"),
+    loss_batch_size: int = config_option(SelectConfig, "loss_batch_size", "--loss-batch-size"),
+    loss_max_length: int | None = config_option(SelectConfig, "loss_max_length", "--loss-max-length"),
+    loss_band: str | None = config_option(
+        SelectConfig, "loss_band", "--loss-band", default=None,
+        help="loss: draw uniformly among the items whose loss lies between these quantiles of the pool's losses, "
+        "LOW,HIGH (e.g. 0.5,0.9); default: the highest losses first."),
     max_tokens: int | None = config_option(SelectConfig, "max_tokens", "--max-tokens"),
     tokenizer: str | None = config_option(SelectConfig, "tokenizer", "--tokenizer"),
     gguf_file: str | None = config_option(SelectConfig, "gguf_file", "--gguf-file"),
     style: str = config_option(ExampleFormat, "style", "--style",
-                               help="Example format measured by --max-tokens: plain | skill-aware."),
+                               help="Example format measured by --max-tokens and scored by --strategy loss: "
+                               "plain | skill-aware."),
     exclude: list[str] = config_option(SelectConfig, "exclude", "--exclude", "-x"),
     exclude_selection: list[Path] = config_option(SelectConfig, "exclude_selections", "--exclude-selection"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, by difficulty, or a
-    field baseline (all: the whole eligible pool; length: longest responses; diversity: k-center on embeddings)."""
-    try:
-        lo_hi = [float(x) for x in difficulty_range.split(",")]
-    except ValueError:
-        raise ConfigError(f"--difficulty-range must be LOW,HIGH, got {difficulty_range!r}") from None
-    if len(lo_hi) != 2:
-        raise ConfigError(f"--difficulty-range must be LOW,HIGH, got {difficulty_range!r}")
+    field baseline (all: the whole eligible pool; length: longest responses; diversity: k-center on embeddings;
+    loss: the student's highest losses on the teacher's responses)."""
+    lo_hi = _pair("--difficulty-range", difficulty_range)
+    band = _pair("--loss-band", loss_band) if loss_band is not None else None
     try:
         cfg = SelectConfig(
             strategy=strategy, budget=budget, seed=seed, temperature=temperature, w_max=w_max,  # type: ignore[arg-type]
@@ -67,6 +74,8 @@ def select_cmd(
             unprofiled_leaves=unprofiled_leaves, only_skill=only_skill, difficulty_field=difficulty_field,  # type: ignore[arg-type]
             difficulty_range=(lo_hi[0], lo_hi[1]), length_unit=length_unit,  # type: ignore[arg-type]
             diversity_stratify=diversity_stratify,  # type: ignore[arg-type]
+            loss_model=loss_model, loss_gguf_file=loss_gguf_file, loss_device=loss_device,  # type: ignore[arg-type]
+            loss_batch_size=loss_batch_size, loss_max_length=loss_max_length, loss_band=band,
             tokenizer=tokenizer, gguf_file=gguf_file, example=ExampleFormat(style=style),  # type: ignore[arg-type]
             exclude=exclude, exclude_selections=[str(p) for p in exclude_selection],
         )
@@ -83,19 +92,35 @@ def select_cmd(
         console.print(f"[yellow]{m}[/yellow]")
     _print_strategy_detail(r.get("strategy_detail"))
     if r.get("leaf_table"):
-        table = Table("leaf", "pool", "acc", "target", "realised", title="top leaves by target share")
-        for row in sorted(r["leaf_table"], key=lambda x: -x["target_p"])[:15]:
-            acc = "" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
-            table.add_row(row["leaf"], str(row["pool_items"]), acc, f"{row['target_p']:.4f}", f"{row['realised_p']:.4f}")
-        console.print(table)
-        cov = r["coverage"]
-        kl = r["kl_target_realised"]
-        console.print(
-            f"leaves touched {cov['leaves_touched']}/{cov['leaves_with_eligible_items']}, "
-            f"KL(target||realised) {'inf' if kl is None else f'{kl:.4f}'} "
-            f"(smoothed {r['kl_target_realised_smoothed']})"
-        )
+        _print_leaves(r)
     console.print(f"wrote {out / 'selection.parquet'}")
+
+
+def _print_leaves(r: dict) -> None:
+    """The leaves with the largest target share, target vs realised, and the coverage and KL."""
+    table = Table("leaf", "pool", "acc", "target", "realised", title="top leaves by target share")
+    for row in sorted(r["leaf_table"], key=lambda x: -x["target_p"])[:15]:
+        acc = "" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
+        table.add_row(row["leaf"], str(row["pool_items"]), acc, f"{row['target_p']:.4f}", f"{row['realised_p']:.4f}")
+    console.print(table)
+    cov = r["coverage"]
+    kl = r["kl_target_realised"]
+    console.print(
+        f"leaves touched {cov['leaves_touched']}/{cov['leaves_with_eligible_items']}, "
+        f"KL(target||realised) {'inf' if kl is None else f'{kl:.4f}'} "
+        f"(smoothed {r['kl_target_realised_smoothed']})"
+    )
+
+
+def _pair(option: str, raw: str) -> tuple[float, float]:
+    """``LOW,HIGH`` as two numbers (their range is the config's to check)."""
+    try:
+        lo_hi = [float(x) for x in raw.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} must be LOW,HIGH, got {raw!r}") from None
+    if len(lo_hi) != 2:
+        raise ConfigError(f"{option} must be LOW,HIGH, got {raw!r}")
+    return lo_hi[0], lo_hi[1]
 
 
 def _print_strategy_detail(detail: dict | None) -> None:
@@ -106,6 +131,12 @@ def _print_strategy_detail(detail: dict | None) -> None:
         sel, pool = detail["selected_lengths"], detail["pool_lengths"]
         console.print(f"response length ({detail['unit']}): selected {sel['min']}-{sel['max']} "
                       f"(median {sel['median']:g}), pool {pool['min']}-{pool['max']} (median {pool['median']:g})")
+    if detail.get("pool_losses") and detail.get("selected_losses"):
+        sel, pool = detail["selected_losses"], detail["pool_losses"]
+        rate = f", {detail['items_per_s']:g} items/s" if detail.get("items_per_s") else ""
+        console.print(f"student loss ({detail['model']}; {detail['computed']} scored, {detail['from_cache']} from "
+                      f"the cache{rate}): selected {sel['min']:.4f}-{sel['max']:.4f} (median {sel['median']:.4f}), "
+                      f"pool {pool['min']:.4f}-{pool['max']:.4f} (median {pool['median']:.4f})")
     if detail.get("strata"):
         table = Table("stratum", "eligible", "budget", "selected", "radius", title=f"k-center ({detail['stratify']})")
         for s in detail["strata"]:

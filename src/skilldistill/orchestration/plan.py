@@ -44,7 +44,7 @@ from .stage_costs import (
     evaluate_cost,
     format_cost,
     profile_cost,
-    selected_items,
+    select_cost,
     train_cost,
 )
 
@@ -106,9 +106,7 @@ def stage_cost(st: dict[str, Any], planned: list[dict[str, Any]], pipe: Pipeline
     elif kind == "profile":
         profile_cost(c, cfg, folder, est, pipe, tree)
     elif kind == "select":
-        c.items = selected_items(cfg, est.pool_items())
-        if cfg.get("strategy") == "all":
-            c.notes.append("strategy all: every eligible item of the pool (the budget is ignored)")
+        select_cost(c, cfg, folder, est)
     elif kind == "format":
         format_cost(c, st, folder, planned, est.pool_items())
     elif kind == "train":

@@ -174,8 +174,9 @@ class Recipe(BaseModel):
         """Arm overrides must be valid stage configs, found now rather than when the arm runs;
         an invalid one is named with its arm (``arms.1 (skill-plain).select.budget``)."""
         for i, arm in enumerate(self.arms):
-            checks = (("select", lambda arm=arm: self.arm_select(arm, self.seeds[0])),
-                      ("format", lambda arm=arm: self.arm_format(arm)),
+            # format first: the loss strategy's select settings take the arm's format
+            checks = (("format", lambda arm=arm: self.arm_format(arm)),
+                      ("select", lambda arm=arm: self.arm_select(arm, self.seeds[0])),
                       ("train", lambda arm=arm: self.arm_train(arm, self.seeds[0], self.student.model)),
                       ("loop", lambda arm=arm: self.arm_loop(arm)))
             for part, check in checks:
@@ -262,7 +263,16 @@ class Recipe(BaseModel):
         return method if self.arm_rounds(self.arm(method)) == 1 else None
 
     def arm_select(self, arm: ArmConfig, seed: int) -> SelectConfig:
-        return SelectConfig.model_validate(deep_merge(self.select.model_dump(), arm.select) | {"seed": seed})
+        """The arm's selection settings. The loss strategy scores the examples the arm trains on (its format)
+        with the recipe's student unless ``loss_model`` names another model (``demo:student`` is resolved
+        when the stage runs, as for training)."""
+        cfg = SelectConfig.model_validate(deep_merge(self.select.model_dump(), arm.select) | {"seed": seed})
+        if cfg.strategy != "loss":
+            return cfg
+        update: dict[str, Any] = {"example": self.arm_format(arm).example_format()}
+        if cfg.loss_model is None:
+            update |= {"loss_model": self.student.model, "loss_gguf_file": self.student.gguf_file}
+        return cfg.model_copy(update=update)
 
     def arm_format(self, arm: ArmConfig) -> FormatConfig:
         return FormatConfig.model_validate(deep_merge(self.format.model_dump(), arm.format))

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from ..artifacts import read_json, write_json, write_manifest, write_parquet
 from ..tree import SkillTree
+from .recipe import DEMO_STUDENT
 from .stage_runner import StageRunner, model_json
 
 
@@ -80,8 +81,12 @@ def profile_stage(run: StageRunner, out_key: str, cfg: Any, tree: SkillTree, cle
 
 def select_stage(run: StageRunner, out_key: str, cfg: Any, profile_json: Path, item_profile: Path,
                  clean: bool) -> None:
-    """A selection from the attributed pool by the given profile, into ``out_key``."""
+    """A selection from the attributed pool by the given profile, into ``out_key``; the loss strategy scores
+    with the demo's built student when the recipe's student is the demo's."""
     from ..select import run_select
+
+    if cfg.strategy == "loss" and cfg.loss_model == DEMO_STUDENT:
+        cfg = cfg.model_copy(update={"loss_model": run.student_model()})
 
     res = run_select(run.skills_path, run.path(out_key), cfg, profile_json=profile_json,
                      item_profile=item_profile, force=clean, progress=run.show_progress)

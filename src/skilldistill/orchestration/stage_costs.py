@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..artifacts import read_json
 from .plan_config import PlanSettings
-from .recipe import DEMO_EVAL
+from .recipe import DEMO_EVAL, DEMO_STUDENT
 
 # Problems per registered benchmark (the registry's descriptions; used when the files are
 # not at hand, e.g. a hub benchmark planned offline).
@@ -260,6 +260,33 @@ def selected_items(select_cfg: dict[str, Any], pool: int | None) -> int | None:
     return select_cfg.get("budget")
 
 
+def select_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator) -> None:
+    """A select stage: the items it takes; the loss strategy also scores the pool with the student first
+    (forward passes only: its tokens counted as prompt tokens)."""
+    from ..select.config import DEFAULT_LOSS_MAX_LENGTH, ITEM_LOSSES
+
+    pool = est.pool_items()
+    c.items = selected_items(cfg, pool)
+    strategy = cfg.get("strategy")
+    if strategy == "all":
+        c.notes.append("strategy all: every eligible item of the pool (the budget is ignored)")
+    if strategy != "loss" or pool is None:
+        return
+    length = cfg.get("loss_max_length") or cfg.get("max_tokens") or DEFAULT_LOSS_MAX_LENGTH
+    mean = est.pool_text_tokens()
+    if mean is not None:
+        c.prompt_tokens = pool * min(mean, float(length))
+    model = cfg.get("loss_model") or cfg.get("tokenizer")
+    who = "the demo's student" if model == DEMO_STUDENT else model
+    c.notes.append(f"loss pass: {who} scores the {pool:,} pool items once (the eligible ones: exclusions "
+                   f"not counted), one forward pass each, no generation; prompt tokens: the pool's mean "
+                   f"question + response length at {est.settings.chars_per_token:g} characters per token, "
+                   f"at most {length:,} each")
+    if (folder / ITEM_LOSSES).exists():
+        c.notes.append(f"{ITEM_LOSSES} of an earlier run is there: the items it holds for the same model and "
+                       "settings are not scored again")
+
+
 def format_cost(c: StageCost, st: dict[str, Any], folder: Path, planned: list[dict[str, Any]], pool: int | None) -> None:
     c.items = format_items(st, planned, pool)
     rep = folder / "report.json"
@@ -353,4 +380,4 @@ def _benchmark_problems(c: StageCost, ev: Any, name: str, demo: Any) -> int:
 
 
 __all__ = ["BENCHMARK_SIZES", "Estimator", "StageCost", "annotate_cost", "demo_cost", "evaluate_cost",
-           "format_cost", "format_items", "selected_items", "profile_cost", "train_cost"]
+           "format_cost", "format_items", "selected_items", "select_cost", "profile_cost", "train_cost"]

@@ -30,8 +30,12 @@ Strategies (all reproducible from ``seed``; one module each under ``strategies``
   ones, by cosine distance of MiniLM question embeddings (cached in the select folder), the
   first center drawn with the seed; ``diversity_stratify: top_level`` splits the budget
   evenly over the top-level skills first (s1's domain-uniform sampling).
+- ``loss`` (loss-based selection, the conditioned answer score of IFD, Li et al. 2024): the student's
+  mean per-token loss on the teacher's response given the question, in the example it is trained on
+  (``item_loss``, batched and cached in the select folder); the highest losses first, or uniformly
+  inside ``loss_band`` (quantiles of the pool's losses).
 
-The field's baselines (``all``, ``length``, ``diversity``) ignore the skill profile.
+The field's baselines (``all``, ``length``, ``diversity``, ``loss``) ignore the skill profile.
 
 Variants the authors' experiments use (docs/select.md lists where each differs from their
 scripts): ``max_depth`` (chains cut to this depth before leaves are computed),
@@ -47,7 +51,8 @@ drawn, so a 100K pool of long traces is never tokenised in full.
 
 Modules: ``config`` (SelectConfig, light), ``index`` (the leaf -> item index), ``weights``
 (leaf accuracies and weights from the profile), ``strategies`` (one module per strategy),
-``pool`` (exclusions, the streamed scan, the filters), ``length`` (the max_tokens filter),
+``pool`` (exclusions, the streamed scan, the filters), ``length`` (the max_tokens filter), ``item_loss`` (the
+student's per-item loss),
 ``state`` (what the steps hand on), ``report``, ``plot``, ``stage`` (``run_select``).
 """
 
@@ -75,6 +80,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "draw_length": ".strategies.length_first",
     "k_center": ".strategies.diversity",
     "split_evenly": ".strategies.diversity",
+    "draw_loss": ".strategies.loss",
+    "item_losses": ".item_loss",
+    "load_loss_model": ".item_loss",
     "balance_leaves": ".strategies.correct_portion",
     "read_selected_ids": ".pool",
     "selection_file": ".pool",

@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..format.config import ExampleFormat
 
-Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty", "all", "length", "diversity"]
+Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty", "all", "length", "diversity", "loss"]
 Accuracy = Literal["smoothed", "raw"]
 CorrectPortionScope = Literal["budget", "leaf"]
 UnprofiledLeaves = Literal["ancestor", "exclude"]
 LengthUnit = Literal["chars", "tokens"]
 DiversityStratify = Literal["none", "top_level"]
+LossDevice = Literal["auto", "cpu", "cuda"]
 
 # The files of a selection folder.
 SELECTION = "selection.parquet"
@@ -23,17 +24,25 @@ REPORT = "report.json"
 PLOT = "distribution.png"
 LEAF_TABLE = "leaf_distribution.csv"
 EMBEDDINGS = "question_embeddings.npz"  # the diversity strategy's question embeddings, reused by a rerun
+ITEM_LOSSES = "item_losses.jsonl"  # the loss strategy's per-item losses (append-only), reused by a rerun
 
 MAX_BUDGET = 10**9  # items: far above any SFT set, and what the quota arithmetic handles exactly
 MAX_SEED = 2**63 - 1
 MAX_WEIGHT = 1e300  # w_max ** temperature: the largest leaf weight, still finite summed over leaves
+DEFAULT_LOSS_MAX_LENGTH = 4096  # tokens of an example the loss strategy scores, without max_tokens
 
 
 # Settings that can only refuse a selection, never change one.
 CHECK_ONLY_FIELDS = {"min_profile_overlap"}
+# Where and how fast the loss pass runs, not what it selects (as a backend's device and batch_size):
+# never in the fingerprint, so moving it to a GPU or changing the batch reruns nothing.
+RUN_ONLY_FIELDS = {"loss_device", "loss_batch_size"}
 # Settings added later, left out of the fingerprint at their default (what selections made before
 # them did), so recipes and run folders made before them keep their fingerprint.
-LATER_FIELD_DEFAULTS: dict[str, Any] = {"length_unit": "chars", "diversity_stratify": "none"}
+LATER_FIELD_DEFAULTS: dict[str, Any] = {
+    "length_unit": "chars", "diversity_stratify": "none", "loss_model": None, "loss_gguf_file": None,
+    "loss_device": "auto", "loss_batch_size": 8, "loss_max_length": None, "loss_band": None,
+}
 
 
 class SelectConfig(BaseModel):
@@ -42,7 +51,7 @@ class SelectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = Field("skill", description="random | skill | skill-quota | forced | difficulty | all | "
-                               "length | diversity.")
+                               "length | diversity | loss.")
     budget: int = Field(1000, ge=1, le=MAX_BUDGET, description="Number of unique items to select.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed (every strategy is reproducible from it).")
     temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False,
@@ -76,6 +85,19 @@ class SelectConfig(BaseModel):
     diversity_stratify: DiversityStratify = Field(
         "none", description="diversity strategy: none (k-center over the whole pool), or top_level (the budget split "
         "evenly over the top-level skills of the items' first chains, k-center inside each).")
+    loss_model: str | None = Field(
+        None, description="loss strategy: the model scoring the items (hub id, folder or .gguf file); default: the "
+        "student tokenizer's model (tokenizer, gguf_file); a recipe fills in its student.")
+    loss_gguf_file: str | None = Field(None, description="loss strategy: GGUF file name inside the loss_model folder.")
+    loss_device: LossDevice = Field("auto", description="loss strategy: where the loss pass runs (auto: cuda when "
+                                    "visible; bfloat16 there, float32 on cpu).")
+    loss_batch_size: int = Field(8, ge=1, le=4096, description="loss strategy: examples per forward pass.")
+    loss_max_length: int | None = Field(
+        None, ge=16, le=10**7, description="loss strategy: tokens of each formatted example scored, the rest cut "
+        f"(default: max_tokens when set, else {DEFAULT_LOSS_MAX_LENGTH}).")
+    loss_band: tuple[float, float] | None = Field(
+        None, description="loss strategy: draw uniformly among the items whose loss lies between these quantiles of "
+        "the pool's losses (inclusive, 0 <= low < high <= 1); default: the highest losses first.")
     max_tokens: int | None = Field(None, ge=1, le=10**7, description="Drop items whose formatted example is longer (student tokenizer).")
     tokenizer: str | None = Field(None, description="Student tokenizer for max_tokens: hub id, folder or .gguf file.")
     gguf_file: str | None = Field(None, description="GGUF file name inside the tokenizer folder.")
@@ -93,11 +115,34 @@ class SelectConfig(BaseModel):
             raise ValueError(f"must be 0 <= low <= high <= 1, got {list(v)}")
         return v
 
+    @field_validator("loss_band")
+    @classmethod
+    def _band_of_quantiles(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is None:
+            return v
+        lo, hi = v
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 1):
+            raise ValueError(f"must be quantiles 0 <= low < high <= 1, got {list(v)}")
+        return v
+
+    def loss_scorer(self) -> tuple[str | None, str | None]:
+        """The model the loss strategy scores with and its GGUF file: ``loss_model``, else the student tokenizer's."""
+        if self.loss_model is not None:
+            return self.loss_model, self.loss_gguf_file
+        return self.tokenizer, self.gguf_file
+
+    def loss_length(self) -> int:
+        """Tokens of each example the loss strategy scores."""
+        if self.loss_max_length is not None:
+            return self.loss_max_length
+        return self.max_tokens if self.max_tokens is not None else DEFAULT_LOSS_MAX_LENGTH
+
     def fingerprint_dict(self) -> dict[str, Any]:
         """The config as the stage and the pipeline fingerprint it: checks that only refuse
-        (``min_profile_overlap``) leave it out, and so do later settings at their default
+        (``min_profile_overlap``) and where the loss pass runs (``RUN_ONLY_FIELDS``) leave it out, and so do later
+        settings at their default
         (``LATER_FIELD_DEFAULTS``), so run folders made before them stay done."""
-        d = self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS)
+        d = self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS | RUN_ONLY_FIELDS)
         return {k: v for k, v in d.items() if not (k in LATER_FIELD_DEFAULTS and v == LATER_FIELD_DEFAULTS[k])}
 
     @model_validator(mode="after")

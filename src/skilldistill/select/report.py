@@ -51,7 +51,7 @@ def shortfall_messages(drawn: list[DrawnPart], config: SelectConfig, pool: dict)
 
 def build_report(run: SelectRun, strategy_detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """``report.json`` of a finished draw (its keys in a fixed order); ``strategy_detail``: what a
-    baseline strategy (all, length, diversity) did, under that key."""
+    baseline strategy (all, length, diversity, loss) did, under that key."""
     report = _summary(run)
     if strategy_detail is not None:
         report["strategy_detail"] = strategy_detail

@@ -1,7 +1,8 @@
 """``skilldistill select``: choose the SFT budget from an attributed pool, weighting weak skills.
 
-``run_select`` reads top to bottom as its steps: check the request, skip if up to date, read
-the pool, weigh its leaves, draw, write the selection, the report and the manifest.
+``run_select`` reads top to bottom as its steps: check the request, skip if up to date, load the
+loss strategy's model, read the pool, weigh its leaves, measure the pool (the field's baselines), draw,
+write the selection, the report and the manifest.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..artifacts import (
 )
 from ..errors import ConfigError, InputError
 from ..tree import CHAIN_SEP
-from .config import EMBEDDINGS, LEAF_TABLE, PLOT, REPORT, SELECTION, SelectConfig
+from .config import EMBEDDINGS, ITEM_LOSSES, LEAF_TABLE, PLOT, REPORT, SELECTION, SelectConfig
 from .length import length_check
 from .plot import plot_distribution
 from .pool import filter_pool, read_exclusions, scan_pool, take_rows
@@ -41,6 +42,7 @@ from .strategies.diversity import Diversity, check_embedding_model, prepare_dive
 from .strategies.draw import Draw
 from .strategies.forced import draw_forced
 from .strategies.length_first import LengthFirst, measure_lengths
+from .strategies.loss import LossSelection, prepare_loss
 from .strategies.quota import draw_quota
 from .strategies.random import draw_random
 from .strategies.skill import draw_skill
@@ -51,8 +53,8 @@ log = logging.getLogger(__name__)
 # Strategies drawn from the leaf weights: they need the skill profile.
 _WEIGHTED = ("skill", "skill-quota", "forced")
 # The field's baselines: they ignore the profile; each is an object measuring the pool once, then drawing each part.
-_BASELINES = ("all", "length", "diversity")
-Baseline = AllItems | LengthFirst | Diversity
+_BASELINES = ("all", "length", "diversity", "loss")
+Baseline = AllItems | LengthFirst | Diversity | LossSelection
 
 
 @dataclass
@@ -88,12 +90,13 @@ def run_select(
     run = _start(skills_parquet, out_dir, config or SelectConfig(), profile_json, item_profile, tokenizer)
     if not force and (earlier := _up_to_date(run)) is not None:
         return earlier
+    scorer = _load_loss_model(run.config)
     _read_pool(run, item_profile, progress)
     _weigh_leaves(run, profile_json)
     run.length_check = length_check(run.src, run.columns, run.config, tokenizer)
-    baseline = _prepare_baseline(run, tokenizer, progress)
+    baseline = _prepare_baseline(run, tokenizer, progress, scorer)
     _draw(run, baseline, progress)
-    _write_selection(run)
+    _write_selection(run, baseline)
     report = build_report(run, _baseline_report(run, baseline))
     _write_report(run, report, plot)
     return _finish(run, report, started)
@@ -146,6 +149,9 @@ def _check_config(config: SelectConfig, profile_json: str | Path | None, item_pr
         raise ConfigError("length_unit 'tokens' needs the student tokenizer (--tokenizer)")
     if config.strategy == "diversity":
         check_embedding_model()
+    if config.strategy == "loss" and config.loss_scorer()[0] is None:
+        raise ConfigError("strategy 'loss' needs the model that scores the items: --loss-model (default: the student "
+                          "tokenizer's model, --tokenizer)")
 
 
 def _up_to_date(run: SelectRun) -> SelectResult | None:
@@ -156,15 +162,27 @@ def _up_to_date(run: SelectRun) -> SelectResult | None:
     return None
 
 
+def _load_loss_model(config: SelectConfig) -> Any:
+    """The loss strategy's model, loaded before the pool is read: one that cannot be loaded is refused at once."""
+    if config.strategy != "loss":
+        return None
+    from .item_loss import load_loss_model
+
+    spec, gguf = config.loss_scorer()
+    assert spec is not None
+    return load_loss_model(spec, gguf, config.loss_device)
+
+
 def _read_pool(run: SelectRun, item_profile: str | Path | None, progress: bool) -> None:
     """The pool, streamed by record batch (only small per-item arrays stay in memory), then filtered."""
     config, src = run.config, run.src
     run.columns = pq.read_schema(src).names
     needs_skills = (config.strategy in _WEIGHTED or config.only_skill is not None
                     or (config.strategy == "diversity" and config.diversity_stratify == "top_level"))
-    needs_text = {"length": "response", "diversity": "question"}.get(config.strategy)
+    needs_text = {"length": ("response",), "diversity": ("question",), "loss": ("question", "response")}.get(
+        config.strategy, ())
     for col in ("id",) + (("skills",) if needs_skills else ()) + (("question",) if run.exclusions.files else ()) + (
-            (needs_text,) if needs_text else ()):
+            needs_text):
         if col not in run.columns:
             raise InputError(f"missing column {col!r}", file=src, field=col)
     scan = scan_pool(src, run.columns, run.exclusions, item_profile, progress=progress)
@@ -207,9 +225,10 @@ def _check_profile_overlap(run: SelectRun, profile_json: str | Path | None) -> N
                          f"another skill tree?", file=profile_json, field="nodes")
 
 
-def _prepare_baseline(run: SelectRun, tokenizer: Any, progress: bool) -> Baseline | None:
+def _prepare_baseline(run: SelectRun, tokenizer: Any, progress: bool, scorer: Any = None) -> Baseline | None:
     """For the field's baselines: the pool checked non-empty, then measured once (response lengths,
-    question embeddings) before the parts are drawn; None for the skill strategies."""
+    question embeddings, the student's losses with ``scorer``) before the parts are drawn; None for the
+    skill strategies."""
     config, pool = run.config, run.pool
     if config.strategy not in _BASELINES:
         return None
@@ -226,6 +245,10 @@ def _prepare_baseline(run: SelectRun, tokenizer: Any, progress: bool) -> Baselin
             tok = (tokenizer if tokenizer is not None else run.length_check.tok if run.length_check is not None
                    else load_tokenizer(config.tokenizer or "", config.gguf_file))
         return measure_lengths(run.src, pool.eligible, config.length_unit, tok, config.tokenizer, progress=progress)
+    if config.strategy == "loss":
+        return prepare_loss(run.src, pool.eligible, scorer, run.out / ITEM_LOSSES, fmt=config.example,
+                            max_length=config.loss_length(), batch_size=config.loss_batch_size,
+                            band=config.loss_band, progress=progress)
     return prepare_diversity(run.src, pool.eligible, config.diversity_stratify, run.out / EMBEDDINGS,
                              progress=progress)
 
@@ -299,11 +322,14 @@ def _draw_part(run: SelectRun, part: BudgetPart, rng: np.random.Generator, advan
     return DrawnPart(part.name, draw, part.budget)
 
 
-def _write_selection(run: SelectRun) -> None:
+def _write_selection(run: SelectRun, baseline: Baseline | None) -> None:
     """``selection.parquet``: the selected rows in draw order, with what the draw knows of each."""
     run.out.mkdir(parents=True, exist_ok=True)
     rows = take_rows(run.src, run.items)
-    for name, values in _draw_columns(run).items():
+    columns = _draw_columns(run)
+    if isinstance(baseline, LossSelection):
+        columns["student_loss"] = pa.array(baseline.losses[run.items], pa.float64())
+    for name, values in columns.items():
         if name in rows.column_names:
             rows = rows.drop_columns([name])
         rows = rows.append_column(name, values)

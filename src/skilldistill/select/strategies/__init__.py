@@ -8,6 +8,8 @@
 - ``all_items`` (``all``): the whole eligible pool, the full-pool baseline.
 - ``length_first`` (``length``, Zhao et al. 2024): the longest responses first, ties by the seed.
 - ``diversity`` (Sener & Savarese 2018; s1's top-level strata): k-center greedy on question embeddings.
+- ``loss`` (loss-based selection; IFD's conditioned answer score, Li et al. 2024): the student's highest
+  losses on the teacher's responses first, or uniform inside a band of loss quantiles.
 
 ``correct_portion`` splits the budget (or each leaf) into solved and unsolved items; ``draw``
 holds what every strategy returns.
@@ -38,4 +40,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "embed_questions": ".diversity",
     "Diversity": ".diversity",
     "prepare_diversity": ".diversity",
+    "draw_loss": ".loss",
+    "band_bounds": ".loss",
+    "LossSelection": ".loss",
+    "prepare_loss": ".loss",
 })
