@@ -45,6 +45,7 @@ CLOSED_LOOP = [
 BASELINES = [
     "arms.+={name: length-plain, select: {strategy: length}, format: {style: plain}}",
     "arms.+={name: diversity-plain, select: {strategy: diversity}, format: {style: plain}}",
+    "arms.+={name: loss-plain, select: {strategy: loss}, format: {style: plain}}",
 ]
 
 
@@ -70,8 +71,9 @@ def demo_cmd(
     closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
                                      "rounds, re-profiled in between; 2 to 3 more minutes). docs/closed_loop.md."),
     baselines: bool = typer.Option(False, "--baselines", help="Add the field's selection baselines as arms: length "
-                                   "(longest responses first) and diversity (k-center on question embeddings), "
-                                   "plain format, same seeds and statistics. docs/demo.md."),
+                                   "(longest responses first), diversity (k-center on question embeddings) and "
+                                   "loss (the student's highest loss first), plain format, same seeds and "
+                                   "statistics. docs/demo.md."),
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
     uneven student, skill vs random selection, plain vs skill-aware training, per-skill report."""
