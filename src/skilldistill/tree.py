@@ -27,6 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import TreeError
+from .strict_load import DuplicateKeyError, strict_loader, unique_keys
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,10 @@ class SkillTree:
             raise TreeError(f"not UTF-8 text (byte {e.start}: {e.reason})", file=path) from None
         try:
             if path.suffix.lower() in {".yaml", ".yml"}:
-                data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader without aliases
+                data = yaml.load(text, Loader=strict_loader("a skill tree"))  # noqa: S506 - a SafeLoader without aliases
             else:
-                data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-        except _DuplicateKey as e:
+                data = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKeyError as e:
             raise TreeError(str(e), file=path) from None
         except (json.JSONDecodeError, yaml.YAMLError) as e:
             raise TreeError(f"cannot parse: {e}", file=path) from e
@@ -377,43 +378,6 @@ def _from_raw(data: dict, source: str | None) -> dict:
 # Bounds that keep a hostile tree file from exhausting memory or time.
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing aliases: a tree never needs one, and a few kilobytes
-    of nested aliases expand to ~10^8 nodes (the "billion laughs")."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed in a skill tree "
-                                 f"(line {event.start_mark.line + 1})")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        # YAML keeps the last of two equal keys: a second "children:" would drop the first's subtree
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.YAMLError(f"key {key!r} appears twice in one node (line {key_node.start_mark.line + 1}): "
-                                     "the second would silently replace the first")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json.loads' object hook: JSON keeps the last of two equal keys, which would drop a subtree."""
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(f"key {k!r} appears twice in one node: the second would silently replace the first")
-        out[k] = v
-    return out
 
 
 # Characters that reorder how text is shown (a chain, and the rest of a skill plan's line, would

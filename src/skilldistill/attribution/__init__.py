@@ -1,6 +1,6 @@
 """`skilldistill annotate`: skill attribution, root-to-leaf skill chains for every corpus item.
 
-    config.py         AnnotateConfig, DistilledConfig (light: no stage code)
+    config.py         AnnotateConfig, DistilledConfig, LabelsConfig (light: no stage code)
     stage.py          run_annotate (alias annotate): the stage, step by step
     items.py          the corpus rows read and checked, each item's text
     prompt.py         the prompt template and the repair turn
@@ -13,6 +13,8 @@
     summary.py        summary.json
     stats.py          `annotate stats`: per-node counts
     sampling.py, classifiers.py, distilled.py   the distilled backend
+    labels.py         the labels backend: chains from a label the corpus carries
+    labels_tree.py    `tree from-labels`: the tree those labels live in, with counts
 
 Names are exported lazily: importing this package (or its config) imports no stage code.
 """
@@ -23,6 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     # settings
     "AnnotateConfig": ".config",
     "DistilledConfig": ".config",
+    "LabelsConfig": ".config",
     # the stage
     "run_annotate": ".stage",
     "annotate": ".stage",
@@ -84,4 +87,17 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "save_node_models": ".classifiers",
     "load_node_models": ".classifiers",
     "classifier_only_chains": ".classifiers",
+    # the labels backend
+    "attribute_labels": ".labels",
+    "LabelMap": ".labels",
+    "LabelResult": ".labels",
+    "load_label_map": ".labels",
+    "label_column": ".labels",
+    "read_label_column": ".labels",
+    "label_values": ".labels",
+    "split_label": ".labels",
+    "TreeNames": ".labels",
+    "tree_from_labels": ".labels_tree",
+    "LabelTree": ".labels_tree",
+    "write_label_tree": ".labels_tree",
 })

@@ -1,5 +1,6 @@
-"""Settings of `skilldistill annotate`: ``AnnotateConfig`` (the recipe's ``annotate`` section)
-and ``DistilledConfig`` (its ``annotate.distilled`` section). Light: no stage code here."""
+"""Settings of `skilldistill annotate`: ``AnnotateConfig`` (the recipe's ``annotate`` section),
+``DistilledConfig`` (its ``annotate.distilled`` section) and ``LabelsConfig`` (its
+``annotate.labels`` section). Light: no stage code here."""
 
 from __future__ import annotations
 
@@ -37,21 +38,46 @@ class DistilledConfig(BaseModel):
         return self
 
 
+class LabelsConfig(BaseModel):
+    """Settings of the ``labels`` backend (the ``annotate.labels`` section): skill chains read
+    from a label the corpus already carries (DeepMath's topic, MATH's subject), no model asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label_field: str | None = Field(
+        None, min_length=1, description="The field holding each item's label: a corpus column, else a key of the "
+        "row's meta JSON. Its value is one label or a list of them (one chain each).")
+    label_separator: str = Field(
+        "->", min_length=1, description="Separator of a hierarchical label's parts ('Mathematics -> Algebra'); "
+        "whitespace around each part is stripped.")
+    label_map: str | None = Field(
+        None, description="YAML/JSON file mapping a label value, or a label path prefix, to a tree chain "
+        "('Intermediate Algebra: Algebra', 'Calculus -> Limits: Calculus->Limits'); unmapped labels are read as chains.")
+
+    @model_validator(mode="after")
+    def _check_separator(self) -> LabelsConfig:
+        if not self.label_separator.strip():
+            raise ValueError("label_separator must hold a visible character (whitespace around parts is stripped)")
+        return self
+
+
 class AnnotateConfig(BaseModel):
     """Skill attribution settings (the ``annotate`` section of a recipe)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["embedding", "openai", "vllm", "transformers", "distilled"] = Field(
-        "embedding", description="Who decides: the offline embedding scorer, a chat model, or 'distilled' (a chat "
-        "model labels a sample, per-node classifiers the rest; docs/annotate.md)."
+    backend: Literal["embedding", "openai", "vllm", "transformers", "distilled", "labels"] = Field(
+        "embedding", description="Who decides: the offline embedding scorer, a chat model, 'distilled' (a chat "
+        "model labels a sample, per-node classifiers the rest) or 'labels' (a label the corpus carries; no model; "
+        "docs/annotate.md)."
     )
     llm: BackendConfig | None = Field(
-        None, description="Chat model settings; required unless backend is 'embedding'. Its kind must equal backend "
+        None, description="Chat model settings; required for a chat backend or 'distilled'. Its kind must equal backend "
         "(distilled: the LLM's kind, openai, vllm or transformers)."
     )
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     distilled: DistilledConfig = Field(default_factory=DistilledConfig, description="The distilled backend's sample and classifiers.")
+    labels: LabelsConfig = Field(default_factory=LabelsConfig, description="The labels backend's field, separator and map.")
     prompt_template: str | None = Field(
         None, description="Path of a prompt template file; default: the bundled attribution_v1."
     )
@@ -73,7 +99,12 @@ class AnnotateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_backend(self) -> AnnotateConfig:
-        if self.backend != "embedding":
+        if self.backend == "labels":
+            if self.labels.label_field is None:
+                raise ValueError("backend 'labels' needs labels.label_field (the corpus field holding each item's label)")
+            if self.llm is not None:
+                raise ValueError("backend 'labels' asks no model: remove the 'llm' section")
+        elif self.backend != "embedding":
             if self.llm is None:
                 raise ValueError(f"backend {self.backend!r} needs an 'llm' section (model, ...)")
             if self.backend != "distilled" and self.llm.kind != self.backend:  # distilled: any LLM kind
@@ -95,6 +126,10 @@ class AnnotateConfig(BaseModel):
         d = self.model_dump(mode="json")
         if d.get("llm"):
             d["llm"].pop("api_key", None)
-        if self.backend != "distilled":  # unused: its defaults must not change other backends' fingerprints
+        # Sections only one backend reads: left out for the others, so that adding them changed
+        # no existing recipe's fingerprint (and their defaults never will).
+        if self.backend != "distilled":
             d.pop("distilled", None)
+        if self.backend != "labels":
+            d.pop("labels", None)
         return d

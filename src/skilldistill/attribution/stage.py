@@ -4,9 +4,11 @@
         --out runs/demo/annotate --backend openai --model Qwen/Qwen2.5-32B-Instruct \\
         --base-url http://gpu1:8000/v1 --base-url http://gpu2:8000/v1
 
-Top-down and multi-label (``walk.py``): at a node, the backend is asked which of the node's
-children the item needs; every chosen child is expanded in turn until leaves (or
-``max_depth``), one tree level at a time for all pending items together.
+With ``backend: labels`` no model is asked: each item's chains come from a label the corpus
+carries (``labels.py``). The other backends go top-down and multi-label (``walk.py``): at a
+node, the backend is asked which of the node's children the item needs; every chosen child is
+expanded in turn until leaves (or ``max_depth``), one tree level at a time for all pending
+items together.
 
 Every (item, node) decision is appended to ``calls.jsonl`` the moment it arrives, keyed
 by hash(model, prompt template version, node path, item text). A rerun (after a crash,
@@ -54,9 +56,17 @@ from ..tree import SkillTree
 from .cache import CALLS_FILE, FAILED, OK, UNPARSEABLE, Decisions
 from .chains import chains_for, item_status
 from .config import AnnotateConfig
-from .deciders import ChatDecider, EmbeddingDecider
+from .deciders import ChatDecider, Decider, EmbeddingDecider
 from .decision_keys import DecisionKeys
 from .items import SKILLS_FILE, SKILLS_STATUS, corpus_file, read_items
+from .labels import (
+    LabelMap,
+    LabelReader,
+    LabelResult,
+    attribute_labels,
+    failed_share_message,
+    load_label_map,
+)
 from .prompt import PromptTemplate
 from .summary import SUMMARY_FILE, build_summary
 from .walk import RunCounters, walk_tree
@@ -89,12 +99,14 @@ class AnnotateRun:
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     text_hashes: list[str] = field(default_factory=list)
-    decider: ChatDecider | EmbeddingDecider | None = None
+    decider: Decider | None = None
     decisions: Decisions = field(default_factory=dict)
     counters: RunCounters = field(default_factory=RunCounters)
     item_keys: list[DecisionKeys] = field(default_factory=list)  # per item: the keys its decisions are filed under
     skills: list[list[list[str]]] = field(default_factory=list)
     distilled: dict[str, Any] | None = None  # the distilled backend's summary section
+    label_map: LabelMap | None = None  # the labels backend's map, checked against the tree
+    labels: LabelResult | None = None  # the labels backend's chains, statuses and summary section
     statuses: list[str] = field(default_factory=list)  # per item: skills_status
     summary: dict[str, Any] = field(default_factory=dict)
     wall: float = 0.0
@@ -143,16 +155,21 @@ def _start(corpus: str | Path, tree: str | Path | SkillTree, out_dir: str | Path
     corpus_path = corpus_file(corpus)
     skill_tree = tree if isinstance(tree, SkillTree) else SkillTree.resolve(tree)
     template = PromptTemplate.load(cfg.prompt_template)
+    asks_model = cfg.backend not in ("embedding", "labels")
     inputs = {
         "corpus": sha256_file(corpus_path),
         "tree": hash_obj(skill_tree.to_dict()),
-        "template": template.version if cfg.backend != "embedding" else "",
+        "template": template.version if asks_model else "",
     }
-    if cfg.backend != "embedding":
+    if asks_model:
         # Chat answers are read by ANSWER_RULE: a run certified under an older rule (one that
         # took ``[]`` for a decision) is not up to date; its cache is re-read (cache.py).
         inputs["answers"] = ANSWER_RULE
-    return AnnotateRun(cfg, Path(out_dir), corpus_path, skill_tree, template, inputs, started)
+    label_map = None
+    if cfg.backend == "labels":  # the map checked against the tree before the corpus is read
+        label_map = load_label_map(cfg.labels.label_map, skill_tree, cfg.labels.label_separator)
+        inputs["label_map"] = label_map.digest  # what the file says, not where it is: an edit reruns
+    return AnnotateRun(cfg, Path(out_dir), corpus_path, skill_tree, template, inputs, started, label_map=label_map)
 
 
 def _up_to_date(run: AnnotateRun) -> bool:
@@ -173,6 +190,9 @@ def _read_corpus(run: AnnotateRun) -> None:
 def _attribute(run: AnnotateRun, backend: ChatBackend | None, show_progress: bool, retry_failed: bool) -> None:
     """Every item's decisions (asked or from the cache), chains and status."""
     cfg, tree = run.cfg, run.tree
+    if cfg.backend == "labels":
+        _read_labels(run)
+        return
     own_backend = None
     if cfg.backend == "embedding":
         run.decider = EmbeddingDecider(cfg.embedding, tree_key=run.inputs["tree"])
@@ -221,6 +241,19 @@ def _distilled_walk(run: AnnotateRun, show_progress: bool, retry_failed: bool) -
     run.skills, run.distilled = result.skills, result.section
 
 
+def _read_labels(run: AnnotateRun) -> None:
+    """The labels backend: every item's chains and status from its label field, no model asked.
+    No decision is made or cached: the summary counts none."""
+    assert run.table is not None and run.label_map is not None
+    run.labels = attribute_labels(run.table, run.corpus_path, run.tree, run.cfg.labels, run.label_map,
+                                  run.cfg.max_depth)
+    reader = LabelReader(run.cfg.labels, run.label_map)
+    run.decider = reader
+    run.text_hashes = [sha256_text(t) for t in run.texts]
+    run.item_keys = [DecisionKeys(run.tree, reader.model_id, reader.version)] * len(run.ids)
+    run.skills, run.statuses = run.labels.skills, run.labels.statuses
+
+
 def _write_summary(run: AnnotateRun) -> None:
     assert run.decider is not None
     run.wall = time.time() - run.started
@@ -230,6 +263,10 @@ def _write_summary(run: AnnotateRun) -> None:
     if run.distilled is not None:
         summary["model"] = run.cfg.llm.model if run.cfg.llm else summary["model"]
         summary["distilled"] = run.distilled
+    if run.labels is not None:  # the names that matched no node are the label values that name none
+        summary["labels"], summary["failed_reasons"] = run.labels.section, run.labels.failed_reasons
+        summary["unmatched_names"] = run.labels.section["unmapped"]["labels"]
+        summary["top_unmatched"] = run.labels.section["unmapped"]["values"]
     write_json(run.out / SUMMARY_FILE, summary)
     run.summary = summary
 
@@ -239,6 +276,9 @@ def _check_failed_share(run: AnnotateRun) -> None:
     cache kept); below it they are marked and counted."""
     cfg, statuses, n = run.cfg, run.statuses, len(run.ids)
     n_bad = n - statuses.count(OK)
+    if n_bad > cfg.max_failed_share * n and run.labels is not None:
+        raise InputError(failed_share_message(run.labels.section, n_bad, n, cfg.max_failed_share),
+                         file=run.out / SUMMARY_FILE)
     if n_bad > cfg.max_failed_share * n:
         reasons = "; ".join(r for r, _ in run.summary["failed_reasons"][:2])
         unreadable = ", ".join(f"{r} ({c})" for r, c in run.summary["unreadable_reasons"][:3])
@@ -251,8 +291,8 @@ def _check_failed_share(run: AnnotateRun) -> None:
             "the cause and rerun with --retry-failed to ask those decisions again (or raise annotate.max_failed_share)",
             file=run.out / SUMMARY_FILE)
     if n_bad:
-        log.warning("annotate: %d of %d items have no complete attribution (marked in skills_status; rerun with "
-                    "--retry-failed to ask again)", n_bad, n)
+        log.warning("annotate: %d of %d items have no complete attribution (marked in skills_status; %s)", n_bad, n,
+                    "summary.json: labels" if run.labels is not None else "rerun with --retry-failed to ask again")
 
 
 def _write_skills(run: AnnotateRun) -> None:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..attribution.config import AnnotateConfig, DistilledConfig
+from ..attribution.config import AnnotateConfig, DistilledConfig, LabelsConfig
 from ..errors import ConfigError
 from ..llm.base import BackendConfig
 from ..llm.embedding import EmbeddingConfig
@@ -30,7 +30,8 @@ from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree,
 from .options import config_option, field_help
 
 _HELP_FLAGS = {"--help", "-h"}
-_BACKENDS = ("embedding", "openai", "vllm", "transformers", "distilled")
+_BACKENDS = ("embedding", "openai", "vllm", "transformers", "distilled", "labels")
+_NO_MODEL = ("embedding", "labels")  # the backends that ask no chat model
 _LLM_KINDS = ("openai", "vllm", "transformers")
 
 
@@ -71,6 +72,9 @@ def run(
     min_examples: int = _backend_option("distilled", DistilledConfig, "min_examples", "--min-examples"),
     strata: int = _backend_option("distilled", DistilledConfig, "strata", "--strata"),
     uncertain_band: str = typer.Option("0.2,0.8", "--uncertain-band", help="distilled: LOW,HIGH; a child probability inside sends the decision to the LLM."),
+    label_field: str | None = _backend_option("labels", LabelsConfig, "label_field", "--label-field"),
+    label_separator: str = _backend_option("labels", LabelsConfig, "label_separator", "--label-separator"),
+    label_map: Path | None = _backend_option("labels", LabelsConfig, "label_map", "--label-map"),
     model: str | None = _backend_option("openai, vllm, transformers", BackendConfig, "model", "--model", "-m", default=None),
     base_url: list[str] = _backend_option("openai", BackendConfig, "base_urls", "--base-url", default=[], help="OpenAI-compatible base URL; repeat for round-robin."),
     api_key_env: str = _backend_option("openai", BackendConfig, "api_key_env", "--api-key-env"),
@@ -107,10 +111,10 @@ def run(
     """Attribute skill chains to every item of CORPUS; resumable (rerun to continue)."""
     from ..attribution import run_annotate
 
-    _check_backend_flags(backend, model, llm_backend)
+    _check_backend_flags(backend, model, llm_backend, label_field, label_map)
     band, ct_kwargs = _uncertain_band(uncertain_band), _json_option("--chat-template-kwargs", chat_template_kwargs)
     with _config_errors():
-        llm = None if backend == "embedding" else BackendConfig(
+        llm = None if backend in _NO_MODEL else BackendConfig(
             kind=llm_backend if backend == "distilled" else backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
             max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
             fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
@@ -127,9 +131,14 @@ def run(
             max_chars=max_chars, max_depth=max_depth, max_failed_share=max_failed_share,
             distilled=DistilledConfig(sample_size=sample_size, holdout_fraction=holdout_fraction, min_examples=min_examples,
                                       strata=strata, uncertain_band=band),
+            labels=LabelsConfig(label_field=label_field, label_separator=label_separator,
+                                label_map=str(label_map) if label_map else None),
         )
-    result = run_annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress,
-                          retry_failed=retry_failed)
+    _report(run_annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress,
+                         retry_failed=retry_failed))
+
+
+def _report(result: Any) -> None:
     if result.skipped:
         console.print(f"[green]up to date[/green]: {result.skills_path} (use --force to rebuild)")
         return
@@ -137,17 +146,23 @@ def run(
     console.print(f"wrote {result.skills_path}")
 
 
-def _check_backend_flags(backend: str, model: str | None, llm_backend: str | None) -> None:
-    """The flags that go together: a known backend, a model for a chat one, the LLM's kind for distilled."""
+def _check_backend_flags(backend: str, model: str | None, llm_backend: str | None, label_field: str | None = None,
+                         label_map: Path | None = None) -> None:
+    """The flags that go together: a known backend, a model for a chat one, the LLM's kind for
+    distilled, a label field for labels (and the label flags only with it)."""
     if backend not in _BACKENDS:
-        raise ConfigError(f"--backend must be embedding, openai, vllm, transformers or distilled, not {backend!r}")
-    if backend != "embedding" and not model:
+        raise ConfigError(f"--backend must be embedding, openai, vllm, transformers, distilled or labels, not {backend!r}")
+    if backend not in _NO_MODEL and not model:
         raise ConfigError(f"--backend {backend} needs --model")
     if backend == "distilled":
         if llm_backend not in _LLM_KINDS:
             raise ConfigError(f"--backend distilled needs --llm-backend openai, vllm or transformers (got {llm_backend!r})")
     elif llm_backend is not None:
         raise ConfigError("--llm-backend goes with --backend distilled")
+    if backend == "labels" and not label_field:
+        raise ConfigError("--backend labels needs --label-field (the corpus column, or meta key, holding each item's label)")
+    if backend != "labels" and (label_field or label_map):
+        raise ConfigError(f"--label-field and --label-map go with --backend labels (got --backend {backend})")
 
 
 def _uncertain_band(text: str) -> tuple[float, ...]:
@@ -200,6 +215,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(table)
     if s.get("distilled"):
         _print_distilled(s["distilled"])
+    if s.get("labels"):
+        _print_labels(s["labels"])
 
 
 @annotate_app.command("stats")
@@ -229,6 +246,20 @@ def stats(
         name = r["node"].rsplit("->", 1)[-1] if top is None else r["node"]
         table.add_row(indent + escape(name), str(r["depth"]), str(r["items"]), f"{100 * r['share']:.1f}%", str(r["chains"]))
     console.print(table)
+
+
+def _print_labels(d: dict) -> None:
+    t = Table(title=f"labels from field {escape(repr(d['field']))}", show_header=False)
+    t.add_row("items labelled / no label / a label naming no tree node",
+              f"{d['items_labelled']} / {d['missing']} / {d['unmapped']['items']}")
+    if d["unmapped"]["values"]:
+        t.add_row("labels naming no tree node", escape(", ".join(f"{v!r} ({c})" for v, c in d["unmapped"]["values"][:8])))
+    if d["cut_to_ancestor"]["labels"]:
+        t.add_row("labels stopped at an ancestor (the tree lacks their lower parts)", str(d["cut_to_ancestor"]["labels"]))
+    t.add_row("chains per depth", ", ".join(f"{k}: {v}" for k, v in d["chains_per_depth"].items()) or "-")
+    t.add_row("LLM calls", f"0 (a top-down LLM walk: about {d['llm_calls_saved_estimate']}, "
+              f"{d['llm_calls_saved_per_item']} per item)")
+    console.print(t)
 
 
 def _print_distilled(d: dict) -> None:

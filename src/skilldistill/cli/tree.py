@@ -1,4 +1,4 @@
-"""``skilldistill tree validate|show|stats``."""
+"""``skilldistill tree validate|show|stats|list|export|from-labels``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..attribution.config import LabelsConfig
 from ..tree import available_bundled_trees
 from .app import app, console, on_duplicate_option, resolve_tree, user_errors
+from .options import config_option
 
 tree_app = typer.Typer(help="Inspect and validate skill trees (JSON or YAML, or a bundled tree name).", no_args_is_help=True)
 app.add_typer(tree_app, name="tree")
@@ -76,3 +78,35 @@ def export(tree: str = TREE_ARG, out: Path = typer.Argument(..., help="Output .j
     """Write a tree (e.g. a bundled one, or EvalTree's raw file as name/children) to a file."""
     resolve_tree(tree, on_duplicate).save(out)
     console.print(f"wrote {out}")
+
+
+@tree_app.command("from-labels")
+@user_errors
+def from_labels(
+    corpus: Path = typer.Argument(..., help="Corpus Parquet (or a folder holding corpus.parquet)."),
+    label_field: str = typer.Option(..., "--label-field", help="The field holding each item's label: a column, else a key of its meta JSON."),
+    separator: str = config_option(LabelsConfig, "label_separator", "--separator"),
+    min_size: int = typer.Option(1, "--min-size", min=1, help="A node with fewer items merges into its parent (its items count there)."),
+    root: str | None = typer.Option(None, "--root", help="The root's name; default: the first part every label shares, else 'Skills'."),
+    out: Path = typer.Option(..., "--out", "-o", help="The tree file to write (.json or .yaml); counts go to <stem>_counts.json beside it."),
+) -> None:
+    """Build the tree a corpus's labels live in (DeepMath's topics, MATH's subjects), with per-node counts."""
+    from ..attribution.labels_tree import tree_from_labels, write_label_tree
+
+    result = tree_from_labels(corpus, label_field, separator=separator, min_size=min_size, root=root)
+    tree_path, counts_path = write_label_tree(result, out)
+    c, s = result.counts, result.tree.stats()
+    table = Table(title=f"tree from labels {label_field!r}", show_header=False)
+    table.add_row("items (labelled / no label)", f"{c['items']} ({c['items_labelled']} / {c['missing']})")
+    if c["malformed"]["labels"]:
+        table.add_row("labels with an empty part (skipped)", str(c["malformed"]["labels"]))
+    table.add_row("root", c["root"])
+    table.add_row("nodes / leaves / depth", f"{s.nodes} / {s.leaves} / {s.depth}")
+    table.add_row("top level (items)", ", ".join(f"{n['node']} ({n['items']})" for n in c["nodes"] if n["depth"] == 1))
+    if c["merged"]:
+        table.add_row(f"merged into their parent (< {min_size} items)",
+                      f"{len(c['merged'])} subtrees ({sum(m['items'] for m in c['merged'])} items, counted in their parents)")
+    if c["at_root"]:
+        table.add_row("items left at the root (no skill)", str(c["at_root"]))
+    console.print(table, soft_wrap=True)
+    console.print(f"wrote {tree_path} and {counts_path}")

@@ -171,6 +171,10 @@ def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None
         c.llm_calls = 0
         c.notes.append("embedding backend: no LLM calls (one encoding per item and per tree node)")
         return
+    if cfg.backend == "labels":
+        c.llm_calls = 0
+        c.notes.append(f"labels backend: no LLM calls (the corpus's own {cfg.labels.label_field!r} labels)")
+        return
     per, tok, how = est.calls_per_item(tree)
     asked = c.items
     if cfg.backend == "distilled" and c.items is not None:
