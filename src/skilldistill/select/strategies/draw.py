@@ -24,6 +24,29 @@ class Draw:
     reason: str = "budget met"
 
 
+def take_in_order(order: np.ndarray, budget: int, *, accept: Accept | None, progress: Progress | None,
+                  ran_out: str) -> Draw:
+    """The first ``budget`` items of ``order`` that ``accept`` takes (refused ones counted); ``ran_out`` is the
+    reason when fewer are left. The draw of every strategy that ranks the pool (random, length, loss)."""
+    draw = Draw()
+    if accept is None:
+        draw.items = order[:budget].tolist()
+    else:
+        for item in order.tolist():
+            if len(draw.items) >= budget:
+                break
+            if accept(item):
+                draw.items.append(item)
+            else:
+                draw.rejected += 1
+    draw.leaves = [-1] * len(draw.items)
+    if len(draw.items) < budget:
+        draw.reason = ran_out
+    if progress is not None:
+        progress(len(draw.items))
+    return draw
+
+
 class LeafPools:
     """Live segments of a LeafIndex: draw a uniform unused item of a leaf in O(1)."""
 

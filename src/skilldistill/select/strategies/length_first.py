@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...errors import InputError
-from .draw import Accept, Draw, Progress
+from .draw import Accept, Draw, Progress, take_in_order
 
 _READ_ROWS = 8192  # pool rows read at once
 _TOKENIZE_AT_ONCE = 256  # responses per tokenizer call
@@ -63,25 +63,10 @@ def token_lengths(src: Path, eligible: np.ndarray, tokenizer: Any, *, progress: 
 def draw_length(eligible: np.ndarray, lengths: np.ndarray, budget: int, rng: np.random.Generator, *,
                 accept: Accept | None = None, progress: Progress | None = None) -> Draw:
     """The eligible items with a response, longest first, equal lengths in a seeded random order."""
-    draw = Draw()
     candidates = rng.permutation(np.flatnonzero(eligible & (lengths >= 0)))
     order = candidates[np.argsort(-lengths[candidates], kind="stable")]  # stable: the seeded order breaks ties
-    if accept is None:
-        draw.items = order[:budget].tolist()
-    else:
-        for item in order.tolist():
-            if len(draw.items) >= budget:
-                break
-            if accept(item):
-                draw.items.append(item)
-            else:
-                draw.rejected += 1
-    draw.leaves = [-1] * len(draw.items)
-    if len(draw.items) < budget:
-        draw.reason = "the eligible items with a response ran out"
-    if progress is not None:
-        progress(len(draw.items))
-    return draw
+    return take_in_order(order, budget, accept=accept, progress=progress,
+                         ran_out="the eligible items with a response ran out")
 
 
 def _stats(values: np.ndarray) -> dict[str, Any] | None:

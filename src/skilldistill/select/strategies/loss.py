@@ -36,7 +36,7 @@ import numpy as np
 
 from ...errors import InputError
 from ..item_loss import ItemLosses, LossModel, item_losses
-from .draw import Accept, Draw, Progress
+from .draw import Accept, Draw, Progress, take_in_order
 
 
 def band_bounds(losses: np.ndarray, band: tuple[float, float]) -> tuple[float, float]:
@@ -50,7 +50,6 @@ def draw_loss(eligible: np.ndarray, losses: np.ndarray, budget: int, rng: np.ran
               progress: Progress | None = None) -> Draw:
     """The eligible scored items (``losses`` not NaN): the highest loss first, ties in a seeded order;
     with ``bounds`` (inclusive), the items inside them in a seeded uniform order."""
-    draw = Draw()
     scored = eligible & ~np.isnan(losses)
     if bounds is not None:
         with np.errstate(invalid="ignore"):
@@ -58,23 +57,9 @@ def draw_loss(eligible: np.ndarray, losses: np.ndarray, budget: int, rng: np.ran
     order = rng.permutation(np.flatnonzero(scored))
     if bounds is None:
         order = order[np.argsort(-losses[order], kind="stable")]  # stable: the seeded order breaks ties
-    if accept is None:
-        draw.items = order[:budget].tolist()
-    else:
-        for item in order.tolist():
-            if len(draw.items) >= budget:
-                break
-            if accept(item):
-                draw.items.append(item)
-            else:
-                draw.rejected += 1
-    draw.leaves = [-1] * len(draw.items)
-    if len(draw.items) < budget:
-        draw.reason = ("the scored items inside the loss band ran out" if bounds is not None
-                       else "the scored items ran out")
-    if progress is not None:
-        progress(len(draw.items))
-    return draw
+    return take_in_order(order, budget, accept=accept, progress=progress,
+                         ran_out="the scored items inside the loss band ran out" if bounds is not None
+                         else "the scored items ran out")
 
 
 def _stats(values: np.ndarray) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .draw import Accept, Draw, Progress
+from .draw import Accept, Draw, Progress, take_in_order
 
 
 def draw_random(
@@ -15,21 +15,5 @@ def draw_random(
     accept: Accept | None = None, progress: Progress | None = None,
 ) -> Draw:
     """Uniform without replacement over the eligible items."""
-    draw = Draw()
     order = rng.permutation(np.flatnonzero(eligible))
-    if accept is None:
-        draw.items = order[:budget].tolist()
-    else:
-        for item in order.tolist():
-            if len(draw.items) >= budget:
-                break
-            if accept(item):
-                draw.items.append(item)
-            else:
-                draw.rejected += 1
-    draw.leaves = [-1] * len(draw.items)
-    if len(draw.items) < budget:
-        draw.reason = "the eligible pool ran out"
-    if progress is not None:
-        progress(len(draw.items))
-    return draw
+    return take_in_order(order, budget, accept=accept, progress=progress, ran_out="the eligible pool ran out")
