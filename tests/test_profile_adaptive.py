@@ -27,6 +27,7 @@ from skilldistill.profile import (
 from skilldistill.profile.adaptive import STOP_BOUND, selection_distribution, total_variation
 from skilldistill.profile.simulation import adaptive_items_estimate, simulate_adaptive
 from skilldistill.tree import SkillTree
+from test_profile import SUBJECT_TO_TOP  # MATH subjects -> skill_mix's top level
 
 
 # --------------------------------------------------------------------------------------
@@ -136,11 +137,6 @@ def test_out_of_range_settings_are_refused(field, value):
 # --------------------------------------------------------------------------------------
 # the stage, on real MATH problems
 # --------------------------------------------------------------------------------------
-SUBJECT_TO_TOP = {
-    "Prealgebra": "Pre-Algebra", "Algebra": "Algebra", "Intermediate Algebra": "Inter-Algebra",
-    "Geometry": "Geometry understanding", "Number Theory": "Number Theory", "Precalculus": "Precalculus",
-    "Counting & Probability": "Probability",
-}
 
 
 @pytest.fixture()
