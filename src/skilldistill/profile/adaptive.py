@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..select.weights import leaf_weights
 from ..tree import Chain, SkillTree, chain_str
 from .accuracy import skill_stats
 from .config import AdaptiveConfig
@@ -45,13 +46,9 @@ STOP_ROUNDS = "max_rounds reached"
 
 
 def selection_distribution(accuracy: np.ndarray, temperature: float, w_max: float) -> np.ndarray:
-    """``w / sum(w)`` with ``w = min((1/acc)**T, w_max**T)`` (``acc == 0`` -> ``w_max**T``), along the last axis:
-    the leaf distribution of the ``skill`` strategy (select/weights.py)."""
-    acc = np.clip(np.asarray(accuracy, dtype=np.float64), 0.0, 1.0)
-    cap = float(w_max) ** temperature
-    with np.errstate(divide="ignore"):
-        w = np.where(acc > 0, np.power(1.0 / np.where(acc > 0, acc, 1.0), temperature), cap)
-    w = np.minimum(w, cap)
+    """The ``skill`` strategy's leaf distribution, ``w / sum(w)`` with select's own weights
+    (:func:`~skilldistill.select.weights.leaf_weights`), along the last axis."""
+    w = leaf_weights(accuracy, temperature, w_max)
     return w / w.sum(axis=-1, keepdims=True)
 
 
