@@ -43,7 +43,10 @@ def test_paper_recipe_settings():
     assert ev.benchmarks == ["aime24", "aime25", "amc23", "math_l5", "math500", "olympiadbench"]
     assert [ev.n_for(b) for b in ev.benchmarks] == [8, 8, 8, 8, 1, 1]  # the authors' samples per benchmark
     assert {(a.select["strategy"], a.format["style"]) for a in r.arms} == {
-        ("random", "plain"), ("random", "skill-aware"), ("skill", "plain"), ("skill", "skill-aware")}
+        ("random", "plain"), ("random", "skill-aware"), ("skill", "plain"), ("skill", "skill-aware"),
+        ("difficulty", "plain"), ("all", "plain")}  # with the paper's difficulty and full-pool baselines
+    full = r.arm("full-pool")
+    assert r.arm_train(full, 0, "Qwen/Qwen3-4B").num_train_epochs == 1  # the paper's single epoch
     # the authors' evaluation (eval_checkpoints.py): instruction first, "Question: ...",
     # temperature 0.6, top_p unset, 16,384 new tokens; the same user turn in training
     authors = "{instruction}\n\nQuestion: {question}"
@@ -76,7 +79,7 @@ def test_select_measures_lengths_in_each_arms_own_format(tmp_path):
             run_arm(pipe, arm, 0, UpstreamFingerprints(annotate="a", profile="p", student="s", demo=None), None)
     styles = {k.split("/")[1]: v["example"]["style"] for k, v in seen.items()}
     assert styles == {"random-plain": "plain", "random-skillaware": "skill-aware", "skill-plain": "plain",
-                      "skill-skillaware": "skill-aware"}
+                      "skill-skillaware": "skill-aware", "difficulty-plain": "plain", "full-pool": "plain"}
     assert all(v["tokenizer"] == "Qwen/Qwen3-4B" for v in seen.values())
 
 

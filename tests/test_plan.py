@@ -99,7 +99,7 @@ def test_plan_of_the_paper_recipe_offline(tmp_path):
                        settings=recipe.plan.model_copy(update={"generation_tokens_per_s": 2500.0,
                                                                "training_tokens_per_s": 3000.0}))
     by = {s.key: s for s in plan.stages}
-    assert len(by) == 3 + 4 * 4 + 1 and {s.status for s in plan.stages} == {"to run"}
+    assert len(by) == 3 + 6 * 4 + 1 and {s.status for s in plan.stages} == {"to run"}  # 6 arms: 4 + 2 baselines
     leaves = SkillTree.resolve("math").leaves()
     per_item = sum(len(c) for c in leaves) / len(leaves)  # one call per inner node on the way
     assert by["annotate"].llm_calls == pytest.approx(100_000 * per_item)
@@ -114,6 +114,8 @@ def test_plan_of_the_paper_recipe_offline(tmp_path):
     assert tr.items == 1000 and tr.training_tokens == 1000 * 5 * 8192  # max_length: an upper bound, stated
     assert any("upper bound" in note for note in tr.notes)
     assert tr.gpu_hours == pytest.approx(1000 * 5 * 8192 / 3000 / 3600)
+    full = by["train/full-pool/seed0"]  # the whole pool, the paper's single epoch
+    assert full.items == 100_000 and full.training_tokens == 100_000 * 1 * 8192
     assert plan.totals["gpu_hours"] == pytest.approx(sum(s.gpu_hours for s in plan.stages if s.gpu_hours))
 
 

@@ -300,12 +300,20 @@ def test_plan_shows_profiling_both_ways_and_the_efficient_recipe_meets_its_targe
     from skilldistill.orchestration.plan import plan_recipe
     from skilldistill.orchestration.recipe import load_recipe
 
-    def totals(name):
-        recipe = load_recipe(f"recipes/{name}.yaml")
+    def totals(name, overrides=()):
+        recipe = load_recipe(f"recipes/{name}.yaml", list(overrides))
         settings = recipe.plan.model_copy(update={"generation_tokens_per_s": 2500, "training_tokens_per_s": 3000})
         return plan_recipe(recipe, run_dir=tmp_path / name, settings=settings, sample=False)
 
-    faithful, efficient = totals("qwen3-4b-openmathreasoning"), totals("qwen3-4b-openmathreasoning-efficient")
+    import yaml
+
+    # the efficient recipe runs the method's four arms, without the paper's baseline rows: compare like with like
+    with open("recipes/qwen3-4b-openmathreasoning.yaml", encoding="utf-8") as f:
+        four = yaml.safe_load(f)["arms"][:4]
+    efficient_arms = load_recipe("recipes/qwen3-4b-openmathreasoning-efficient.yaml").arms
+    assert [a.model_dump(exclude_defaults=True) for a in efficient_arms] == four
+    efficient = totals("qwen3-4b-openmathreasoning-efficient")
+    faithful = totals("qwen3-4b-openmathreasoning", ["arms=" + json.dumps(four)])
     f, e = faithful.totals, efficient.totals
     # the faithful recipe profiles the whole pool, and plan says what adaptive would cost
     (prof,) = [s for s in faithful.stages if s.kind == "profile"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .arm_corpora import corpus_of_arm
 from .launcher import train_stage
 from .loop_rounds import run_rounds
 from .recipe import ArmConfig
@@ -45,9 +46,7 @@ def run_arm(run: StageRunner, arm: ArmConfig, seed: int, upstream: UpstreamFinge
         fp_train, final = run_rounds(run, arm, seed, sel_cfg, arm_format_config(run, arm), upstream)
         evaluate_model(run, f"evaluate/{sub}", final, fp_train, upstream.demo, eval_cfg)
         return
-    fp_sel = run.step(f"select/{sub}", "select", sel_cfg.fingerprint_dict(), [upstream.annotate, upstream.profile],
-                      lambda clean: select_stage(run, f"select/{sub}", sel_cfg, run.path("profile", "skill_profile.json"),
-                                                 run.path("profile", "profile.parquet"), clean))
+    fp_sel = select_arm(run, arm, sub, sel_cfg, upstream)
     fmt_cfg = arm_format_config(run, arm)
     fp_fmt = run.step(f"format/{sub}", "format", fmt_cfg.model_dump(mode="json"), [fp_sel, upstream.student],
                       lambda clean: format_stage(run, f"format/{sub}", fmt_cfg,
@@ -57,6 +56,20 @@ def run_arm(run: StageRunner, arm: ArmConfig, seed: int, upstream: UpstreamFinge
                         lambda clean: train_stage(run, f"format/{sub}", f"train/{sub}", train_cfg, clean, label=sub))
     final = str(run.path("train", sub, "final").resolve())
     evaluate_model(run, f"evaluate/{sub}", final, fp_train, upstream.demo, eval_cfg)
+
+
+def select_arm(run: StageRunner, arm: ArmConfig, sub: str, sel_cfg: Any, upstream: UpstreamFingerprints) -> str:
+    """The arm's selection by the recipe's profile, from the recipe's pool or the arm's own (which has
+    no per-item profile)."""
+    profile = run.path("profile", "skill_profile.json")
+    corpus = corpus_of_arm(run.recipe, arm)
+    if corpus is None:
+        return run.step(f"select/{sub}", "select", sel_cfg.fingerprint_dict(), [upstream.annotate, upstream.profile],
+                        lambda clean: select_stage(run, f"select/{sub}", sel_cfg, profile,
+                                                   run.path("profile", "profile.parquet"), clean))
+    skills = corpus.skills_path(run.run_dir)
+    return run.step(f"select/{sub}", "select", sel_cfg.fingerprint_dict(), [upstream.pools[corpus.name], upstream.profile],
+                    lambda clean: select_stage(run, f"select/{sub}", sel_cfg, profile, None, clean, skills=skills))
 
 
 def arm_select_config(run: StageRunner, arm: ArmConfig, seed: int) -> Any:
@@ -81,4 +94,5 @@ def arm_format_config(run: StageRunner, arm: ArmConfig) -> Any:
     return fmt_cfg
 
 
-__all__ = ["arm_format_config", "arm_select_config", "evaluate_base", "evaluate_model", "generation_json", "run_arm"]
+__all__ = ["arm_format_config", "arm_select_config", "evaluate_base", "evaluate_model", "generation_json", "run_arm",
+           "select_arm"]

@@ -3,7 +3,8 @@
     skilldistill run recipes/demo.yaml
     skilldistill run recipes/qwen3-4b-openmathreasoning.yaml --set select.budget=500 --from select
 
-Stage order: corpus -> demo (held-out set, base student) -> annotate -> profile ->
+Stage order: corpus -> demo (held-out set, base student) -> annotate -> the arms' own
+pools (pools/<name>/corpus, pools/<name>/annotate) -> profile ->
 select/<arm>/seed<k> -> format/... -> train/... -> evaluate/base, evaluate/<arm>/seed<k>
 -> report. A stage is skipped when it finished before with the same *fingerprint* (a
 hash of its config and of the fingerprints of the stages it reads), recorded in
@@ -33,10 +34,18 @@ from ..llm.base import fingerprint_view
 from ..stages import STAGES
 from ..tree import SkillTree
 from . import arm_pool
+from .arm_corpora import ArmCorpus, arm_corpora, check_corpora_load
 from .arm_runs import evaluate_base, run_arm
 from .launch_config import check_launch
 from .recipe import ArmConfig, Recipe
-from .stage_calls import annotate_stage, corpus_stage, demo_stage, profile_stage, report_stage
+from .stage_calls import (
+    annotate_stage,
+    corpus_stage,
+    demo_stage,
+    pool_corpus_stage,
+    profile_stage,
+    report_stage,
+)
 from .stage_runner import StageRunner, UpstreamFingerprints, model_json
 from .summary_tables import print_run_summary
 
@@ -58,6 +67,7 @@ class Pipeline(StageRunner):
         """Every stage in order, holding the run folder (a second run on it is refused).
         The launcher is checked first, before the run folder is touched."""
         self._check_launcher()
+        self._check_arm_corpora()
         with FolderLock(self.run_dir, what=f"skilldistill run {self.recipe.name}"):
             return self._run_stages()
 
@@ -72,6 +82,16 @@ class Pipeline(StageRunner):
         if to_train:
             arm_runs = len(r.arms) * len(r.seeds)
             check_launch(r.launcher.accelerate_config, r.launcher.extra_args, concurrent=min(r.jobs, arm_runs))
+
+    def _check_arm_corpora(self) -> None:
+        """The arms' own pools still to ingest are opened before any stage runs (one line naming the
+        arm when one cannot load); ingested ones are not read again."""
+        corpora = arm_corpora(self.recipe)
+        if not corpora:
+            return
+        planner = Pipeline(self.recipe, run_dir=self.run_dir, force_from=self.force_from, show_progress=False)
+        pending = {st["key"] for st in planner.plan() if st["status"] != "done"}
+        check_corpora_load(self.recipe, [c for c in corpora if c.corpus_key in pending])
 
     def _run_stages(self) -> dict[str, Any]:
         """The stages in order, then the report (a dry run only records what each would do)."""
@@ -115,7 +135,7 @@ class Pipeline(StageRunner):
         return arm_pool.ArmPool(jobs, threads=r.threads or _cores_per_job(jobs))
 
     def _run_wide_stages(self, tree: SkillTree, eval_cfg: Any, pool: arm_pool.ArmPool | None) -> UpstreamFingerprints:
-        """corpus -> demo -> annotate -> profile, and the base student's evaluation."""
+        """corpus -> demo -> annotate (and the arms' own pools) -> profile, and the base student's evaluation."""
         r = self.recipe
         generated_pool = None  # the demo's pool settings
         if r.demo is not None:  # the pool depends on which leaves are weak when they are rarer in it
@@ -131,12 +151,23 @@ class Pipeline(StageRunner):
             pool.submit("evaluate/base", "base", self._task(base))
         fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, hash_obj(tree.to_dict())],
                              lambda clean: annotate_stage(self, tree, clean))
+        pools = {c.name: self._pool_stages(c, tree) for c in arm_corpora(r)}
         profile_cfg = self.profile_config()
         fp_profile = self.step("profile", "profile", profile_cfg.fingerprint_dict(), [fp_annot, fp_student],
                                lambda clean: profile_stage(self, "profile", profile_cfg, tree, clean))
         if r.evaluate.base and pool is None:  # serially: after profile, where `skilldistill plan` lists it
             evaluate_base(self, base, eval_cfg)
-        return UpstreamFingerprints(student=fp_student, demo=fp_demo, annotate=fp_annot, profile=fp_profile)
+        return UpstreamFingerprints(student=fp_student, demo=fp_demo, annotate=fp_annot, profile=fp_profile,
+                                    pools=pools)
+
+    def _pool_stages(self, corpus: ArmCorpus, tree: SkillTree) -> str:
+        """An arm's own pool ingested and attributed as the recipe's is; the annotate stage's fingerprint."""
+        fp_corpus = self.step(corpus.corpus_key, "corpus", {"ingest": model_json(corpus.config)}, [],
+                              lambda clean: pool_corpus_stage(self, corpus.corpus_key, corpus.config))
+        return self.step(corpus.annotate_key, "annotate", self.recipe.annotate.public_dict(),
+                         [fp_corpus, hash_obj(tree.to_dict())],
+                         lambda clean: annotate_stage(self, tree, clean, corpus=corpus.corpus_path(self.run_dir),
+                                                      out_key=corpus.annotate_key))
 
     def _run_arms(self, runs: list[ArmRun], upstream: UpstreamFingerprints, eval_cfg: Any,
                   pool: arm_pool.ArmPool | None) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..attribution.config import AnnotateConfig
 from ..config_types import BOOL_FOR_NUMBER, bools_read_as_numbers
 from ..corpus.config import IngestConfig
+from ..corpus.presets import PRESETS
 from ..demo.student_config import StudentConfig
 from ..errors import ConfigError
 from ..evaluate.config import EvaluateConfig
@@ -66,12 +67,38 @@ class ArmConfig(BaseModel):
         return check_safe_name(v, "arm name")
 
     name: str = Field(..., description="Arm name: a folder name under select/, format/, train/, evaluate/.")
+    corpus: IngestConfig | None = Field(
+        None, description="The arm's own pool (absent: the recipe's): an ingest section, or the name of a preset "
+        "whose Hugging Face dataset is the source (`corpus: limo`). It is ingested, decontaminated with the "
+        "recipe's corpus settings unless it sets its own, and attributed with the recipe's tree and annotate "
+        "section under pools/; the arm selects from it with the recipe's profile.")
     select: dict[str, Any] = Field(default_factory=dict)
     format: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     rounds: int | None = Field(None, ge=1, le=100, description="Closed-loop rounds of this arm (default: the "
                                "recipe's rounds); see skilldistill.orchestration.closed_loop.")
     loop: dict[str, Any] = Field(default_factory=dict, description="Overrides of the recipe's loop section.")
+
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _preset_source(cls, v: Any) -> Any:
+        """``corpus: limo`` or ``{preset: limo}`` without a source: the preset's Hugging Face dataset."""
+        return preset_corpus(v)
+
+
+def preset_corpus(v: Any) -> Any:
+    """A corpus section given as a preset name, or as a preset without a source, with the preset's
+    Hugging Face dataset as its source (anything else unchanged, for validation to judge)."""
+    if isinstance(v, str):
+        v = {"preset": v}
+    if isinstance(v, dict) and "source" not in v and isinstance(v.get("preset"), str):
+        preset = PRESETS.get(v["preset"])
+        if preset is None:
+            raise ValueError(f"unknown preset {v['preset']!r}; presets: {', '.join(sorted(PRESETS))}")
+        if preset.hf_id is None:
+            raise ValueError(f"preset {v['preset']!r} names no dataset: give corpus.source")
+        v = {**v, "source": preset.hf_id}
+    return v
 
 
 class EvaluateSection(EvaluateConfig):
@@ -158,6 +185,7 @@ class Recipe(BaseModel):
         self._check_report_arms()
         self._check_arm_overrides()
         self._check_adaptive_profiling()
+        self._check_arm_corpora()
         try:  # evaluate.generation's overrides, checked now rather than when evaluation starts
             self.generation_for_eval(self.student.model)
         except ValidationError as e:
@@ -202,6 +230,20 @@ class Recipe(BaseModel):
                 raise ValueError(f"profile.adaptive: arm {arm.name!r} sets select.correct_portion, which needs the "
                                  "correctness of every item it draws from; adaptive profiling grades only the items "
                                  "it needs for the leaf accuracies (remove profile.adaptive, or correct_portion)")
+
+    def _check_arm_corpora(self) -> None:
+        """An arm with its own pool selects from it once, with the recipe's profile of the student: it
+        has no per-item profile (correct_portion) and no closed loop (which re-profiles the main pool)."""
+        for i, arm in enumerate(self.arms):
+            if arm.corpus is None:
+                continue
+            where = f"arms.{i} ({arm.name})"
+            if self.arm_rounds(arm) > 1:
+                raise ValueError(f"{where}.rounds: an arm with its own corpus runs one round (closed-loop rounds "
+                                 "re-profile the student on the recipe's pool)")
+            if self.arm_select(arm, self.seeds[0]).correct_portion is not None:
+                raise ValueError(f"{where}.select.correct_portion: needs the student's answer on every item of the "
+                                 "arm's pool, and the profile covers the recipe's pool only")
 
     def _check_arm_names(self) -> None:
         names = [a.name for a in self.arms]
@@ -261,6 +303,17 @@ class Recipe(BaseModel):
             return self.report.one_shot
         method = self.report.method or self.arms[-1].name
         return method if self.arm_rounds(self.arm(method)) == 1 else None
+
+    def arm_corpus(self, arm: ArmConfig) -> IngestConfig | None:
+        """The arm's own pool (None: the recipe's), decontaminated as the recipe's corpus is unless the
+        arm's section sets its own ``exclude`` or ``decontamination``."""
+        if arm.corpus is None:
+            return None
+        if self.corpus is None:
+            return arm.corpus
+        inherited = {k: getattr(self.corpus, k) for k in ("exclude", "decontamination")
+                     if k not in arm.corpus.model_fields_set}
+        return arm.corpus.model_copy(update=copy.deepcopy(inherited))
 
     def arm_select(self, arm: ArmConfig, seed: int) -> SelectConfig:
         """The arm's selection settings. The loss strategy scores the examples the arm trains on (its format)

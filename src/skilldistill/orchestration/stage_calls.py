@@ -59,17 +59,27 @@ def demo_stage(run: StageRunner, clean: bool) -> None:
                    wall_time_s=round(time.time() - t0, 2), student=origin)
 
 
-def annotate_stage(run: StageRunner, tree: SkillTree, clean: bool) -> None:
-    """Attribution of the pool; on a corpus with known skills (the demo), also its accuracy."""
+def pool_corpus_stage(run: StageRunner, out_key: str, cfg: Any) -> None:
+    """An arm's own pool (its ``corpus`` section) ingested into ``out_key``."""
+    from ..corpus import ingest
+
+    ingest(cfg, run.path(out_key), progress=run.show_progress)
+
+
+def annotate_stage(run: StageRunner, tree: SkillTree, clean: bool, *, corpus: Path | None = None,
+                   out_key: str = "annotate") -> None:
+    """Attribution of the pool (the recipe's, or ``corpus``) into ``out_key``; on a corpus with known
+    skills (the demo), also its accuracy."""
     from ..attribution import run_annotate
 
-    run_annotate(run.corpus_path, tree, run.path("annotate"), run.recipe.annotate, force=clean,
+    out = run.path(out_key)
+    run_annotate(corpus or run.corpus_path, tree, out, run.recipe.annotate, force=clean,
                  show_progress=run.show_progress)
-    cols = pq.read_schema(run.skills_path).names
+    cols = pq.read_schema(out / "skills.parquet").names
     if "true_skills" in cols:  # a corpus with known skills (the demo): measure attribution
         from ..demo.attribution_score import attribution_accuracy
 
-        write_json(run.path("annotate", "attribution_accuracy.json"), attribution_accuracy(run.skills_path))
+        write_json(out / "attribution_accuracy.json", attribution_accuracy(out / "skills.parquet"))
 
 
 def profile_stage(run: StageRunner, out_key: str, cfg: Any, tree: SkillTree, clean: bool) -> None:
@@ -79,16 +89,16 @@ def profile_stage(run: StageRunner, out_key: str, cfg: Any, tree: SkillTree, cle
     run_profile(run.skills_path, run.path(out_key), cfg, tree=tree, force=clean, show_progress=run.show_progress)
 
 
-def select_stage(run: StageRunner, out_key: str, cfg: Any, profile_json: Path, item_profile: Path,
-                 clean: bool) -> None:
-    """A selection from the attributed pool by the given profile, into ``out_key``; the loss strategy scores
-    with the demo's built student when the recipe's student is the demo's."""
+def select_stage(run: StageRunner, out_key: str, cfg: Any, profile_json: Path, item_profile: Path | None,
+                 clean: bool, *, skills: Path | None = None) -> None:
+    """A selection from the attributed pool (the recipe's, or ``skills``) by the given profile, into
+    ``out_key``; the loss strategy scores with the demo's built student when the recipe's student is the demo's."""
     from ..select import run_select
 
     if cfg.strategy == "loss" and cfg.loss_model == DEMO_STUDENT:
         cfg = cfg.model_copy(update={"loss_model": run.student_model()})
 
-    res = run_select(run.skills_path, run.path(out_key), cfg, profile_json=profile_json,
+    res = run_select(skills or run.skills_path, run.path(out_key), cfg, profile_json=profile_json,
                      item_profile=item_profile, force=clean, progress=run.show_progress)
     if res.n_selected < cfg.budget:
         run.console.print(f"[yellow]{out_key}: {res.n_selected} of {cfg.budget} selected[/yellow]")
@@ -133,5 +143,5 @@ def report_stage(run: StageRunner) -> None:
                  extra_sections=extra, method=run.recipe.report.method, sections_from_summary=targets)
 
 
-__all__ = ["annotate_stage", "corpus_stage", "demo_stage", "evaluate_stage", "format_stage", "profile_stage",
+__all__ = ["annotate_stage", "corpus_stage", "demo_stage", "evaluate_stage", "format_stage", "pool_corpus_stage", "profile_stage",
            "report_stage", "select_stage"]

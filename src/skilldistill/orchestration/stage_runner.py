@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class UpstreamFingerprints:
     demo: str | None  # the demo stage (its held-out set); None without a demo section
     annotate: str | None = None  # the attributed pool (arm runs only)
     profile: str | None = None  # the base student's profile (arm runs only)
+    pools: dict[str, str] = field(default_factory=dict)  # an arm's own pool (its folder name): its annotate stage
 
 
 def model_json(model: Any, exclude: set[str] | None = None) -> Any:

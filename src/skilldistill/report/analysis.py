@@ -225,8 +225,8 @@ def stage_times(state: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def _pipeline_rank(key: str) -> tuple:
     """Sort key of a pipeline state key (``select/<arm>/seed<k>``): stage order, then
-    ``base`` first, arm name, seed number."""
-    kind = key.split("/")[0]
+    ``base`` first, arm name, seed number; an arm's own pool (``pools/<name>/<stage>``) at its stage."""
+    kind = key.split("/")[-1] if key.startswith("pools/") else key.split("/")[0]
     rank = STAGES.index(kind) if kind in STAGES else len(STAGES)
     parts = key.split("/")[1:]
     arm = parts[0] if parts else ""
