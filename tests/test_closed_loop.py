@@ -41,6 +41,39 @@ def test_round_budgets_equal_slices_or_the_given_list():
         LoopConfig().round_budgets(2, 3)
 
 
+def test_later_rounds_train_at_the_scaled_learning_rate_and_round_one_is_unchanged(tmp_path):
+    from skilldistill.orchestration.loop_rounds import run_rounds
+    from skilldistill.orchestration.pipeline import Pipeline
+    from skilldistill.orchestration.stage_runner import UpstreamFingerprints
+
+    loop_arm = "arms=[{name: one, select: {strategy: skill}}, {name: loop, rounds: 3, select: {strategy: skill}}]"
+
+    def train_configs(*overrides):
+        recipe = load_recipe(REPO / "recipes" / "demo-quick.yaml",
+                             [loop_arm, "report.method=one", "report.baseline=one", *overrides])
+        pipe = Pipeline(recipe, run_dir=tmp_path / "run", show_progress=False)
+        seen = {}
+
+        def record_step(key, kind, config, upstream, fn, done_marker="manifest.json"):
+            seen[key] = config
+            return f"fp-{key}"
+
+        pipe.step = record_step
+        arm = recipe.arm("loop")
+        run_rounds(pipe, arm, 0, recipe.arm_select(arm, 0), recipe.arm_format(arm),
+                   UpstreamFingerprints(student="s", demo=None, annotate="a", profile="p"))
+        return {k.split("/")[3]: v for k, v in seen.items() if k.endswith("/train")}
+
+    lr = load_recipe(REPO / "recipes" / "demo-quick.yaml").train.learning_rate
+    default = train_configs()
+    assert [default[r]["learning_rate"] for r in ("round1", "round2", "round3")] == [lr, lr, lr]
+    scaled = train_configs("loop.later_rounds_lr_scale=0.25")
+    assert [scaled[r]["learning_rate"] for r in ("round1", "round2", "round3")] == [lr, lr * 0.25, lr * 0.25]
+    assert scaled["round1"] == default["round1"]  # round 1's fingerprint, hence its finished stage, is kept
+    with pytest.raises(ConfigError, match="later_rounds_lr_scale"):
+        load_recipe(REPO / "recipes" / "demo-quick.yaml", ["loop.later_rounds_lr_scale=0"])
+
+
 def test_recipe_rounds_are_checked_at_load(tmp_path):
     demo = REPO / "recipes" / "demo-quick.yaml"
     loop_arm = "arms=[{name: one, select: {strategy: skill}}, {name: loop, rounds: 2, select: {strategy: skill}}]"

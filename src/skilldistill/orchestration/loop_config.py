@@ -16,6 +16,9 @@ class LoopConfig(BaseModel):
         None, description="Items per round (their sum is the arm's budget); default: equal slices, the remainder "
         "to the first rounds.")
     replay: bool = Field(False, description="Round r trains on every slice so far (true) or on its own slice (false).")
+    later_rounds_lr_scale: float = Field(
+        1.0, gt=0, le=10, description="Rounds > 1 train at the train section's learning_rate times this (each "
+        "round continues from the one before with a fresh schedule: below 1, later rounds move the model less).")
     profile_sample: int | None = Field(
         None, ge=1, description="Items (stratified by leaf) the trained student answers before rounds > 1; "
         "None: every pool item not yet selected.")
@@ -26,6 +29,10 @@ class LoopConfig(BaseModel):
         if self.budgets is not None and (not self.budgets or any(b < 1 for b in self.budgets)):
             raise ValueError("loop.budgets: one positive number of items per round")
         return self
+
+    def round_learning_rate(self, learning_rate: float, round_number: int) -> float:
+        """The learning rate of round ``round_number`` (1-based)."""
+        return learning_rate if round_number == 1 else learning_rate * self.later_rounds_lr_scale
 
     def round_budgets(self, total: int, rounds: int) -> list[int]:
         """The items each round selects."""

@@ -54,7 +54,9 @@ def run_rounds(run: StageRunner, arm: ArmConfig, seed: int, sel_cfg: Any, fmt_cf
         fp_fmt = run.step(f"{rd}/format", "format", {"format": fmt_cfg.model_dump(mode="json"), "slices": len(slices)},
                           [*state.fp_earlier, fp_sel, upstream.student],
                           lambda clean, rd=rd, sl=slices: format_round(run, rd, fmt_cfg, sl, clean))
-        train_round(run, rd, run.recipe.arm_train(arm, seed, state.model), fp_fmt, state)
+        train_cfg = run.recipe.arm_train(arm, seed, state.model)
+        train_cfg = train_cfg.model_copy(update={"learning_rate": loop.round_learning_rate(train_cfg.learning_rate, k)})
+        train_round(run, rd, train_cfg, fp_fmt, state)
         state.earlier.append(selection)
         state.fp_earlier.append(fp_sel)
     return state.fp_model, state.model
