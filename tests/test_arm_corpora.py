@@ -169,3 +169,82 @@ def test_the_paper_recipes_commented_pool_rows_are_valid_arms_once_uncommented(t
     assert [st["key"] for st in Pipeline(r, run_dir=tmp_path / "run", show_progress=False).plan()
             if st["key"].startswith("pools/")] == [
         "pools/limo/corpus", "pools/limo/annotate", "pools/s1k/corpus", "pools/s1k/annotate"]
+
+
+def test_a_profile_rolled_up_by_another_attribution_keeps_every_grade_and_moves_only_the_chains(tmp_path):
+    import pyarrow as pa
+
+    from skilldistill.profile.reattribute import reattribute_profile
+    from skilldistill.profile.stage import PROFILE_SCHEMA
+    from skilldistill.tree import SkillTree
+
+    tree = SkillTree.resolve("demo")
+    a, b = (list(c) for c in tree.leaves()[:2])
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    rows = [{"id": "x", "n_samples": 4, "n_correct": 4, "accuracy": 1.0, "solved": True, "n_truncated": 0,
+             "n_grading_errors": 0, "skills": [a]},
+            {"id": "y", "n_samples": 4, "n_correct": 0, "accuracy": 0.0, "solved": False, "n_truncated": 0,
+             "n_grading_errors": 0, "skills": [a]},
+            {"id": "z", "n_samples": 4, "n_correct": 1, "accuracy": 0.25, "solved": False, "n_truncated": 0,
+             "n_grading_errors": 0, "skills": [b]}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=PROFILE_SCHEMA), profile / "profile.parquet")
+    (profile / "skill_profile.json").write_text(json.dumps({"prior_strength": 4.0, "counts": {"samples": 12},
+                                                             "model": "m"}))
+    skills = tmp_path / "skills.parquet"  # y moves to leaf b; z is not attributed at all
+    pq.write_table(pa.table({"id": ["x", "y"], "skills": [[a], [b]]}), skills)
+    counts = reattribute_profile(profile, skills, tmp_path / "out", tree)
+    doc = json.loads((tmp_path / "out" / "skill_profile.json").read_text())
+    nodes = {tuple(n["path"]): n for n in doc["nodes"]} if "path" in doc["nodes"][0] else None
+    by_leaf = nodes or {tuple(n["chain"].split("->")): n for n in doc["nodes"]}
+    assert (by_leaf[tuple(a)]["graded"], by_leaf[tuple(a)]["correct"]) == (4, 4)  # x alone
+    assert (by_leaf[tuple(b)]["graded"], by_leaf[tuple(b)]["correct"]) == (4, 0)  # y, no longer z
+    assert counts["items_not_attributed"] == 1 and counts["items_without_skills"] == 1 and counts["samples"] == 12
+    out_rows = pq.read_table(tmp_path / "out" / "profile.parquet").to_pylist()
+    assert [(r["id"], r["n_correct"], r["skills"]) for r in out_rows] == [("x", 4, [a]), ("y", 0, [b]), ("z", 1, [])]
+    assert doc["grades_from"] == str(profile) and (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_an_arm_annotate_override_is_checked_and_named_at_load():
+    with pytest.raises(ConfigError) as e:
+        load_recipe(QUICK, with_arm({"name": "x", "annotate": {"backend": "nosuch"}}))
+    assert "arms.2 (x).annotate.backend" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # a whole-section check: named without a key
+        load_recipe(QUICK, with_arm({"name": "x", "annotate": {"backend": "labels"}}))
+    assert "arms.2 (x).annotate: Value error, backend 'labels' needs labels.label_field" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_recipe(QUICK, with_arm({"name": "x", "annotate": {"backend": "labels", "labels": {"label_field": "t"}},
+                                     "rounds": 2}))
+    assert "arms.2 (x).rounds: an arm with its own annotate section runs one round" in str(e.value)
+    r = load_recipe(QUICK, with_arm({"name": "x", "annotate": {"backend": "labels", "labels": {"label_field": "t"}},
+                                     "select": {"correct_portion": 0.5}}))  # the recipe's pool: its items are profiled
+    (pool,) = arm_corpora(r)
+    assert (pool.name, pool.config, pool.profile_key) == ("labels", None, "pools/labels/profile")
+
+
+@pytest.mark.slow
+def test_an_arm_selects_from_the_recipes_pool_attributed_by_its_true_skills(tmp_path):
+    arm = {"name": "skill-true", "annotate": {"backend": "labels", "labels": {"label_field": "true_skills"}},
+           "select": {"strategy": "skill"}, "format": {"style": "plain"}}
+    r = load_recipe(QUICK, with_arm(arm, "jobs=1"))
+    run_dir = tmp_path / "run"
+    first = Pipeline(r, run_dir=run_dir, show_progress=False)
+    first.run()
+    assert {"pools/labels/annotate", "pools/labels/profile", "select/skill-true/seed0"} <= set(first.ran)
+    assert "pools/labels/corpus" not in first.ran  # the recipe's corpus, read where it is
+    accuracy = json.loads((run_dir / "pools" / "labels" / "annotate" / "attribution_accuracy.json").read_text())
+    assert accuracy["leaf_precision"] == accuracy["leaf_recall"] == 1.0
+    main = json.loads((run_dir / "profile" / "skill_profile.json").read_text())
+    rolled = json.loads((run_dir / "pools" / "labels" / "profile" / "skill_profile.json").read_text())
+    assert rolled["counts"]["samples"] == main["counts"]["samples"]  # the same answers, no second pass
+    assert rolled["overall"]["correct"] == main["overall"]["correct"]
+    def inputs(arm):
+        return json.loads((run_dir / "select" / arm / "seed0" / "manifest.json").read_text())["inputs"]
+
+    # selected by the rolled-up profile, from the pool as the true skills place its items
+    from skilldistill.artifacts import sha256_file
+
+    assert inputs("skill-true")["profile"] == sha256_file(run_dir / "pools" / "labels" / "profile" / "skill_profile.json")
+    assert inputs("skill-true")["profile"] != inputs("skill-skillaware")["profile"]
+    selection = pq.read_table(run_dir / "select" / "skill-true" / "seed0" / "selection.parquet").to_pylist()
+    assert all(row["skills"] == row["true_skills"] for row in selection)

@@ -121,11 +121,15 @@ def label_values(raw: Any) -> list[Any] | None:
 
 
 def split_label(value: Any, separator: str) -> Chain | None:
-    """A label's parts, whitespace around each stripped; None for a value that is no text
-    or has an empty part (``A -> -> B``)."""
-    if not isinstance(value, str):
+    """A label's parts, whitespace around each stripped; a list of texts is a label already split
+    (``["Algebra", "Linear equations"]``, as a chain column holds it). None for a value that is no
+    text or has an empty part (``A -> -> B``)."""
+    if isinstance(value, list | tuple) and value and all(isinstance(p, str) for p in value):
+        parts = tuple(p.strip() for p in value)
+    elif isinstance(value, str):
+        parts = tuple(p.strip() for p in value.split(separator))
+    else:
         return None
-    parts = tuple(p.strip() for p in value.split(separator))
     return parts if all(parts) else None
 
 

@@ -1,10 +1,20 @@
-"""Arms that train on another pool than the recipe's (the paper's LIMO, s1K-1.1 rows).
+"""Arms that select from another attributed pool than the recipe's: another corpus (the paper's
+LIMO and s1K-1.1 rows), or the recipe's corpus attributed another way (the demo's attribution
+sources: the corpus's own labels, a labelled seed set).
 
-An arm's ``corpus`` section names its pool. Each distinct pool is ingested (and decontaminated)
-into ``pools/<name>/corpus`` and attributed with the recipe's tree and annotate settings into
-``pools/<name>/annotate``, as the recipe's own pool is into ``corpus/`` and ``annotate/``; arms
-naming the same pool share those folders. ``<name>`` is the preset (or the source file's stem),
-with a short hash of the settings only when two different pools would get the same name.
+An arm's ``corpus`` section names its pool; its ``annotate`` section overrides the recipe's
+attribution settings. Each distinct (corpus, attribution) pair is a pool under
+``pools/<name>/``:
+
+- ``corpus/``: the arm's corpus ingested (and decontaminated) as the recipe's is (own corpus only);
+- ``annotate/``: the pool attributed with the recipe's tree and the arm's annotate settings;
+- ``profile/``: on the recipe's corpus, the recipe's profile of the student rolled up by this
+  attribution's chains (:mod:`skilldistill.profile.reattribute`: no second generation pass).
+  An arm with its own corpus selects with the recipe's profile (per-leaf accuracies).
+
+Arms naming the same pool share its folders. ``<name>`` is the corpus's preset (or the source
+file's stem), else the attribution backend, with a short hash of the settings only when two
+different pools would get the same name.
 
 Before any stage runs, a pool still to ingest is opened (a local file read, a hub dataset's
 first row fetched), so an arm whose corpus cannot load fails the run with one line naming the
@@ -19,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import hash_obj
+from ..attribution.config import AnnotateConfig
 from ..corpus.config import IngestConfig
 from ..errors import ConfigError
 from .recipe import ArmConfig, Recipe
@@ -28,10 +39,11 @@ POOLS_DIR = "pools"
 
 @dataclass(frozen=True)
 class ArmCorpus:
-    """One pool other than the recipe's, and the arms that select from it."""
+    """One attributed pool other than the recipe's, and the arms that select from it."""
 
     name: str  # its folder under pools/
-    config: IngestConfig  # the arm's section, decontaminated as the recipe's corpus unless it says otherwise
+    config: IngestConfig | None  # its own corpus (decontaminated as the recipe's unless it says otherwise); None: the recipe's
+    annotate: AnnotateConfig  # how it is attributed
     arms: tuple[str, ...]
 
     @property
@@ -42,26 +54,39 @@ class ArmCorpus:
     def annotate_key(self) -> str:
         return f"{POOLS_DIR}/{self.name}/annotate"
 
+    @property
+    def profile_key(self) -> str | None:
+        """The re-rolled profile's stage (None: an own corpus selects with the recipe's profile)."""
+        return f"{POOLS_DIR}/{self.name}/profile" if self.config is None else None
+
     def corpus_path(self, run_dir: Path) -> Path:
+        if self.config is None:
+            return run_dir / "corpus" / "corpus.parquet"
         return run_dir / self.corpus_key / "corpus.parquet"
 
     def skills_path(self, run_dir: Path) -> Path:
         return run_dir / self.annotate_key / "skills.parquet"
 
+    def profile_dir(self, run_dir: Path) -> Path:
+        """The profile its arms select with."""
+        return run_dir / (self.profile_key or "profile")
+
 
 def arm_corpora(recipe: Recipe) -> list[ArmCorpus]:
     """The distinct pools the recipe's arms name, in the order the arms first name them."""
-    configs: dict[str, IngestConfig] = {}
+    pools: dict[str, tuple[IngestConfig | None, AnnotateConfig]] = {}
     arms: dict[str, list[str]] = {}
     for arm in recipe.arms:
-        cfg = recipe.arm_corpus(arm)
-        if cfg is None:
+        corpus, annotate = recipe.arm_corpus(arm), recipe.arm_annotate(arm)
+        if corpus is None and annotate is None:
             continue
-        key = hash_obj(cfg.model_dump(mode="json"))
-        configs.setdefault(key, cfg)
+        annotate = annotate or recipe.annotate
+        key = hash_obj({"corpus": corpus.model_dump(mode="json") if corpus else None,
+                        "annotate": annotate.public_dict()})
+        pools.setdefault(key, (corpus, annotate))
         arms.setdefault(key, []).append(arm.name)
-    names = _folder_names(configs)
-    return [ArmCorpus(names[key], cfg, tuple(arms[key])) for key, cfg in configs.items()]
+    names = _folder_names({key: _base_name(*pool) for key, pool in pools.items()})
+    return [ArmCorpus(names[key], corpus, annotate, tuple(arms[key])) for key, (corpus, annotate) in pools.items()]
 
 
 def corpus_of_arm(recipe: Recipe, arm: ArmConfig) -> ArmCorpus | None:
@@ -69,26 +94,32 @@ def corpus_of_arm(recipe: Recipe, arm: ArmConfig) -> ArmCorpus | None:
     return next((c for c in arm_corpora(recipe) if arm.name in c.arms), None)
 
 
-def _folder_names(configs: dict[str, IngestConfig]) -> dict[str, str]:
-    """Each pool's folder: its preset or source stem, with the settings' hash when that is taken twice."""
-    bases = {key: _base_name(cfg) for key, cfg in configs.items()}
+def _folder_names(bases: dict[str, str]) -> dict[str, str]:
+    """Each pool's folder: its base name, with the settings' hash when that name is taken twice."""
     counts: dict[str, int] = {}
     for base in bases.values():
         counts[base] = counts.get(base, 0) + 1
     return {key: base if counts[base] == 1 else f"{base}-{key[:8]}" for key, base in bases.items()}
 
 
-def _base_name(cfg: IngestConfig) -> str:
-    raw = cfg.preset if cfg.preset not in (None, "auto") else Path(cfg.source.rstrip("/")).stem or cfg.source
+def _base_name(corpus: IngestConfig | None, annotate: AnnotateConfig) -> str:
+    if corpus is None:
+        raw = annotate.backend
+    elif corpus.preset not in (None, "auto"):
+        raw = corpus.preset
+    else:
+        raw = Path(corpus.source.rstrip("/")).stem or corpus.source
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-.").replace("..", ".")
     return name[:48] or "corpus"
 
 
 def check_corpora_load(recipe: Recipe, corpora: Iterable[ArmCorpus]) -> None:
-    """Open each pool and read its first row; a ConfigError naming the arm and source when one cannot load."""
+    """Open each own corpus and read its first row; a ConfigError naming the arm and source when one cannot load."""
     from ..corpus.source import open_source
 
     for corpus in corpora:
+        if corpus.config is None:
+            continue
         index = next(i for i, a in enumerate(recipe.arms) if a.name == corpus.arms[0])
         where = f"arms.{index} ({corpus.arms[0]}).corpus.source"
         try:

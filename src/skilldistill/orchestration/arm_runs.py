@@ -59,17 +59,19 @@ def run_arm(run: StageRunner, arm: ArmConfig, seed: int, upstream: UpstreamFinge
 
 
 def select_arm(run: StageRunner, arm: ArmConfig, sub: str, sel_cfg: Any, upstream: UpstreamFingerprints) -> str:
-    """The arm's selection by the recipe's profile, from the recipe's pool or the arm's own (which has
-    no per-item profile)."""
+    """The arm's selection: from the recipe's pool by its profile, or from the arm's pool (its own corpus, by
+    the recipe's profile; the recipe's corpus attributed otherwise, by the profile rolled up so)."""
     profile = run.path("profile", "skill_profile.json")
     corpus = corpus_of_arm(run.recipe, arm)
     if corpus is None:
         return run.step(f"select/{sub}", "select", sel_cfg.fingerprint_dict(), [upstream.annotate, upstream.profile],
                         lambda clean: select_stage(run, f"select/{sub}", sel_cfg, profile,
                                                    run.path("profile", "profile.parquet"), clean))
-    skills = corpus.skills_path(run.run_dir)
+    skills, profiled = corpus.skills_path(run.run_dir), corpus.profile_dir(run.run_dir)
+    item_profile = profiled / "profile.parquet" if corpus.config is None else None  # an own corpus was not profiled
     return run.step(f"select/{sub}", "select", sel_cfg.fingerprint_dict(), [upstream.pools[corpus.name], upstream.profile],
-                    lambda clean: select_stage(run, f"select/{sub}", sel_cfg, profile, None, clean, skills=skills))
+                    lambda clean: select_stage(run, f"select/{sub}", sel_cfg, profiled / "skill_profile.json",
+                                               item_profile, clean, skills=skills))
 
 
 def arm_select_config(run: StageRunner, arm: ArmConfig, seed: int) -> Any:

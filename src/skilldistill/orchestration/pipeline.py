@@ -4,7 +4,7 @@
     skilldistill run recipes/qwen3-4b-openmathreasoning.yaml --set select.budget=500 --from select
 
 Stage order: corpus -> demo (held-out set, base student) -> annotate -> the arms' own
-pools (pools/<name>/corpus, pools/<name>/annotate) -> profile ->
+pools (pools/<name>/corpus, pools/<name>/annotate) -> profile (and pools/<name>/profile) ->
 select/<arm>/seed<k> -> format/... -> train/... -> evaluate/base, evaluate/<arm>/seed<k>
 -> report. A stage is skipped when it finished before with the same *fingerprint* (a
 hash of its config and of the fingerprints of the stages it reads), recorded in
@@ -44,6 +44,7 @@ from .stage_calls import (
     demo_stage,
     pool_corpus_stage,
     profile_stage,
+    reattributed_profile_stage,
     report_stage,
 )
 from .stage_runner import StageRunner, UpstreamFingerprints, model_json
@@ -151,23 +152,37 @@ class Pipeline(StageRunner):
             pool.submit("evaluate/base", "base", self._task(base))
         fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, hash_obj(tree.to_dict())],
                              lambda clean: annotate_stage(self, tree, clean))
-        pools = {c.name: self._pool_stages(c, tree) for c in arm_corpora(r)}
+        corpora = arm_corpora(r)
+        pool_annotations = {c.name: self._pool_attribution(c, tree, fp_corpus, fp_demo) for c in corpora}
         profile_cfg = self.profile_config()
         fp_profile = self.step("profile", "profile", profile_cfg.fingerprint_dict(), [fp_annot, fp_student],
                                lambda clean: profile_stage(self, "profile", profile_cfg, tree, clean))
+        pools = {c.name: self._pool_profile(c, tree, pool_annotations[c.name], fp_profile) for c in corpora}
         if r.evaluate.base and pool is None:  # serially: after profile, where `skilldistill plan` lists it
             evaluate_base(self, base, eval_cfg)
         return UpstreamFingerprints(student=fp_student, demo=fp_demo, annotate=fp_annot, profile=fp_profile,
                                     pools=pools)
 
-    def _pool_stages(self, corpus: ArmCorpus, tree: SkillTree) -> str:
-        """An arm's own pool ingested and attributed as the recipe's is; the annotate stage's fingerprint."""
-        fp_corpus = self.step(corpus.corpus_key, "corpus", {"ingest": model_json(corpus.config)}, [],
-                              lambda clean: pool_corpus_stage(self, corpus.corpus_key, corpus.config))
-        return self.step(corpus.annotate_key, "annotate", self.recipe.annotate.public_dict(),
-                         [fp_corpus, hash_obj(tree.to_dict())],
+    def _pool_attribution(self, corpus: ArmCorpus, tree: SkillTree, fp_corpus: str, fp_demo: str | None) -> str:
+        """An arm's pool ingested (its own corpus) and attributed as the recipe's is; the annotate stage's
+        fingerprint (on the demo's too: an attribution may read the demo's seed labels)."""
+        if corpus.config is not None:
+            fp_corpus = self.step(corpus.corpus_key, "corpus", {"ingest": model_json(corpus.config)}, [],
+                                  lambda clean: pool_corpus_stage(self, corpus.corpus_key, corpus.config))
+        return self.step(corpus.annotate_key, "annotate", corpus.annotate.public_dict(),
+                         [fp_corpus, hash_obj(tree.to_dict()), fp_demo or ""],
                          lambda clean: annotate_stage(self, tree, clean, corpus=corpus.corpus_path(self.run_dir),
-                                                      out_key=corpus.annotate_key))
+                                                      out_key=corpus.annotate_key, config=corpus.annotate))
+
+    def _pool_profile(self, corpus: ArmCorpus, tree: SkillTree, fp_annotate: str, fp_profile: str) -> str:
+        """What an arm of the pool selects with: on the recipe's corpus, the recipe's profile rolled up by the
+        pool's chains (that stage's fingerprint); on its own corpus, its attribution (the recipe's profile
+        is read as it is)."""
+        key = corpus.profile_key
+        if key is None:
+            return fp_annotate
+        return self.step(key, "profile", {"grades_from": "profile"}, [fp_annotate, fp_profile, hash_obj(tree.to_dict())],
+                         lambda clean: reattributed_profile_stage(self, key, corpus.skills_path(self.run_dir), tree))
 
     def _run_arms(self, runs: list[ArmRun], upstream: UpstreamFingerprints, eval_cfg: Any,
                   pool: arm_pool.ArmPool | None) -> None:

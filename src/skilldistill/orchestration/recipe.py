@@ -72,6 +72,10 @@ class ArmConfig(BaseModel):
         "whose Hugging Face dataset is the source (`corpus: limo`). It is ingested, decontaminated with the "
         "recipe's corpus settings unless it sets its own, and attributed with the recipe's tree and annotate "
         "section under pools/; the arm selects from it with the recipe's profile.")
+    annotate: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the recipe's annotate section: the arm's pool (its own, or "
+        "the recipe's) attributed so, under pools/; on the recipe's pool, the recipe's profile is rolled up by "
+        "these chains (no second generation pass).")
     select: dict[str, Any] = Field(default_factory=dict)
     format: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
@@ -203,7 +207,8 @@ class Recipe(BaseModel):
         an invalid one is named with its arm (``arms.1 (skill-plain).select.budget``)."""
         for i, arm in enumerate(self.arms):
             # format first: the loss strategy's select settings take the arm's format
-            checks = (("format", lambda arm=arm: self.arm_format(arm)),
+            checks = (("annotate", lambda arm=arm: self.arm_annotate(arm)),
+                      ("format", lambda arm=arm: self.arm_format(arm)),
                       ("select", lambda arm=arm: self.arm_select(arm, self.seeds[0])),
                       ("train", lambda arm=arm: self.arm_train(arm, self.seeds[0], self.student.model)),
                       ("loop", lambda arm=arm: self.arm_loop(arm)))
@@ -212,8 +217,8 @@ class Recipe(BaseModel):
                     check()
                 except ValidationError as e:
                     err = e.errors()[0]
-                    loc = ".".join(str(p) for p in err["loc"])
-                    raise ValueError(f"arms.{i} ({arm.name}).{part}.{loc}: {err['msg']}") from None
+                    loc = "".join(f".{p}" for p in err["loc"])  # none for a whole-section check
+                    raise ValueError(f"arms.{i} ({arm.name}).{part}{loc}: {err['msg']}") from None
             if self.arm_rounds(arm) > 1:
                 try:
                     self.arm_loop(arm).round_budgets(self.arm_select(arm, self.seeds[0]).budget, self.arm_rounds(arm))
@@ -232,16 +237,17 @@ class Recipe(BaseModel):
                                  "it needs for the leaf accuracies (remove profile.adaptive, or correct_portion)")
 
     def _check_arm_corpora(self) -> None:
-        """An arm with its own pool selects from it once, with the recipe's profile of the student: it
-        has no per-item profile (correct_portion) and no closed loop (which re-profiles the main pool)."""
+        """An arm with its own pool (or attribution) selects from it once: closed-loop rounds re-profile the
+        recipe's attributed pool; its own corpus has no per-item profile (correct_portion)."""
         for i, arm in enumerate(self.arms):
-            if arm.corpus is None:
+            if arm.corpus is None and not arm.annotate:
                 continue
             where = f"arms.{i} ({arm.name})"
             if self.arm_rounds(arm) > 1:
-                raise ValueError(f"{where}.rounds: an arm with its own corpus runs one round (closed-loop rounds "
-                                 "re-profile the student on the recipe's pool)")
-            if self.arm_select(arm, self.seeds[0]).correct_portion is not None:
+                own = "corpus" if arm.corpus is not None else "annotate section"
+                raise ValueError(f"{where}.rounds: an arm with its own {own} runs one round (closed-loop rounds "
+                                 "re-profile the student on the recipe's attributed pool)")
+            if arm.corpus is not None and self.arm_select(arm, self.seeds[0]).correct_portion is not None:
                 raise ValueError(f"{where}.select.correct_portion: needs the student's answer on every item of the "
                                  "arm's pool, and the profile covers the recipe's pool only")
 
@@ -314,6 +320,12 @@ class Recipe(BaseModel):
         inherited = {k: getattr(self.corpus, k) for k in ("exclude", "decontamination")
                      if k not in arm.corpus.model_fields_set}
         return arm.corpus.model_copy(update=copy.deepcopy(inherited))
+
+    def arm_annotate(self, arm: ArmConfig) -> AnnotateConfig | None:
+        """The arm's own attribution settings (None: it has no annotate overrides)."""
+        if not arm.annotate:
+            return None
+        return AnnotateConfig.model_validate(deep_merge(self.annotate.model_dump(), arm.annotate))
 
     def arm_select(self, arm: ArmConfig, seed: int) -> SelectConfig:
         """The arm's selection settings. The loss strategy scores the examples the arm trains on (its format)
@@ -455,6 +467,9 @@ def recipe_bools_read_as_numbers(data: dict[str, Any], recipe: Recipe) -> list[s
         for part, cfg in (("select", recipe.arm_select(arm, seed)), ("format", recipe.arm_format(arm)),
                           ("train", recipe.arm_train(arm, seed, recipe.student.model)), ("loop", recipe.arm_loop(arm))):
             bad += bools_read_as_numbers(getattr(arm, part), cfg, ("arms", i, part))
+        annotate = recipe.arm_annotate(arm)
+        if annotate is not None:
+            bad += bools_read_as_numbers(arm.annotate, annotate, ("arms", i, "annotate"))
     bad += bools_read_as_numbers(recipe.evaluate.generation, recipe.generation_for_eval(recipe.student.model),
                                  ("evaluate", "generation"))
     return bad

@@ -67,19 +67,26 @@ def pool_corpus_stage(run: StageRunner, out_key: str, cfg: Any) -> None:
 
 
 def annotate_stage(run: StageRunner, tree: SkillTree, clean: bool, *, corpus: Path | None = None,
-                   out_key: str = "annotate") -> None:
-    """Attribution of the pool (the recipe's, or ``corpus``) into ``out_key``; on a corpus with known
-    skills (the demo), also its accuracy."""
+                   out_key: str = "annotate", config: Any = None) -> None:
+    """Attribution of the pool (the recipe's, or ``corpus``) into ``out_key`` with the recipe's annotate
+    settings (or ``config``); on a corpus with known skills (the demo), also its accuracy."""
     from ..attribution import run_annotate
 
     out = run.path(out_key)
-    run_annotate(corpus or run.corpus_path, tree, out, run.recipe.annotate, force=clean,
+    run_annotate(corpus or run.corpus_path, tree, out, config or run.recipe.annotate, force=clean,
                  show_progress=run.show_progress)
     cols = pq.read_schema(out / "skills.parquet").names
     if "true_skills" in cols:  # a corpus with known skills (the demo): measure attribution
         from ..demo.attribution_score import attribution_accuracy
 
         write_json(out / "attribution_accuracy.json", attribution_accuracy(out / "skills.parquet"))
+
+
+def reattributed_profile_stage(run: StageRunner, out_key: str, skills: Path, tree: SkillTree) -> None:
+    """The recipe's profile of the student rolled up by another attribution's chains, into ``out_key``."""
+    from ..profile.reattribute import reattribute_profile
+
+    reattribute_profile(run.path("profile"), skills, run.path(out_key), tree)
 
 
 def profile_stage(run: StageRunner, out_key: str, cfg: Any, tree: SkillTree, clean: bool) -> None:
@@ -144,4 +151,5 @@ def report_stage(run: StageRunner) -> None:
 
 
 __all__ = ["annotate_stage", "corpus_stage", "demo_stage", "evaluate_stage", "format_stage", "pool_corpus_stage", "profile_stage",
+           "reattributed_profile_stage",
            "report_stage", "select_stage"]
