@@ -81,7 +81,7 @@ def test_pipeline_stage_order_is_the_one_tuple():
     assert pipeline.STAGES is STAGES
 
 
-VERBS = [["--help"], ["ingest", "--help"], ["presets", "--help"], ["tree", "--help"], ["tree", "show", "--help"],
+VERBS = [["--help"], ["ingest", "--help"], ["presets", "--help"], ["tree", "--help"], ["tree", "show", "--help"], ["tree", "build", "--help"],
          ["annotate", "--help"], ["profile", "--help"], ["grade", "--help"], ["select", "--help"],
          ["format", "--help"], ["train", "--help"], ["evaluate", "--help"], ["report", "--help"],
          ["run", "--help"], ["plan", "--help"], ["demo", "--help"]]

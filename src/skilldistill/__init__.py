@@ -37,6 +37,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "run_train": ".train.stage",
     "run_evaluate": ".evaluate.stage",
     "run_report": ".report.stage",
+    "run_tree_build": ".tree_build.stage",
     # their configs
     "IngestConfig": ".corpus.config",
     "AnnotateConfig": ".attribution.config",

@@ -76,7 +76,7 @@ def tree_from_labels(corpus: str | Path, label_field: str, *, separator: str = "
         raise InputError(f"every top-level label has fewer than {min_size} items: nothing is left (lower --min-size; "
                          f"the largest has {max(items[p] for p in items if len(p) == 1)})", file=path, field=label_field)
     _check_names([root_name, *(names[p] for p in kept)], labels.first_row, path, label_field)
-    tree = SkillTree.from_dict(_nested(root_name, kept, items, names), source=f"labels {label_field!r} of {path}",
+    tree = SkillTree.from_dict(nested_tree(root_name, kept, items, names), source=f"labels {label_field!r} of {path}",
                                on_duplicate="error")
     counts = _counts_file(tree, paths, items, kept, names, labels, min_size)
     counts.update({"corpus": str(path), "field": label_field, "separator": separator, "root": root_name})
@@ -159,7 +159,7 @@ def _check_names(names: list[str], first_row: dict[str, int], path: Path, label_
                              row=first_row.get(name), field=label_field) from None
 
 
-def _nested(root_name: str, kept: set[Chain], items: dict[Chain, int], names: dict[Chain, str]) -> dict[str, Any]:
+def nested_tree(root_name: str, kept: set[Chain], items: dict[Chain, int], names: dict[Chain, str]) -> dict[str, Any]:
     """The kept nodes as the tree format's nested dicts, siblings by item count (most first)."""
     children: dict[Chain, list[Chain]] = collections.defaultdict(list)
     for p in kept:

@@ -1,4 +1,4 @@
-"""``skilldistill tree validate|show|stats|list|export|from-labels``."""
+"""``skilldistill tree validate|show|stats|list|export|from-labels|build``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from ..artifacts import read_json, write_json
 from ..attribution.config import LabelsConfig
-from ..tree import available_bundled_trees
-from .app import app, console, on_duplicate_option, resolve_tree, user_errors
+from ..errors import ConfigError
+from ..llm.base import BackendConfig
+from ..tree import SkillTree, available_bundled_trees
+from ..tree_build.config import TreeBuildConfig
+from .app import app, console, engine_kwargs, on_duplicate_option, resolve_tree, user_errors
 from .options import config_option
 
 tree_app = typer.Typer(help="Inspect and validate skill trees (JSON or YAML, or a bundled tree name).", no_args_is_help=True)
@@ -110,3 +115,71 @@ def from_labels(
         table.add_row("items left at the root (no skill)", str(c["at_root"]))
     console.print(table, soft_wrap=True)
     console.print(f"wrote {tree_path} and {counts_path}")
+
+
+@tree_app.command("build")
+@user_errors
+def build(
+    corpus: Path = typer.Argument(..., help="Corpus Parquet (or a folder holding corpus.parquet): id, question, response."),
+    backend: str = typer.Option(..., "--backend", "-b", help="Who proposes the chains: openai (any OpenAI-compatible server) or vllm (in process)."),
+    model: str = typer.Option(..., "--model", "-m", help="Model id, local path, or served model name."),
+    base_url: list[str] = typer.Option([], "--base-url", help="openai: OpenAI-compatible base URL; repeat for several servers."),
+    out: Path = typer.Option(..., "--out", "-o", help="The tree file to write (.json or .yaml); counts go to <stem>_counts.json beside it."),
+    work_dir: Path | None = typer.Option(None, "--work-dir", help="The build folder (answers, counts, summary; resumable); default: <out stem>_build beside --out."),
+    items: int | None = config_option(TreeBuildConfig, "items", "--items", "-n", min=1),
+    seed: int = config_option(TreeBuildConfig, "seed", "--seed"),
+    root: str = config_option(TreeBuildConfig, "root", "--root"),
+    max_tokens: int = config_option(TreeBuildConfig, "max_tokens", "--max-tokens"),
+    temperature: float = config_option(TreeBuildConfig, "temperature", "--temperature"),
+    max_chars: int = config_option(TreeBuildConfig, "max_chars", "--max-chars"),
+    max_chains: int = config_option(TreeBuildConfig, "max_chains", "--max-chains"),
+    max_depth: int = config_option(TreeBuildConfig, "max_depth", "--max-depth"),
+    merge_threshold: float = config_option(TreeBuildConfig, "merge_threshold", "--merge-threshold"),
+    max_children: int = config_option(TreeBuildConfig, "max_children", "--max-children"),
+    overflow: str = config_option(TreeBuildConfig, "overflow", "--overflow"),
+    min_count: int = config_option(TreeBuildConfig, "min_count", "--min-count"),
+    max_failed_share: float = config_option(TreeBuildConfig, "max_failed_share", "--max-failed-share"),
+    concurrency: int = config_option(BackendConfig, "max_concurrency", "--concurrency", "-c"),
+    max_retries: int = config_option(BackendConfig, "max_retries", "--max-retries"),
+    timeout: float = config_option(BackendConfig, "request_timeout_s", "--timeout"),
+    engine_arg: list[str] = typer.Option([], "--engine-arg", help="vllm: KEY=VALUE for vllm.LLM (e.g. dtype=float32). Repeatable."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the manifest says done (the answers are reused)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Ask again the items whose request the server refused."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Induce a skill tree from CORPUS: an LLM proposes skill chains per item, merged into one tree; resumable."""
+    from ..tree_build import run_tree_build
+
+    if backend not in ("openai", "vllm"):
+        raise ConfigError(f"--backend must be openai or vllm, not {backend!r}")
+    llm = BackendConfig(kind=backend, model=model, max_concurrency=concurrency, max_retries=max_retries,
+                        request_timeout_s=timeout, model_kwargs=engine_kwargs(engine_arg),
+                        **({"base_urls": base_url} if base_url else {}))
+    cfg = TreeBuildConfig(llm=llm, items=items, seed=seed, root=root, max_tokens=max_tokens, temperature=temperature,
+                          max_chars=max_chars, max_chains=max_chains, max_depth=max_depth,
+                          merge_threshold=merge_threshold, max_children=max_children, overflow=overflow,
+                          min_count=min_count, max_failed_share=max_failed_share)
+    folder = work_dir or out.with_name(f"{out.stem}_build")
+    result = run_tree_build(corpus, folder, cfg, force=force, retry_failed=retry_failed, show_progress=progress)
+    tree = SkillTree.load(result.tree_path, on_duplicate="error")
+    tree.save(out)
+    counts_path = out.with_name(f"{out.stem}_counts.json")
+    write_json(counts_path, read_json(result.counts_path))
+    _print_build(result.summary, result.skipped)
+    console.print(f"wrote {out} and {counts_path} (build folder {folder})")
+
+
+def _print_build(s: dict, skipped: bool) -> None:
+    table = Table(title="tree build" + (" (up to date)" if skipped else ""), show_header=False)
+    failed = s["items_failed"]
+    table.add_row("items (with chains / refused / no readable chain)",
+                  f"{s['items']} ({s['items_with_chains']} / {failed['refused']} / {failed['no_chain']})")
+    table.add_row("chains / item", str(s["chains_per_item"]))
+    table.add_row("answer lines dropped", ", ".join(f"{k} {v}" for k, v in s["lines_dropped"].items() if v) or "0")
+    table.add_row("calls this run (answers reused)", f"{s['calls_this_run']} ({s['answers_cached']})")
+    t = s["tree"]
+    table.add_row("nodes / leaves / depth", f"{t['nodes']} / {t['leaves']} / {t['depth']}")
+    table.add_row("names merged / folded by the cap / nodes dropped (min count)",
+                  f"{s['merges']} / {s['folded']} / {s['dropped_nodes']}")
+    table.add_row("top level (items)", escape(", ".join(f"{n['node']} ({n['items']})" for n in s["top_level"])))
+    console.print(table, soft_wrap=True)
