@@ -248,3 +248,39 @@ def test_an_arm_selects_from_the_recipes_pool_attributed_by_its_true_skills(tmp_
     assert inputs("skill-true")["profile"] != inputs("skill-skillaware")["profile"]
     selection = pq.read_table(run_dir / "select" / "skill-true" / "seed0" / "selection.parquet").to_pylist()
     assert all(row["skills"] == row["true_skills"] for row in selection)
+
+
+def test_plan_counts_each_pools_attribution_and_its_arms_items(tmp_path):
+    from skilldistill.orchestration.plan import plan_recipe
+    from skilldistill.tree import SkillTree
+
+    limo = {"name": "limo", "corpus": "limo", "select": {"strategy": "all"}, "format": {"style": "plain"}}
+    s1k = {"name": "s1k", "corpus": {"preset": "s1k", "limit": 300}, "select": {"strategy": "all"}}
+    recipe = load_recipe(REPO / "recipes" / "qwen3-4b-openmathreasoning.yaml",
+                         [f"arms.+={json.dumps(limo)}", f"arms.+={json.dumps(s1k)}"])
+    plan = plan_recipe(recipe, run_dir=tmp_path / "run", sample=False,
+                       settings=recipe.plan.model_copy(update={"generation_tokens_per_s": 2500.0,
+                                                               "training_tokens_per_s": 3000.0}))
+    by = {s.key: s for s in plan.stages}
+    leaves = SkillTree.resolve("math").leaves()
+    per_item = sum(len(c) for c in leaves) / len(leaves)
+    assert by["pools/limo/annotate"].items == 817 and by["pools/limo/annotate"].llm_calls == pytest.approx(817 * per_item)
+    assert by["pools/s1k/annotate"].items == 300  # its limit, under the published 1,000
+    assert by["annotate"].items == 100_000  # the recipe's pool is counted as before
+    assert (by["select/limo/seed0"].items, by["train/limo/seed0"].items) == (817, 817)  # all: the whole other pool
+    assert by["train/s1k/seed0"].items == 300 and by["train/full-pool/seed0"].items == 100_000
+    assert by["pools/limo/annotate"].gpu_hours > 0 and by["pools/limo/corpus"].items == 817
+    assert any("'limo' (GAIR/LIMO): 817 items, the published dataset's rows" in a for a in plan.assumptions)
+
+
+def test_plan_counts_no_generation_for_an_attribution_of_the_recipes_pool(tmp_path):
+    from skilldistill.orchestration.plan import plan_recipe
+
+    arm = {"name": "skill-true", "annotate": {"backend": "labels", "labels": {"label_field": "true_skills"}},
+           "select": {"strategy": "skill"}}
+    recipe = load_recipe(QUICK, with_arm(arm))
+    by = {s.key: s for s in plan_recipe(recipe, run_dir=tmp_path / "run", sample=False).stages}
+    assert by["pools/labels/annotate"].llm_calls == 0 and by["pools/labels/annotate"].items == 60
+    rolled = by["pools/labels/profile"]
+    assert rolled.generated_tokens is None and "no generation" in " ".join(rolled.notes)
+    assert by["profile"].generated_tokens > 0

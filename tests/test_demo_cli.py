@@ -108,12 +108,14 @@ def test_baselines_add_the_fields_arms_and_leave_the_default_demo_alone(tmp_path
 
     default, with_baselines = demo_recipe(False, []), demo_recipe(False, [], baselines=True)
     names = [a.name for a in with_baselines.arms]
-    assert names == [a.name for a in default.arms] + ["length-plain", "diversity-plain", "loss-plain"]
+    assert names == [a.name for a in default.arms] + ["length-plain", "diversity-plain", "loss-plain", "less-plain"]
     assert with_baselines.report.method == default.report.method and with_baselines.baseline == default.baseline
     strategies = {a.name: with_baselines.arm_select(a, 0) for a in with_baselines.arms}
-    assert [strategies[n].strategy for n in names[-3:]] == ["length", "diversity", "loss"]
+    assert [strategies[n].strategy for n in names[-4:]] == ["length", "diversity", "loss", "less"]
     assert strategies["loss-plain"].loss_model == "demo:student"  # resolved to the built student at run time
+    assert strategies["less-plain"].less_model == "demo:student"
+    assert strategies["less-plain"].example == with_baselines.arm_format(with_baselines.arm("less-plain")).example_format()
     # the default demo's stages are the same stages either way: a --baselines run only adds arms
     keys = {s.key for s in plan_recipe(default, run_dir=tmp_path / "a", sample=False).stages}
     more = {s.key for s in plan_recipe(with_baselines, run_dir=tmp_path / "a", sample=False).stages}
-    assert keys < more and {k.split("/")[1] for k in more - keys if k.count("/") == 2} == set(names[-3:])
+    assert keys < more and {k.split("/")[1] for k in more - keys if k.count("/") == 2} == set(names[-4:])

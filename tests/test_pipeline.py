@@ -119,6 +119,8 @@ def test_demo_closed_loop_flag_adds_the_arm_and_its_comparison():
     loop = demo_recipe(False, ["select.budget=128"], closed_loop=True)
     assert [a.name for a in loop.arms][-1] == "closed-loop" and loop.arm_rounds(loop.arms[-1]) == 2
     assert loop.one_shot == "skill-skillaware" and loop.loop.profile_sample == 600
+    # the levers the development split favoured against forgetting (bench/closed_loop_forgetting.py)
+    assert loop.loop.replay and loop.loop.later_rounds_lr_scale == 0.3
     assert loop.select.budget == 128  # the user's --set still applies
     # the four arms' stages keep their fingerprints: runs/demo gains the arm without retraining
     assert [a.model_dump() for a in loop.arms[:4]] == [a.model_dump() for a in plain.arms]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from importlib import resources
 from pathlib import Path
 
 import typer
 
+from ..demo.attribution_config import SOURCES, source_arm
 from ..errors import ConfigError
 from ..orchestration.recipe import Recipe, load_recipe
 from ..stages import STAGES
@@ -32,10 +34,14 @@ def _offline() -> None:
 
 # `--closed-loop`: skill-skillaware in 2 rounds of 128, the round-1 student re-profiled on 600
 # pool items it was not trained on, compared with the one-shot arm at the same budget
-# (docs/closed_loop.md). Applied before the user's --set, so those can change it.
+# (docs/closed_loop.md). Round 2 trains on both slices at 0.3x the learning rate: of replay,
+# the lower rate and both, both forgot least on the development split
+# (bench/closed_loop_forgetting.py, docs/closed_loop.md). Applied before the user's --set.
 CLOSED_LOOP = [
     "arms.+={name: closed-loop, rounds: 2, select: {strategy: skill}, format: {style: skill-aware}}",
     "loop.profile_sample=600",
+    "loop.replay=true",
+    "loop.later_rounds_lr_scale=0.3",
     "report.one_shot=skill-skillaware",
 ]
 
@@ -46,17 +52,26 @@ BASELINES = [
     "arms.+={name: length-plain, select: {strategy: length}, format: {style: plain}}",
     "arms.+={name: diversity-plain, select: {strategy: diversity}, format: {style: plain}}",
     "arms.+={name: loss-plain, select: {strategy: loss}, format: {style: plain}}",
+    "arms.+={name: less-plain, select: {strategy: less}, format: {style: plain}}",
 ]
 
 
-def demo_recipe(quick: bool, overrides: list[str], closed_loop: bool = False, baselines: bool = False) -> Recipe:
+def demo_recipe(quick: bool, overrides: list[str], closed_loop: bool = False, baselines: bool = False,
+                attribution_sources: bool = False) -> Recipe:
+    """The demo's recipe with the arms its flags add; ``attribution_sources``: skill-plain under each
+    attribution source other than the recipe's (``demo.attribution``)."""
     name = "demo-quick.yaml" if quick else "demo.yaml"
     if closed_loop and quick:
         raise ConfigError("--closed-loop runs with the full demo only: it compares the closed loop with the "
                           "one-shot skill-skillaware arm over 3 seeds, and adds 2 to 3 minutes (--quick is the "
                           "one-minute look)")
+    extra = (CLOSED_LOOP if closed_loop else []) + (BASELINES if baselines else [])
     with resources.as_file(resources.files("skilldistill") / "recipes" / name) as path:
-        return load_recipe(path, (CLOSED_LOOP if closed_loop else []) + (BASELINES if baselines else []) + overrides)
+        recipe = load_recipe(path, extra + overrides)
+        if not attribution_sources or recipe.demo is None:
+            return recipe
+        arms = [f"arms.+={json.dumps(source_arm(s))}" for s in SOURCES if s != recipe.demo.attribution]
+        return load_recipe(path, extra + arms + overrides)
 
 
 @demo_app.callback()
@@ -70,9 +85,14 @@ def demo_cmd(
     jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Arm runs at once (default: the recipe's)."),
     closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
                                      "rounds, re-profiled in between; 2 to 3 more minutes). docs/closed_loop.md."),
+    attribution_sources: bool = typer.Option(
+        False, "--attribution-sources/--no-attribution-sources",
+        help="The full demo adds skill-plain under each other attribution source (seed labels, the true skills) "
+        "and prints what each buys: precision/recall, budget on the weak leaves, weak-leaf gain. docs/demo.md."),
     baselines: bool = typer.Option(False, "--baselines", help="Add the field's selection baselines as arms: length "
-                                   "(longest responses first), diversity (k-center on question embeddings) and "
-                                   "loss (the student's highest loss first), plain format, same seeds and "
+                                   "(longest responses first), diversity (k-center on question embeddings), "
+                                   "loss (the student's highest loss first) and less (gradient similarity to "
+                                   "the weak skills' items), plain format, same seeds and "
                                    "statistics. docs/demo.md."),
 ) -> None:
     """The whole method on a laptop CPU, offline: generated problems with known skills, a tiny
@@ -80,7 +100,7 @@ def demo_cmd(
     if ctx.invoked_subcommand is not None:
         return
     _offline()
-    recipe = demo_recipe(quick, set_, closed_loop, baselines)
+    recipe = demo_recipe(quick, set_, closed_loop, baselines, attribution_sources and not quick)
     run_and_summarise(recipe, run_dir, from_stage, jobs)
     if quick:
         full = demo_recipe(False, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -50,19 +51,34 @@ def select_cmd(
         SelectConfig, "loss_band", "--loss-band", default=None,
         help="loss: draw uniformly among the items whose loss lies between these quantiles of the pool's losses, "
         "LOW,HIGH (e.g. 0.5,0.9); default: the highest losses first."),
+    less_model: str | None = config_option(SelectConfig, "less_model", "--less-model"),
+    less_gguf_file: str | None = config_option(SelectConfig, "less_gguf_file", "--less-gguf-file"),
+    less_device: str = config_option(SelectConfig, "less_device", "--less-device"),
+    less_batch_size: int = config_option(SelectConfig, "less_batch_size", "--less-batch-size"),
+    less_max_length: int | None = config_option(SelectConfig, "less_max_length", "--less-max-length"),
+    less_params: str = config_option(SelectConfig, "less_params", "--less-params"),
+    less_lora_rank: int = config_option(SelectConfig, "less_lora_rank", "--less-lora-rank"),
+    less_layers: int = config_option(SelectConfig, "less_layers", "--less-layers"),
+    less_dim: int = config_option(SelectConfig, "less_dim", "--less-dim"),
+    less_seed: int = config_option(SelectConfig, "less_seed", "--less-seed"),
+    less_target: str = config_option(SelectConfig, "less_target", "--less-target"),
+    less_target_file: str | None = config_option(SelectConfig, "less_target_file", "--less-target-file"),
+    less_weak_share: float = config_option(SelectConfig, "less_weak_share", "--less-weak-share"),
+    less_weak_accuracy: float | None = config_option(SelectConfig, "less_weak_accuracy", "--less-weak-accuracy"),
     max_tokens: int | None = config_option(SelectConfig, "max_tokens", "--max-tokens"),
     tokenizer: str | None = config_option(SelectConfig, "tokenizer", "--tokenizer"),
     gguf_file: str | None = config_option(SelectConfig, "gguf_file", "--gguf-file"),
     style: str = config_option(ExampleFormat, "style", "--style",
-                               help="Example format measured by --max-tokens and scored by --strategy loss: "
-                               "plain | skill-aware."),
+                               help="Example format measured by --max-tokens and scored by --strategy loss "
+                               "and less: plain | skill-aware."),
     exclude: list[str] = config_option(SelectConfig, "exclude", "--exclude", "-x"),
     exclude_selection: list[Path] = config_option(SelectConfig, "exclude_selections", "--exclude-selection"),
     force: bool = typer.Option(False, "--force", help="Recompute even if the manifest matches."),
 ) -> None:
     """Select items: random, skill-weighted (the paper), skill quotas, forced distribution, by difficulty, or a
     field baseline (all: the whole eligible pool; length: longest responses; diversity: k-center on embeddings;
-    loss: the student's highest losses on the teacher's responses)."""
+    loss: the student's highest losses on the teacher's responses; less: the items whose gradients are most like a
+    target set's, LESS)."""
     lo_hi = _pair("--difficulty-range", difficulty_range)
     band = _pair("--loss-band", loss_band) if loss_band is not None else None
     try:
@@ -72,16 +88,20 @@ def select_cmd(
             min_profile_overlap=min_profile_overlap,
             correct_portion_scope=correct_portion_scope, max_depth=max_depth,  # type: ignore[arg-type]
             unprofiled_leaves=unprofiled_leaves, only_skill=only_skill, difficulty_field=difficulty_field,  # type: ignore[arg-type]
-            difficulty_range=(lo_hi[0], lo_hi[1]), length_unit=length_unit,  # type: ignore[arg-type]
-            diversity_stratify=diversity_stratify,  # type: ignore[arg-type]
+            difficulty_range=(lo_hi[0], lo_hi[1]), length_unit=length_unit, diversity_stratify=diversity_stratify,  # type: ignore[arg-type]
             loss_model=loss_model, loss_gguf_file=loss_gguf_file, loss_device=loss_device,  # type: ignore[arg-type]
             loss_batch_size=loss_batch_size, loss_max_length=loss_max_length, loss_band=band,
+            **{k: v for k, v in locals().items() if k.startswith("less_")},
             tokenizer=tokenizer, gguf_file=gguf_file, example=ExampleFormat(style=style),  # type: ignore[arg-type]
             exclude=exclude, exclude_selections=[str(p) for p in exclude_selection],
         )
     except ValidationError as e:
         raise ConfigError(_first_error(e)) from None
     res = run_select(skills, out, cfg, profile_json=profile, item_profile=item_profile, force=force)
+    _print_result(res, cfg, out)
+
+
+def _print_result(res: Any, cfg: SelectConfig, out: Path) -> None:
     r = res.report
     if res.skipped:
         console.print(f"[dim]up to date (manifest matches): {out}[/dim]")
@@ -137,6 +157,14 @@ def _print_strategy_detail(detail: dict | None) -> None:
         console.print(f"student loss ({detail['model']}; {detail['computed']} scored, {detail['from_cache']} from "
                       f"the cache{rate}): selected {sel['min']:.4f}-{sel['max']:.4f} (median {sel['median']:.4f}), "
                       f"pool {pool['min']:.4f}-{pool['max']:.4f} (median {pool['median']:.4f})")
+    if detail.get("pool_scores") and detail.get("selected_scores"):
+        sel, pool, target = detail["selected_scores"], detail["pool_scores"], detail["target"]
+        rate = f", {detail['items_per_s']:g} items/s" if detail.get("items_per_s") else ""
+        console.print(f"gradient features ({detail['model']}, {detail['params']}, dim {detail['dim']}; "
+                      f"{detail['computed']} computed, {detail['from_cache']} from the cache{rate}); target "
+                      f"{target['kind']}: {target['items']} items; cosine to the target: selected "
+                      f"{sel['min']:.4f}-{sel['max']:.4f} (median {sel['median']:.4f}), pool {pool['min']:.4f}-"
+                      f"{pool['max']:.4f} (median {pool['median']:.4f})")
     if detail.get("strata"):
         table = Table("stratum", "eligible", "budget", "selected", "radius", title=f"k-center ({detail['stratify']})")
         for s in detail["strata"]:

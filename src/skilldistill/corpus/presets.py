@@ -41,6 +41,7 @@ class Preset:
     default_split: str = "train"
     default_config: str | None = None
     notes: str = ""
+    rows: int | None = None  # rows the published dataset has (what `plan` assumes before it is ingested)
 
 
 PRESETS: dict[str, Preset] = {
@@ -67,9 +68,10 @@ PRESETS: dict[str, Preset] = {
         Preset("s1k", "simplescaling/s1K-1.1", "question",
                ("deepseek_thinking_trajectory", "deepseek_attempt"), answer="solution",
                answer_extractor="boxed_or_short", response_builder="think_attempt", source_field="source_type",
-               notes="trajectory wrapped in <think>, then the attempt (s1K 1.0: map thinking_trajectories/attempt)"),
+               notes="trajectory wrapped in <think>, then the attempt (s1K 1.0: map thinking_trajectories/attempt)",
+               rows=1000),
         Preset("limo", "GAIR/LIMO", "question", ("solution",), answer="answer",
-               notes="long R1-style solutions with a separate answer"),
+               notes="long R1-style solutions with a separate answer", rows=817),
     ]
 }
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from ..artifacts import hash_obj
 from ..attribution.config import AnnotateConfig
 from ..corpus.config import IngestConfig
+from ..demo.attribution_config import SEED_LABELS
 from ..errors import ConfigError
 from .recipe import ArmConfig, Recipe
 
@@ -113,6 +114,17 @@ def _base_name(corpus: IngestConfig | None, annotate: AnnotateConfig) -> str:
     return name[:48] or "corpus"
 
 
+def reads_seed_labels(annotate: AnnotateConfig) -> bool:
+    """Whether an attribution learns from the demo's seed labels (``demo.attribution: seed-labels``)."""
+    return annotate.backend == "distilled" and getattr(annotate.distilled, "train_labels", None) == SEED_LABELS
+
+
+def uses_seed_labels(recipe: Recipe) -> bool:
+    """Whether the recipe's attribution, or an arm's, learns from the demo's seed labels."""
+    return recipe.demo is not None and (reads_seed_labels(recipe.annotate)
+                                        or any(reads_seed_labels(c.annotate) for c in arm_corpora(recipe)))
+
+
 def check_corpora_load(recipe: Recipe, corpora: Iterable[ArmCorpus]) -> None:
     """Open each own corpus and read its first row; a ConfigError naming the arm and source when one cannot load."""
     from ..corpus.source import open_source
@@ -129,4 +141,5 @@ def check_corpora_load(recipe: Recipe, corpora: Iterable[ArmCorpus]) -> None:
             raise ConfigError(f"{where}: cannot load {corpus.config.source!r}: {e}") from None
 
 
-__all__ = ["POOLS_DIR", "ArmCorpus", "arm_corpora", "check_corpora_load", "corpus_of_arm"]
+__all__ = ["POOLS_DIR", "ArmCorpus", "arm_corpora", "check_corpora_load", "corpus_of_arm",
+           "reads_seed_labels", "uses_seed_labels"]

@@ -30,15 +30,23 @@ import yaml
 from rich.console import Console
 
 from ..artifacts import FolderLock, hash_obj, read_json, write_text
+from ..demo.attribution_config import SEED_LABELS_KEY
 from ..llm.base import fingerprint_view
 from ..stages import STAGES
 from ..tree import SkillTree
 from . import arm_pool
-from .arm_corpora import ArmCorpus, arm_corpora, check_corpora_load
+from .arm_corpora import (
+    ArmCorpus,
+    arm_corpora,
+    check_corpora_load,
+    reads_seed_labels,
+    uses_seed_labels,
+)
 from .arm_runs import evaluate_base, run_arm
 from .launch_config import check_launch
-from .recipe import ArmConfig, Recipe
+from .recipe import DEMO_ATTRIBUTION_FIELDS, ArmConfig, Recipe
 from .stage_calls import (
+    ATTRIBUTION_SOURCES_JSON,
     annotate_stage,
     corpus_stage,
     demo_stage,
@@ -46,6 +54,7 @@ from .stage_calls import (
     profile_stage,
     reattributed_profile_stage,
     report_stage,
+    seed_labels_stage,
 )
 from .stage_runner import StageRunner, UpstreamFingerprints, model_json
 from .summary_tables import print_run_summary
@@ -138,22 +147,16 @@ class Pipeline(StageRunner):
     def _run_wide_stages(self, tree: SkillTree, eval_cfg: Any, pool: arm_pool.ArmPool | None) -> UpstreamFingerprints:
         """corpus -> demo -> annotate (and the arms' own pools) -> profile, and the base student's evaluation."""
         r = self.recipe
-        generated_pool = None  # the demo's pool settings
-        if r.demo is not None:  # the pool depends on which leaves are weak when they are rarer in it
-            generated_pool = model_json(r.demo, exclude={"student"}) | {"weak_leaves": list(r.demo.student.weak_leaves)}
-        fp_corpus = self.step("corpus", "corpus", {"ingest": model_json(r.corpus), "demo": generated_pool}, [],
-                              lambda clean: corpus_stage(self, clean))
-        fp_demo = None
-        if r.demo is not None:
-            fp_demo = self.step("demo", "demo", model_json(r.demo), [], lambda clean: demo_stage(self, clean))
+        fp_corpus, fp_demo, fp_seed_labels = self._pool_and_demo_stages()
         fp_student = fp_demo or hash_obj(fingerprint_view(r.student.model_dump(mode="json")))
         base = UpstreamFingerprints(student=fp_student, demo=fp_demo)
         if r.evaluate.base and pool is not None:
             pool.submit("evaluate/base", "base", self._task(base))
-        fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(), [fp_corpus, hash_obj(tree.to_dict())],
+        fp_annot = self.step("annotate", "annotate", r.annotate.public_dict(),
+                             [fp_corpus, hash_obj(tree.to_dict())] + ([fp_seed_labels] if reads_seed_labels(r.annotate) else []),
                              lambda clean: annotate_stage(self, tree, clean))
         corpora = arm_corpora(r)
-        pool_annotations = {c.name: self._pool_attribution(c, tree, fp_corpus, fp_demo) for c in corpora}
+        pool_annotations = {c.name: self._pool_attribution(c, tree, fp_corpus, fp_seed_labels) for c in corpora}
         profile_cfg = self.profile_config()
         fp_profile = self.step("profile", "profile", profile_cfg.fingerprint_dict(), [fp_annot, fp_student],
                                lambda clean: profile_stage(self, "profile", profile_cfg, tree, clean))
@@ -163,14 +166,34 @@ class Pipeline(StageRunner):
         return UpstreamFingerprints(student=fp_student, demo=fp_demo, annotate=fp_annot, profile=fp_profile,
                                     pools=pools)
 
-    def _pool_attribution(self, corpus: ArmCorpus, tree: SkillTree, fp_corpus: str, fp_demo: str | None) -> str:
+    def _pool_and_demo_stages(self) -> tuple[str, str | None, str]:
+        """corpus -> demo (and its seed labels when an attribution learns from them); their fingerprints
+        (None, "": no demo, no seed labels)."""
+        r = self.recipe
+        generated_pool = None  # the demo's pool settings
+        if r.demo is not None:  # the pool depends on which leaves are weak when they are rarer in it
+            generated_pool = (model_json(r.demo, exclude={"student", *DEMO_ATTRIBUTION_FIELDS})
+                              | {"weak_leaves": list(r.demo.student.weak_leaves)})
+        fp_corpus = self.step("corpus", "corpus", {"ingest": model_json(r.corpus), "demo": generated_pool}, [],
+                              lambda clean: corpus_stage(self, clean))
+        if r.demo is None:
+            return fp_corpus, None, ""
+        fp_demo = self.step("demo", "demo", model_json(r.demo, exclude=DEMO_ATTRIBUTION_FIELDS), [],
+                            lambda clean: demo_stage(self, clean))
+        fp_seed_labels = ""
+        if uses_seed_labels(r):
+            fp_seed_labels = self.step(SEED_LABELS_KEY, "demo", {"share": r.demo.seed_label_share, "seed": r.demo.seed},
+                                       [fp_corpus], lambda clean: seed_labels_stage(self))
+        return fp_corpus, fp_demo, fp_seed_labels
+
+    def _pool_attribution(self, corpus: ArmCorpus, tree: SkillTree, fp_corpus: str, fp_seed_labels: str) -> str:
         """An arm's pool ingested (its own corpus) and attributed as the recipe's is; the annotate stage's
-        fingerprint (on the demo's too: an attribution may read the demo's seed labels)."""
+        fingerprint (on the demo's seed labels too when it learns from them)."""
         if corpus.config is not None:
             fp_corpus = self.step(corpus.corpus_key, "corpus", {"ingest": model_json(corpus.config)}, [],
                                   lambda clean: pool_corpus_stage(self, corpus.corpus_key, corpus.config))
         return self.step(corpus.annotate_key, "annotate", corpus.annotate.public_dict(),
-                         [fp_corpus, hash_obj(tree.to_dict()), fp_demo or ""],
+                         [fp_corpus, hash_obj(tree.to_dict())] + ([fp_seed_labels] if reads_seed_labels(corpus.annotate) else []),
                          lambda clean: annotate_stage(self, tree, clean, corpus=corpus.corpus_path(self.run_dir),
                                                       out_key=corpus.annotate_key, config=corpus.annotate))
 
@@ -222,7 +245,9 @@ class Pipeline(StageRunner):
         return read_json(path) if path.exists() else {}
 
     def print_summary(self) -> None:
-        print_run_summary(self.console, self.recipe, self.summary())
+        sources = self.path("report", ATTRIBUTION_SOURCES_JSON)
+        rows = read_json(sources)["rows"] if sources.exists() else None
+        print_run_summary(self.console, self.recipe, self.summary(), rows)
 
 
 def _cores_per_job(jobs: int) -> int:

@@ -15,7 +15,10 @@ nothing run, :meth:`Pipeline.plan`), in order:
   else the token cap (an upper bound, stated); evaluation also gives the truncation share
   an earlier run saw;
 - **training tokens**: examples x epochs x mean example length (measured by the format
-  stage when it ran, else the pool's mean text length at ``chars_per_token``);
+  stage when it ran, else the pool's mean text length at ``chars_per_token``); the ``less``
+  selection's gradient pass (pool items x mean length, a forward and a backward pass each) is
+  counted as training tokens too (``stage_costs.LESS_TRAINING_TOKENS_PER_TOKEN``, from
+  ``bench/less_cost.py``);
 - **GPU-hours** per stage and in total, given throughputs (tokens/s per GPU) in the recipe's
   ``plan`` section (:class:`~skilldistill.orchestration.plan_config.PlanSettings`) or on the
   command line.
@@ -44,6 +47,7 @@ from .stage_costs import (
     evaluate_cost,
     format_cost,
     profile_cost,
+    seed_labels_cost,
     select_cost,
     train_cost,
 )
@@ -97,25 +101,31 @@ def stage_cost(st: dict[str, Any], planned: list[dict[str, Any]], pipe: Pipeline
     folder = pipe.path(st["key"])
     kind, cfg = st["kind"], st["config"]
     gen_tps, train_tps = est.settings.generation_tokens_per_s, est.settings.training_tokens_per_s
+    corpus = est.corpus_of_stage(st["key"])  # an arm's own pool or attribution (None: the recipe's)
     if kind == "corpus":
-        c.items = est.pool_items()
-    elif kind == "demo":
+        c.items = est.pool_items(corpus)
+    elif kind == "demo" and st["key"] == "demo":
         demo_cost(c, pipe.recipe, tree)
+    elif kind == "demo":
+        seed_labels_cost(c, pipe.recipe, est)
     elif kind == "annotate":
-        annotate_cost(c, est, tree, gen_tps)
+        annotate_cost(c, est, tree, gen_tps, corpus)
+    elif kind == "profile" and corpus is not None:
+        c.items = est.pool_items()
+        c.notes.append("the recipe's profile rolled up by this attribution's chains: no generation")
     elif kind == "profile":
         profile_cost(c, cfg, folder, est, pipe, tree)
     elif kind == "select":
-        select_cost(c, cfg, folder, est)
+        select_cost(c, cfg, folder, est, est.pool_items(corpus))
     elif kind == "format":
-        format_cost(c, st, folder, planned, est.pool_items())
+        format_cost(c, st, folder, planned, est.items_of_stage_pool)
     elif kind == "train":
         train_cost(c, st, planned, est, pipe)
     elif kind == "evaluate":
         evaluate_cost(c, cfg, folder, pipe)
     if kind in ("annotate", "profile", "evaluate") and gen_tps and c.generated_tokens:
         c.gpu_hours = c.generated_tokens / gen_tps / 3600
-    if kind == "train" and train_tps and c.training_tokens:
+    if kind in ("train", "select") and train_tps and c.training_tokens:  # select: the less gradient pass
         c.gpu_hours = c.training_tokens / train_tps / 3600
     return c
 

@@ -23,6 +23,7 @@ from ..attribution.config import AnnotateConfig
 from ..config_types import BOOL_FOR_NUMBER, bools_read_as_numbers
 from ..corpus.config import IngestConfig
 from ..corpus.presets import PRESETS
+from ..demo.attribution_config import AttributionSource, source_annotate
 from ..demo.student_config import StudentConfig
 from ..errors import ConfigError
 from ..evaluate.config import EvaluateConfig
@@ -54,6 +55,28 @@ class DemoSection(BaseModel):
     eval_per_leaf: int = Field(20, ge=1, description="Held-out problems per leaf skill.")
     seed: int = 0
     student: StudentConfig = Field(default_factory=StudentConfig)
+    attribution: AttributionSource = Field(
+        "embedding", description="Where the recipe's skills come from: embedding (the offline attributor), "
+        "seed-labels (classifiers learnt from the true skills of seed_label_share of the pool) or true (the "
+        "generator's skills). Set, it replaces the annotate section's backend; `skilldistill demo` adds "
+        "skill-plain under each other source.")
+    seed_label_share: float = Field(0.1, gt=0, le=1, description="seed-labels: the share of the pool whose true "
+                                    "skills stand in for hand labels (drawn with the demo's seed).")
+
+
+    @field_validator("attribution", mode="before")
+    @classmethod
+    def _true_unquoted(cls, v: Any) -> Any:
+        return source_name(v)
+
+
+def source_name(v: Any) -> Any:
+    """``attribution: true`` unquoted is YAML's boolean: the source named ``true``."""
+    return "true" if v is True else v
+
+
+# Demo settings that change no generated file: left out of the corpus and demo stages' fingerprints.
+DEMO_ATTRIBUTION_FIELDS = {"attribution", "seed_label_share"}
 
 
 class ArmConfig(BaseModel):
@@ -177,6 +200,13 @@ class Recipe(BaseModel):
             gen = profile.setdefault("generation", {})
             if isinstance(gen, dict):
                 gen.setdefault("backend", student)
+        demo = data.get("demo")
+        source = source_name(demo.get("attribution")) if isinstance(demo, dict) else None
+        if isinstance(source, str) and isinstance(data.get("annotate", {}), dict):
+            try:  # the demo's attribution source, when given, is the annotate section's backend
+                data["annotate"] = deep_merge(data.get("annotate") or {}, source_annotate(source))
+            except ValueError:
+                pass  # an unknown source: named by the demo section's own validation
         return data
 
     @model_validator(mode="after")
@@ -328,15 +358,17 @@ class Recipe(BaseModel):
         return AnnotateConfig.model_validate(deep_merge(self.annotate.model_dump(), arm.annotate))
 
     def arm_select(self, arm: ArmConfig, seed: int) -> SelectConfig:
-        """The arm's selection settings. The loss strategy scores the examples the arm trains on (its format)
-        with the recipe's student unless ``loss_model`` names another model (``demo:student`` is resolved
-        when the stage runs, as for training)."""
+        """The arm's selection settings. The loss and less strategies score the examples the arm trains on
+        (its format) with the recipe's student unless ``loss_model`` / ``less_model`` names another model
+        (``demo:student`` is resolved when the stage runs, as for training)."""
         cfg = SelectConfig.model_validate(deep_merge(self.select.model_dump(), arm.select) | {"seed": seed})
-        if cfg.strategy != "loss":
+        if cfg.strategy not in ("loss", "less"):
             return cfg
         update: dict[str, Any] = {"example": self.arm_format(arm).example_format()}
-        if cfg.loss_model is None:
+        if cfg.strategy == "loss" and cfg.loss_model is None:
             update |= {"loss_model": self.student.model, "loss_gguf_file": self.student.gguf_file}
+        if cfg.strategy == "less" and cfg.less_model is None:
+            update |= {"less_model": self.student.model, "less_gguf_file": self.student.gguf_file}
         return cfg.model_copy(update=update)
 
     def arm_format(self, arm: ArmConfig) -> FormatConfig:

@@ -15,9 +15,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..artifacts import read_json, write_json, write_manifest, write_parquet
+from ..demo.attribution_config import SEED_LABELS, SEED_LABELS_FILE, SEED_LABELS_KEY
 from ..tree import SkillTree
+from .arm_corpora import corpus_of_arm
 from .recipe import DEMO_STUDENT
 from .stage_runner import StageRunner, model_json
+
+ATTRIBUTION_SOURCES_JSON = "attribution_sources.json"  # the demo's attribution sources' table, beside the report
 
 
 def corpus_stage(run: StageRunner, clean: bool) -> None:
@@ -73,13 +77,30 @@ def annotate_stage(run: StageRunner, tree: SkillTree, clean: bool, *, corpus: Pa
     from ..attribution import run_annotate
 
     out = run.path(out_key)
-    run_annotate(corpus or run.corpus_path, tree, out, config or run.recipe.annotate, force=clean,
-                 show_progress=run.show_progress)
+    config = with_seed_labels(run, config or run.recipe.annotate)
+    run_annotate(corpus or run.corpus_path, tree, out, config, force=clean, show_progress=run.show_progress)
     cols = pq.read_schema(out / "skills.parquet").names
     if "true_skills" in cols:  # a corpus with known skills (the demo): measure attribution
         from ..demo.attribution_score import attribution_accuracy
 
         write_json(out / "attribution_accuracy.json", attribution_accuracy(out / "skills.parquet"))
+
+
+def seed_labels_stage(run: StageRunner) -> None:
+    """The demo's seed labels: the true skills of a share of the pool (``demo.attribution: seed-labels``)."""
+    from ..demo.seed_labels import write_seed_labels
+
+    demo = run.recipe.demo
+    assert demo is not None
+    write_seed_labels(run.corpus_path, run.path(SEED_LABELS_KEY), demo.seed_label_share, demo.seed)
+
+
+def with_seed_labels(run: StageRunner, config: Any) -> Any:
+    """``config`` with the demo's seed labels (``demo:seed_labels``) as the file in this run folder."""
+    if config.backend != "distilled" or config.distilled.train_labels != SEED_LABELS:
+        return config
+    path = str(run.path(SEED_LABELS_KEY, SEED_LABELS_FILE).resolve())
+    return config.model_copy(update={"distilled": config.distilled.model_copy(update={"train_labels": path})})
 
 
 def reattributed_profile_stage(run: StageRunner, out_key: str, skills: Path, tree: SkillTree) -> None:
@@ -99,11 +120,15 @@ def profile_stage(run: StageRunner, out_key: str, cfg: Any, tree: SkillTree, cle
 def select_stage(run: StageRunner, out_key: str, cfg: Any, profile_json: Path, item_profile: Path | None,
                  clean: bool, *, skills: Path | None = None) -> None:
     """A selection from the attributed pool (the recipe's, or ``skills``) by the given profile, into
-    ``out_key``; the loss strategy scores with the demo's built student when the recipe's student is the demo's."""
+    ``out_key``; the loss strategy scores with the demo's built student when the recipe's student is the demo's, and the
+    less strategy takes the student's gradients unless ``less_model`` names another model."""
     from ..select import run_select
 
     if cfg.strategy == "loss" and cfg.loss_model == DEMO_STUDENT:
         cfg = cfg.model_copy(update={"loss_model": run.student_model()})
+    if cfg.strategy == "less" and cfg.less_model in (None, DEMO_STUDENT):  # the student, as for loss
+        gguf = cfg.less_gguf_file if cfg.less_model is not None else run.recipe.student.gguf_file
+        cfg = cfg.model_copy(update={"less_model": run.student_model(), "less_gguf_file": gguf})
 
     res = run_select(skills or run.skills_path, run.path(out_key), cfg, profile_json=profile_json,
                      item_profile=item_profile, force=clean, progress=run.show_progress)
@@ -140,16 +165,50 @@ def report_stage(run: StageRunner) -> None:
 
         extra.append(("Attribution accuracy against the true skills", attribution_markdown(read_json(acc_path))))
     targets = None
+    sources: list[dict[str, Any]] = []  # the attribution sources' table (demo), filled with the summary
     if run.recipe.demo is not None:
         from ..demo.targets import check_targets, targets_markdown
 
         def targets(summary: dict[str, Any]) -> list[tuple[str, str]]:
-            return [("Demo targets", targets_markdown(check_targets(summary)))]
+            sections = [("Demo targets", targets_markdown(check_targets(summary)))]
+            sources.extend(attribution_source_rows(run, summary))
+            if sources:
+                from ..demo.attribution_sources import sources_markdown
+
+                sections.append(("Attribution sources", sources_markdown(sources)))
+            return sections
 
     build_report(run.run_dir, baseline=run.recipe.baseline, title=f"skilldistill: {run.recipe.name}",
                  extra_sections=extra, method=run.recipe.report.method, sections_from_summary=targets)
+    if sources:
+        write_json(run.path("report", ATTRIBUTION_SOURCES_JSON), {"rows": sources})
+
+
+def attribution_source_rows(run: StageRunner, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The demo's skill-plain arms under each attribution source (``skill-plain-<source>``) beside skill-plain
+    (the recipe's source) and random-plain; none when the run has no such arm."""
+    from ..demo.attribution_config import SOURCES
+    from ..demo.attribution_sources import SourceArm, source_rows
+
+    r = run.recipe
+    assert r.demo is not None
+    names = {a.name for a in r.arms}
+    if not any(f"skill-plain-{s}" in names for s in SOURCES):
+        return []
+    table = [("random-plain", "random"), ("skill-plain", r.demo.attribution)]
+    table += [(f"skill-plain-{s}", s) for s in SOURCES if f"skill-plain-{s}" in names]
+    arms = []
+    for name, source in table:
+        if name not in names:
+            continue
+        pool = corpus_of_arm(r, r.arm(name))
+        attribution = run.path(pool.annotate_key) if pool is not None else run.path("annotate")
+        arms.append(SourceArm(name, source, attribution,
+                              [run.path("select", name, f"seed{seed}", "selection.parquet") for seed in r.seeds]))
+    return source_rows(arms, summary, set(r.demo.student.weak_leaves))
 
 
 __all__ = ["annotate_stage", "corpus_stage", "demo_stage", "evaluate_stage", "format_stage", "pool_corpus_stage", "profile_stage",
-           "reattributed_profile_stage",
+           "reattributed_profile_stage", "seed_labels_stage", "with_seed_labels",
+           "attribution_source_rows", "ATTRIBUTION_SOURCES_JSON",
            "report_stage", "select_stage"]

@@ -5,6 +5,7 @@ did, else from the recipe (with the assumption stated). See :mod:`skilldistill.o
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..artifacts import read_json
+from ..corpus.presets import PRESETS
+from .arm_corpora import POOLS_DIR, ArmCorpus, arm_corpora
 from .plan_config import PlanSettings
 from .recipe import DEMO_EVAL, DEMO_STUDENT
 
@@ -50,6 +53,8 @@ class Estimator:
         self.sample = sample
         self.assumptions: list[str] = []
         self._pool_items: int | None = None
+        self._other_pools: dict[str, int | None] = {}  # an arm's own corpus: its size
+        self.corpora = arm_corpora(self.recipe)
         self._pool_text_tokens: float | None = None
         self._calls_per_item: tuple[float, float | None, str] | None = None
         self._adaptive: dict[tuple[Any, ...], tuple[int, str]] = {}
@@ -80,7 +85,26 @@ class Estimator:
         return self._adaptive[key]
 
     # -- the pool ------------------------------------------------------------------
-    def pool_items(self) -> int | None:
+    def corpus_of_stage(self, key: str) -> ArmCorpus | None:
+        """The arm pool a stage works on: ``pools/<name>/...``, or an arm run's stage of an arm with its own
+        pool (None: the recipe's pool)."""
+        parts = key.split("/")
+        if parts[0] == POOLS_DIR and len(parts) > 1:
+            return next((c for c in self.corpora if c.name == parts[1]), None)
+        if parts[0] in ("select", "format", "train") and len(parts) > 1:
+            return next((c for c in self.corpora if parts[1] in c.arms), None)
+        return None
+
+    def items_of_stage_pool(self, key: str) -> int | None:
+        """Items of the pool the stage ``key`` works on."""
+        return self.pool_items(self.corpus_of_stage(key))
+
+    def pool_items(self, corpus: ArmCorpus | None = None) -> int | None:
+        """Items of the recipe's pool, or of an arm's own corpus."""
+        if corpus is not None and corpus.config is not None:
+            if corpus.name not in self._other_pools:
+                self._other_pools[corpus.name] = self._own_corpus_items(corpus)
+            return self._other_pools[corpus.name]
         if self._pool_items is None:
             corpus = self.pipe.corpus_path
             if corpus.exists():
@@ -92,6 +116,25 @@ class Estimator:
                 self.assumptions.append(f"corpus: its limit ({self.recipe.corpus.limit:,}) is taken as the pool size "
                                         "(dedup and decontamination may remove some)")
         return self._pool_items
+
+    def _own_corpus_items(self, corpus: ArmCorpus) -> int | None:
+        """An arm's own corpus: ingested, its limit, or its preset's published size (said in the assumptions)."""
+        path = corpus.corpus_path(self.pipe.run_dir)
+        if path.exists():
+            return pq.read_metadata(path).num_rows
+        cfg = corpus.config
+        assert cfg is not None
+        preset = PRESETS.get(cfg.preset or "")
+        published = preset.rows if preset is not None and cfg.source == preset.hf_id else None
+        n = min(cfg.limit, published) if cfg.limit and published else cfg.limit or published
+        if n is None:
+            self.assumptions.append(f"pool {corpus.name!r} ({cfg.source}): its size is unknown until it is ingested, "
+                                    "so its attribution and the stages of its arms have no estimate")
+        else:
+            self.assumptions.append(f"pool {corpus.name!r} ({cfg.source}): {n:,} items, "
+                                    + ("its limit" if n == cfg.limit else "the published dataset's rows")
+                                    + " (dedup and decontamination may remove some)")
+        return n
 
     def _pool_rows(self, n: int) -> list[dict[str, Any]] | None:
         corpus = self.pipe.corpus_path
@@ -118,7 +161,7 @@ class Estimator:
         """(LLM calls per item, prompt tokens per item or None, how it was found)."""
         if self._calls_per_item is None:
             self._calls_per_item = (self._calls_measured_by_the_run() or self._calls_measured_on_a_sample(tree)
-                                    or self._calls_from_the_tree(tree))
+                                    or self.calls_from_the_tree(tree))
         return self._calls_per_item
 
     def _calls_measured_by_the_run(self) -> tuple[float, float | None, str] | None:
@@ -151,7 +194,7 @@ class Estimator:
                 f"measured on a sample of {s['items']} items with the recipe's backend")
 
     @staticmethod
-    def _calls_from_the_tree(tree: Any) -> tuple[float, float | None, str]:
+    def calls_from_the_tree(tree: Any) -> tuple[float, float | None, str]:
         inner = [len(c) for c in tree.leaves()]
         per = sum(inner) / len(inner) if inner else 0.0
         return (per, None, "from the tree's shape: one chain per item, one call per inner node "
@@ -164,9 +207,18 @@ def demo_cost(c: StageCost, recipe: Any, tree: Any) -> None:
     c.notes.append("held-out set and the packaged base student (a changed student config builds one here)")
 
 
-def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None) -> None:
-    c.items = est.pool_items()
-    cfg = est.recipe.annotate
+def seed_labels_cost(c: StageCost, recipe: Any, est: Estimator) -> None:
+    """The demo's seed labels: the generator's skills of a share of the pool, no model."""
+    pool = est.pool_items()
+    c.items = max(1, round(recipe.demo.seed_label_share * pool)) if pool else None
+    c.notes.append(f"seed labels: the true skills of {recipe.demo.seed_label_share:.0%} of the pool, no model "
+                   "(standing in for hand labels)")
+
+
+def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None, corpus: ArmCorpus | None = None) -> None:
+    """An attribution stage: the recipe's pool by its annotate section, or an arm's pool by the arm's."""
+    c.items = est.pool_items(corpus)
+    cfg = corpus.annotate if corpus is not None else est.recipe.annotate
     if cfg.backend == "embedding":
         c.llm_calls = 0
         c.notes.append("embedding backend: no LLM calls (one encoding per item and per tree node)")
@@ -175,7 +227,10 @@ def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None
         c.llm_calls = 0
         c.notes.append(f"labels backend: no LLM calls (the corpus's own {cfg.labels.label_field!r} labels)")
         return
-    per, tok, how = est.calls_per_item(tree)
+    if cfg.public_dict() == est.recipe.annotate.public_dict():
+        per, tok, how = est.calls_per_item(tree)
+    else:  # an arm's own attribution settings: measured neither by the run nor on a sample
+        per, tok, how = est.calls_from_the_tree(tree)
     asked = c.items
     if cfg.backend == "distilled" and c.items is not None:
         asked = min(c.items, cfg.distilled.sample_size)
@@ -264,16 +319,18 @@ def selected_items(select_cfg: dict[str, Any], pool: int | None) -> int | None:
     return select_cfg.get("budget")
 
 
-def select_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator) -> None:
+def select_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator, pool: int | None) -> None:
     """A select stage: the items it takes; the loss strategy also scores the pool with the student first
-    (forward passes only: its tokens counted as prompt tokens)."""
+    (forward passes only: its tokens counted as prompt tokens), the less strategy takes its gradients (forward and
+    backward: counted as training tokens)."""
     from ..select.config import DEFAULT_LOSS_MAX_LENGTH, ITEM_LOSSES
 
-    pool = est.pool_items()
     c.items = selected_items(cfg, pool)
     strategy = cfg.get("strategy")
     if strategy == "all":
         c.notes.append("strategy all: every eligible item of the pool (the budget is ignored)")
+    if strategy == "less" and pool is not None:
+        less_cost(c, cfg, folder, est, pool)
     if strategy != "loss" or pool is None:
         return
     length = cfg.get("loss_max_length") or cfg.get("max_tokens") or DEFAULT_LOSS_MAX_LENGTH
@@ -291,19 +348,69 @@ def select_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator)
                        "settings are not scored again")
 
 
-def format_cost(c: StageCost, st: dict[str, Any], folder: Path, planned: list[dict[str, Any]], pool: int | None) -> None:
-    c.items = format_items(st, planned, pool)
+# The less strategy's gradient pass per token, in training tokens: a forward and a backward pass (no optimizer
+# step) plus the per-example gradients and their random projection, measured against a training step (forward,
+# backward, AdamW) of the same student on the same batches by bench/less_cost.py (docs/select.md, "The less
+# strategy"): 0.36 on the demo student (726 vs 263 tokens/s, 1,000 items, 2 loaded CPU cores). 1.0 is kept as
+# an upper bound until the bench's SmolLM2-135M row (a real student, where the optimizer step weighs less)
+# is measured: a forward and a backward pass cost what a training step does minus its optimizer step.
+LESS_TRAINING_TOKENS_PER_TOKEN = 1.0
+
+
+def less_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator, pool: int) -> None:
+    """The less strategy's gradient pass: every pool item (and a development file's) once, forward and backward,
+    counted as training tokens (``LESS_TRAINING_TOKENS_PER_TOKEN`` each)."""
+    from ..select.config import DEFAULT_LOSS_MAX_LENGTH, ITEM_GRADIENTS
+
+    length = cfg.get("less_max_length") or cfg.get("max_tokens") or DEFAULT_LOSS_MAX_LENGTH
+    items, dev = pool, 0
+    if cfg.get("less_target") == "dev" and cfg.get("less_target_file"):
+        dev = _file_rows(Path(cfg["less_target_file"]))
+        items += dev or 0
+    mean = est.pool_text_tokens()
+    if mean is not None:
+        c.training_tokens = items * min(mean, float(length)) * LESS_TRAINING_TOKENS_PER_TOKEN
+    model = cfg.get("less_model") or cfg.get("tokenizer")
+    who = "the recipe's student" if model in (None, DEMO_STUDENT) else model
+    params = (f"LoRA rank {cfg.get('less_lora_rank', 8)}" if cfg.get("less_params", "lora") == "lora"
+              else f"the last {cfg.get('less_layers', 1)} layers")
+    target = f" and the {dev:,} development items" if dev else ""
+    c.notes.append(f"gradient pass (less): {who} takes the gradient ({params}) of the {pool:,} pool items{target} once, "
+                   f"a forward and a backward pass each, projected to {cfg.get('less_dim', 8192)} dimensions; counted "
+                   f"as training tokens (x{LESS_TRAINING_TOKENS_PER_TOKEN:g}, bench/less_cost.py): the pool's mean "
+                   f"question + response length at {est.settings.chars_per_token:g} characters per token, at most "
+                   f"{length:,} each")
+    if (folder / ITEM_GRADIENTS).exists():
+        c.notes.append(f"{ITEM_GRADIENTS}/ of an earlier run is there: the items it holds for the same model and "
+                       "settings are not computed again")
+
+
+def _file_rows(path: Path) -> int | None:
+    """Rows of a .jsonl or .parquet file (None when it cannot be read)."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pq.ParquetFile(path).metadata.num_rows
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except (OSError, ValueError):
+        return None
+
+
+def format_cost(c: StageCost, st: dict[str, Any], folder: Path, planned: list[dict[str, Any]],
+                pool_of: Callable[[str], int | None]) -> None:
+    c.items = format_items(st, planned, pool_of)
     rep = folder / "report.json"
     if rep.exists():  # one pass over the data; the train stage counts the epochs
         tok = read_json(rep).get("tokens") or {}
         c.notes.append(f"{tok.get('total', 0):,} tokens in the formatted examples")
 
 
-def format_items(st: dict[str, Any], planned: list[dict[str, Any]], pool: int | None) -> int | None:
-    """Examples a format stage writes: its selection's items (every slice so far with replay)."""
+def format_items(st: dict[str, Any], planned: list[dict[str, Any]], pool_of: Callable[[str], int | None]) -> int | None:
+    """Examples a format stage writes: its selection's items (every slice so far with replay); ``pool_of``: the
+    items of the pool a select stage draws from."""
     key = st["key"]
     sel_key = key[: -len("format")] + "select" if key.endswith("/format") else key.replace("format/", "select/", 1)
-    budgets = {p["key"]: selected_items(p["config"], pool) for p in planned if p["kind"] == "select"}
+    budgets = {p["key"]: selected_items(p["config"], pool_of(p["key"])) for p in planned if p["kind"] == "select"}
     slices = st["config"].get("slices", 1) if isinstance(st["config"], dict) else 1
     if slices > 1 and key.startswith("rounds/"):
         base = key.rsplit("/round", 1)[0]
@@ -316,7 +423,7 @@ def train_cost(c: StageCost, st: dict[str, Any], planned: list[dict[str, Any]], 
     key = st["key"]
     fmt_key = key[: -len("train")] + "format" if key.endswith("/train") else key.replace("train/", "format/", 1)
     fmt = next((p for p in planned if p["key"] == fmt_key), None)
-    c.items = format_items(fmt, planned, est.pool_items()) if fmt else None
+    c.items = format_items(fmt, planned, est.items_of_stage_pool) if fmt else None
     epochs = float(st["config"].get("num_train_epochs") or 1)
     rep = pipe.path(fmt_key, "report.json")
     mean = None
@@ -384,4 +491,4 @@ def _benchmark_problems(c: StageCost, ev: Any, name: str, demo: Any) -> int:
 
 
 __all__ = ["BENCHMARK_SIZES", "Estimator", "StageCost", "annotate_cost", "demo_cost", "evaluate_cost",
-           "format_cost", "format_items", "selected_items", "select_cost", "profile_cost", "train_cost"]
+           "format_cost", "format_items", "seed_labels_cost", "selected_items", "select_cost", "profile_cost", "train_cost"]

@@ -16,8 +16,10 @@ from rich.text import Text
 ColumnSpec = tuple[str, dict[str, Any]]
 
 
-def print_run_summary(console: Console, recipe: Any, summary: dict[str, Any]) -> None:
-    """Every table of a finished run's summary (nothing when no arm was evaluated)."""
+def print_run_summary(console: Console, recipe: Any, summary: dict[str, Any],
+                      attribution_sources: list[dict[str, Any]] | None = None) -> None:
+    """Every table of a finished run's summary (nothing when no arm was evaluated), with the demo's
+    attribution sources' rows when it has them."""
     s = summary.get("benchmarks", {})
     if not s.get("arms", {}):
         return
@@ -28,6 +30,13 @@ def print_run_summary(console: Console, recipe: Any, summary: dict[str, Any]) ->
     print_closed_loop(console, summary.get("closed_loop"))
     if recipe.demo is not None:
         console.print(demo_targets_table(summary))
+    if attribution_sources:
+        from ..demo.attribution_sources import row_cells
+
+        console.print(*fit_tables("what better attribution buys: skill-plain under each source",
+                                  attribution_sources_columns(), [[escape(c) for c in row_cells(r)]
+                                                                  for r in attribution_sources],
+                                  console.width, keys=2))
     if summary.get("verdict"):
         console.print(f"[bold]Verdict:[/bold] {summary['verdict']['text']}", highlight=False)
 
@@ -98,6 +107,13 @@ def demo_targets_table(summary: dict[str, Any]) -> Table:
         style = {"pass": "green", "FAIL": "bold red"}.get(c.mark, "dim")
         tt.add_row(str(i), escape(c.name), f"[{style}]{c.mark}[/{style}]", escape(c.detail))
     return tt
+
+
+def attribution_sources_columns() -> list[ColumnSpec]:
+    """The attribution sources' table (:mod:`skilldistill.demo.attribution_sources`): its columns."""
+    from ..demo.attribution_sources import HEADER
+
+    return [key_column(HEADER[0]), key_column(HEADER[1])] + [(h, {"justify": "right"}) for h in HEADER[2:]]
 
 
 def key_column(header: str) -> ColumnSpec:

@@ -34,8 +34,13 @@ Strategies (all reproducible from ``seed``; one module each under ``strategies``
   mean per-token loss on the teacher's response given the question, in the example it is trained on
   (``item_loss``, batched and cached in the select folder); the highest losses first, or uniformly
   inside ``loss_band`` (quantiles of the pool's losses).
+- ``less`` (LESS, Xia et al. 2024): each item's gradient of the student's loss on its training example
+  (LoRA adapters or the last layers, ``gradient_features``), reduced by a seeded random projection
+  (``projection``) and cached in the select folder (``item_gradients``); the items with the highest mean
+  cosine to a target set first: the items under the student's weakest leaves, or a development file.
 
-The field's baselines (``all``, ``length``, ``diversity``, ``loss``) ignore the skill profile.
+The field's baselines (``all``, ``length``, ``diversity``, ``loss``, ``less``) ignore the skill weights; ``less``
+reads the profile's leaf accuracies for its ``weak_skills`` target.
 
 Variants the authors' experiments use (docs/select.md lists where each differs from their
 scripts): ``max_depth`` (chains cut to this depth before leaves are computed),
@@ -52,7 +57,8 @@ drawn, so a 100K pool of long traces is never tokenised in full.
 Modules: ``config`` (SelectConfig, light), ``index`` (the leaf -> item index), ``weights``
 (leaf accuracies and weights from the profile), ``strategies`` (one module per strategy),
 ``pool`` (exclusions, the streamed scan, the filters), ``length`` (the max_tokens filter), ``item_loss`` (the
-student's per-item loss),
+student's per-item loss), ``item_gradients`` (its per-item gradient features, with ``gradient_features`` and
+``projection``),
 ``state`` (what the steps hand on), ``report``, ``plot``, ``stage`` (``run_select``).
 """
 
@@ -83,6 +89,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "draw_loss": ".strategies.loss",
     "item_losses": ".item_loss",
     "load_loss_model": ".item_loss",
+    "draw_less": ".strategies.less",
+    "item_features": ".item_gradients",
+    "Projection": ".projection",
     "balance_leaves": ".strategies.correct_portion",
     "read_selected_ids": ".pool",
     "selection_file": ".pool",

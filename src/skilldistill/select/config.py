@@ -6,17 +6,20 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..format.config import ExampleFormat
 
-Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty", "all", "length", "diversity", "loss"]
+Strategy = Literal["random", "skill", "skill-quota", "forced", "difficulty", "all", "length", "diversity", "loss",
+                   "less"]
 Accuracy = Literal["smoothed", "raw"]
 CorrectPortionScope = Literal["budget", "leaf"]
 UnprofiledLeaves = Literal["ancestor", "exclude"]
 LengthUnit = Literal["chars", "tokens"]
 DiversityStratify = Literal["none", "top_level"]
 LossDevice = Literal["auto", "cpu", "cuda"]
+LessParams = Literal["lora", "last_layers"]
+LessTarget = Literal["weak_skills", "dev"]
 
 # The files of a selection folder.
 SELECTION = "selection.parquet"
@@ -25,6 +28,7 @@ PLOT = "distribution.png"
 LEAF_TABLE = "leaf_distribution.csv"
 EMBEDDINGS = "question_embeddings.npz"  # the diversity strategy's question embeddings, reused by a rerun
 ITEM_LOSSES = "item_losses.jsonl"  # the loss strategy's per-item losses (append-only), reused by a rerun
+ITEM_GRADIENTS = "item_gradients"  # the less strategy's per-item gradient features (index + shards), reused by a rerun
 
 MAX_BUDGET = 10**9  # items: far above any SFT set, and what the quota arithmetic handles exactly
 MAX_SEED = 2**63 - 1
@@ -36,12 +40,15 @@ DEFAULT_LOSS_MAX_LENGTH = 4096  # tokens of an example the loss strategy scores,
 CHECK_ONLY_FIELDS = {"min_profile_overlap"}
 # Where and how fast the loss pass runs, not what it selects (as a backend's device and batch_size):
 # never in the fingerprint, so moving it to a GPU or changing the batch reruns nothing.
-RUN_ONLY_FIELDS = {"loss_device", "loss_batch_size"}
+RUN_ONLY_FIELDS = {"loss_device", "loss_batch_size", "less_device", "less_batch_size"}
 # Settings added later, left out of the fingerprint at their default (what selections made before
 # them did), so recipes and run folders made before them keep their fingerprint.
 LATER_FIELD_DEFAULTS: dict[str, Any] = {
     "length_unit": "chars", "diversity_stratify": "none", "loss_model": None, "loss_gguf_file": None,
     "loss_device": "auto", "loss_batch_size": 8, "loss_max_length": None, "loss_band": None,
+    "less_model": None, "less_gguf_file": None, "less_device": "auto", "less_batch_size": 8, "less_max_length": None,
+    "less_params": "lora", "less_lora_rank": 8, "less_layers": 1, "less_dim": 8192, "less_seed": 0,
+    "less_target": "weak_skills", "less_target_file": None, "less_weak_share": 0.2, "less_weak_accuracy": None,
 }
 
 
@@ -51,7 +58,7 @@ class SelectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = Field("skill", description="random | skill | skill-quota | forced | difficulty | all | "
-                               "length | diversity | loss.")
+                               "length | diversity | loss | less.")
     budget: int = Field(1000, ge=1, le=MAX_BUDGET, description="Number of unique items to select.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Random seed (every strategy is reproducible from it).")
     temperature: float = Field(1.0, gt=0, le=100, allow_inf_nan=False,
@@ -98,6 +105,38 @@ class SelectConfig(BaseModel):
     loss_band: tuple[float, float] | None = Field(
         None, description="loss strategy: draw uniformly among the items whose loss lies between these quantiles of "
         "the pool's losses (inclusive, 0 <= low < high <= 1); default: the highest losses first.")
+    less_model: str | None = Field(
+        None, description="less strategy: the model whose gradients make the features (hub id, folder or .gguf "
+        "file); default: the student tokenizer's model (tokenizer, gguf_file); a recipe fills in its student.")
+    less_gguf_file: str | None = Field(None, description="less strategy: GGUF file name inside the less_model folder.")
+    less_device: LossDevice = Field("auto", description="less strategy: where the gradient pass runs (auto: cuda when "
+                                    "visible; bfloat16 there, float32 on cpu).")
+    less_batch_size: int = Field(8, ge=1, le=4096, description="less strategy: examples per forward and backward pass.")
+    less_max_length: int | None = Field(
+        None, ge=16, le=10**7, description="less strategy: tokens of each formatted example, the rest cut (default: "
+        f"max_tokens when set, else {DEFAULT_LOSS_MAX_LENGTH}).")
+    less_params: LessParams = Field(
+        "lora", description="less strategy: the parameters whose gradient is the feature: lora (rank less_lora_rank "
+        "adapters on every layer's attention projections, B = 0) or last_layers (every linear weight of the last "
+        "less_layers layers).")
+    less_lora_rank: int = Field(8, ge=1, le=1024, description="less strategy: LoRA rank (less_params: lora).")
+    less_layers: int = Field(1, ge=1, le=1024, description="less strategy: decoder layers counted from the last "
+                             "(less_params: last_layers).")
+    less_dim: int = Field(8192, ge=16, le=65536, description="less strategy: dimensions of the random projection "
+                          "(LESS: 8192).")
+    less_seed: int = Field(0, ge=0, le=MAX_SEED, description="less strategy: seed of the LoRA A matrices and the "
+                           "projection (not the selection's seed: another seed or budget reuses the features).")
+    less_target: LessTarget = Field(
+        "weak_skills", description="less strategy: the target set: weak_skills (the pool's items under the "
+        "student's weakest leaves, by the skill profile) or dev (the items of less_target_file).")
+    less_target_file: str | None = Field(
+        None, validate_default=True, description="less strategy: development items (.jsonl or .parquet with question "
+        "and response; less_target: dev).")
+    less_weak_share: float = Field(0.2, gt=0, le=1, allow_inf_nan=False, description="less strategy: the weakest "
+                                   "share of the leaves with eligible items (by profile accuracy) is the target.")
+    less_weak_accuracy: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False, description="less strategy: instead of less_weak_share, the leaves "
+        "whose profile accuracy is at most this are the target.")
     max_tokens: int | None = Field(None, ge=1, le=10**7, description="Drop items whose formatted example is longer (student tokenizer).")
     tokenizer: str | None = Field(None, description="Student tokenizer for max_tokens: hub id, folder or .gguf file.")
     gguf_file: str | None = Field(None, description="GGUF file name inside the tokenizer folder.")
@@ -125,6 +164,26 @@ class SelectConfig(BaseModel):
             raise ValueError(f"must be quantiles 0 <= low < high <= 1, got {list(v)}")
         return v
 
+    @field_validator("less_target_file")
+    @classmethod
+    def _dev_target_has_a_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None and info.data.get("less_target") == "dev":
+            raise ValueError("less_target 'dev' needs the development items' file (less_target_file)")
+        return v
+
+    def less_scorer(self) -> tuple[str | None, str | None]:
+        """The model the less strategy takes gradients of and its GGUF file: ``less_model``, else the student
+        tokenizer's."""
+        if self.less_model is not None:
+            return self.less_model, self.less_gguf_file
+        return self.tokenizer, self.gguf_file
+
+    def less_length(self) -> int:
+        """Tokens of each example the less strategy takes the gradient of."""
+        if self.less_max_length is not None:
+            return self.less_max_length
+        return self.max_tokens if self.max_tokens is not None else DEFAULT_LOSS_MAX_LENGTH
+
     def loss_scorer(self) -> tuple[str | None, str | None]:
         """The model the loss strategy scores with and its GGUF file: ``loss_model``, else the student tokenizer's."""
         if self.loss_model is not None:
@@ -139,7 +198,7 @@ class SelectConfig(BaseModel):
 
     def fingerprint_dict(self) -> dict[str, Any]:
         """The config as the stage and the pipeline fingerprint it: checks that only refuse
-        (``min_profile_overlap``) and where the loss pass runs (``RUN_ONLY_FIELDS``) leave it out, and so do later
+        (``min_profile_overlap``) and where the loss and gradient passes run (``RUN_ONLY_FIELDS``) leave it out, and so do later
         settings at their default
         (``LATER_FIELD_DEFAULTS``), so run folders made before them stay done."""
         d = self.model_dump(mode="json", exclude=CHECK_ONLY_FIELDS | RUN_ONLY_FIELDS)

@@ -87,8 +87,10 @@ def model_identity(spec: str, gguf_file: str | None, revision: str | None = None
     return hash_obj({"model": spec, "gguf_file": gguf_file, "revision": revision, "files": files})[:16]
 
 
-def load_loss_model(spec: str, gguf_file: str | None = None, device: str = "auto") -> LossModel:
-    """The model, its tokenizer and training template; any failure is a ConfigError naming the model."""
+def load_loss_model(spec: str, gguf_file: str | None = None, device: str = "auto", *,
+                    field: str = "loss_model") -> LossModel:
+    """The model, its tokenizer and training template; any failure is a ConfigError naming the model (as the
+    setting ``field`` that gave it: ``loss_model``, ``less_model``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,11 +107,11 @@ def load_loss_model(spec: str, gguf_file: str | None = None, device: str = "auto
             tokenizer = AutoTokenizer.from_pretrained(spec, **kwargs)
             model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **kwargs)
     except Exception as e:
-        raise ConfigError(f"cannot load loss_model {where!r}: {type(e).__name__}: {str(e)[:300]}") from e
+        raise ConfigError(f"cannot load {field} {where!r}: {type(e).__name__}: {str(e)[:300]}") from e
     try:
         template, template_name = resolve_chat_template(tokenizer, "auto")
     except ConfigError as e:
-        raise ConfigError(f"loss_model {where!r}: {e}") from e
+        raise ConfigError(f"{field} {where!r}: {e}") from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(dev)
@@ -138,7 +140,7 @@ def render(lm: LossModel, conversations: list[list[dict[str, str]]], max_length:
     return out
 
 
-def _head_is_projection(lm: LossModel, ids: list[int]) -> bool:
+def head_is_projection(lm: LossModel, ids: list[int]) -> bool:
     """Whether the logits are the output projection of the last hidden state (no soft-capping or
     scaling in the head), checked once on a few real tokens."""
     import torch
@@ -154,14 +156,11 @@ def _head_is_projection(lm: LossModel, ids: list[int]) -> bool:
     return mine.shape == full.shape and bool(torch.allclose(mine, full, rtol=1e-3, atol=1e-3 * float(full.abs().max())))
 
 
-def forward_nll(lm: LossModel, batch: list[Example]) -> list[tuple[float, int]]:
-    """Per example: the summed negative log-likelihood of its assistant tokens (each predicted from
-    the tokens before it) and how many there are, from one forward pass over the right-padded batch."""
+def pad_batch(lm: LossModel, batch: list[Example]) -> tuple[Any, Any, Any]:
+    """The right-padded batch on the model's device: token ids, attention mask, and which positions predict an
+    assistant token (``sel[:, t - 1]``: token ``t`` is in the loss; the first token is never predicted)."""
     import torch
-    import torch.nn.functional as F
 
-    if lm.chunked_head is None:
-        lm.chunked_head = _head_is_projection(lm, batch[0][0])
     n, width = len(batch), max(len(ids) for ids, _ in batch)
     ids = torch.full((n, width), lm.tokenizer.pad_token_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
@@ -170,8 +169,19 @@ def forward_nll(lm: LossModel, batch: list[Example]) -> list[tuple[float, int]]:
         ids[r, :len(x)] = torch.tensor(x)
         attention[r, :len(x)] = 1
         scored[r, :len(m)] = torch.tensor(m, dtype=torch.bool)
-    ids, attention = ids.to(lm.device), attention.to(lm.device)
-    sel = scored[:, 1:].to(lm.device)  # position t - 1 predicts token t; the first token is never predicted
+    return ids.to(lm.device), attention.to(lm.device), scored[:, 1:].to(lm.device)
+
+
+def forward_nll(lm: LossModel, batch: list[Example]) -> list[tuple[float, int]]:
+    """Per example: the summed negative log-likelihood of its assistant tokens (each predicted from
+    the tokens before it) and how many there are, from one forward pass over the right-padded batch."""
+    import torch
+    import torch.nn.functional as F
+
+    if lm.chunked_head is None:
+        lm.chunked_head = head_is_projection(lm, batch[0][0])
+    n = len(batch)
+    ids, attention, sel = pad_batch(lm, batch)
     rows = sel.nonzero()[:, 0]
     targets = ids[:, 1:][sel]
     sums = torch.zeros(n, dtype=torch.float64, device=lm.device)
@@ -221,7 +231,7 @@ def settings_key(lm: LossModel, max_length: int) -> str:
                      "system": lm.system})[:16]
 
 
-def _pool_messages(src: Path, eligible: np.ndarray, fmt: ExampleFormat,
+def pool_messages(src: Path, eligible: np.ndarray, fmt: ExampleFormat,
                    rows: set[int] | None = None) -> Iterator[tuple[int, Any, list[dict[str, str]] | None]]:
     """(pool row, id, the formatted messages or None without a question or response) of each eligible
     item (only ``rows`` when given), streamed by record batch."""
@@ -258,7 +268,7 @@ def item_losses(src: Path, eligible: np.ndarray, fmt: ExampleFormat, lm: LossMod
     log_file = AppendLog(cache_file)
     cached = _read_cache(log_file, key)
     pending: dict[int, _Pending] = {}
-    for item, item_id, messages in _pool_messages(src, eligible, fmt):
+    for item, item_id, messages in pool_messages(src, eligible, fmt):
         if messages is None:
             out.without_text += 1
             continue
@@ -305,7 +315,7 @@ def _score_pending(src: Path, eligible: np.ndarray, fmt: ExampleFormat, lm: Loss
                 progress(len(picked))
         chunk.clear()
 
-    for item, _, messages in _pool_messages(src, eligible, fmt, rows=set(pending)):
+    for item, _, messages in pool_messages(src, eligible, fmt, rows=set(pending)):
         assert messages is not None
         chunk.append((pending[item], messages))
         if len(chunk) >= _CHUNK_ITEMS:

@@ -1,7 +1,7 @@
 """``skilldistill select``: choose the SFT budget from an attributed pool, weighting weak skills.
 
 ``run_select`` reads top to bottom as its steps: check the request, skip if up to date, load the
-loss strategy's model, read the pool, weigh its leaves, measure the pool (the field's baselines), draw,
+loss or less strategy's model, read the pool, weigh its leaves, measure the pool (the field's baselines), draw,
 write the selection, the report and the manifest.
 """
 
@@ -30,7 +30,16 @@ from ..artifacts import (
 )
 from ..errors import ConfigError, InputError
 from ..tree import CHAIN_SEP
-from .config import EMBEDDINGS, ITEM_LOSSES, LEAF_TABLE, PLOT, REPORT, SELECTION, SelectConfig
+from .config import (
+    EMBEDDINGS,
+    ITEM_GRADIENTS,
+    ITEM_LOSSES,
+    LEAF_TABLE,
+    PLOT,
+    REPORT,
+    SELECTION,
+    SelectConfig,
+)
 from .length import length_check
 from .plot import plot_distribution
 from .pool import filter_pool, read_exclusions, scan_pool, take_rows
@@ -42,6 +51,7 @@ from .strategies.diversity import Diversity, check_embedding_model, prepare_dive
 from .strategies.draw import Draw
 from .strategies.forced import draw_forced
 from .strategies.length_first import LengthFirst, measure_lengths
+from .strategies.less import LessRequest, LessSelection, prepare_less
 from .strategies.loss import LossSelection, prepare_loss
 from .strategies.quota import draw_quota
 from .strategies.random import draw_random
@@ -53,8 +63,8 @@ log = logging.getLogger(__name__)
 # Strategies drawn from the leaf weights: they need the skill profile.
 _WEIGHTED = ("skill", "skill-quota", "forced")
 # The field's baselines: they ignore the profile; each is an object measuring the pool once, then drawing each part.
-_BASELINES = ("all", "length", "diversity", "loss")
-Baseline = AllItems | LengthFirst | Diversity | LossSelection
+_BASELINES = ("all", "length", "diversity", "loss", "less")
+Baseline = AllItems | LengthFirst | Diversity | LossSelection | LessSelection
 
 
 @dataclass
@@ -124,6 +134,8 @@ def _start(skills_parquet: str | Path, out_dir: str | Path, config: SelectConfig
         inputs[f"exclude:{f}"] = sha256_file(f) if f.is_file() else "dir"
     for f in exclusions.earlier:
         inputs[f"earlier_selection:{f}"] = sha256_file(f)
+    if config.strategy == "less" and config.less_target == "dev" and config.less_target_file is not None:
+        inputs["less_target_file"] = sha256_file(config.less_target_file)
     return SelectRun(config, src, Path(out_dir), exclusions, inputs, profile)
 
 
@@ -152,6 +164,20 @@ def _check_config(config: SelectConfig, profile_json: str | Path | None, item_pr
     if config.strategy == "loss" and config.loss_scorer()[0] is None:
         raise ConfigError("strategy 'loss' needs the model that scores the items: --loss-model (default: the student "
                           "tokenizer's model, --tokenizer)")
+    if config.strategy == "less":
+        _check_less(config, profile_json)
+
+
+def _check_less(config: SelectConfig, profile_json: str | Path | None) -> None:
+    """The less strategy's model and target set, before anything is loaded."""
+    if config.less_scorer()[0] is None:
+        raise ConfigError("strategy 'less' needs the model whose gradients make the features: --less-model (default: "
+                          "the student tokenizer's model, --tokenizer)")
+    if config.less_target == "weak_skills" and profile_json is None:
+        raise ConfigError("strategy 'less' with less_target 'weak_skills' needs the skill profile (--profile "
+                          "skill_profile.json), or less_target 'dev' with --less-target-file")
+    if config.less_target == "dev" and config.less_target_file is not None and not Path(config.less_target_file).is_file():
+        raise InputError("development items (less_target_file) not found", file=config.less_target_file)
 
 
 def _up_to_date(run: SelectRun) -> SelectResult | None:
@@ -163,24 +189,33 @@ def _up_to_date(run: SelectRun) -> SelectResult | None:
 
 
 def _load_loss_model(config: SelectConfig) -> Any:
-    """The loss strategy's model, loaded before the pool is read: one that cannot be loaded is refused at once."""
-    if config.strategy != "loss":
+    """The loss (or less) strategy's model, loaded before the pool is read: one that cannot be loaded is refused
+    at once (and for less, one without the parameters its features take the gradient of)."""
+    if config.strategy not in ("loss", "less"):
         return None
     from .item_loss import load_loss_model
 
-    spec, gguf = config.loss_scorer()
+    if config.strategy == "loss":
+        spec, gguf = config.loss_scorer()
+        assert spec is not None
+        return load_loss_model(spec, gguf, config.loss_device)
+    from .gradient_features import gradient_model
+
+    spec, gguf = config.less_scorer()
     assert spec is not None
-    return load_loss_model(spec, gguf, config.loss_device)
+    lm = load_loss_model(spec, gguf, config.less_device, field="less_model")
+    return gradient_model(lm, config.less_params, rank=config.less_lora_rank, layers=config.less_layers,
+                          seed=config.less_seed)
 
 
 def _read_pool(run: SelectRun, item_profile: str | Path | None, progress: bool) -> None:
     """The pool, streamed by record batch (only small per-item arrays stay in memory), then filtered."""
     config, src = run.config, run.src
     run.columns = pq.read_schema(src).names
-    needs_skills = (config.strategy in _WEIGHTED or config.only_skill is not None
+    needs_skills = (config.strategy in _WEIGHTED or config.only_skill is not None or _less_weak_skills(config)
                     or (config.strategy == "diversity" and config.diversity_stratify == "top_level"))
-    needs_text = {"length": ("response",), "diversity": ("question",), "loss": ("question", "response")}.get(
-        config.strategy, ())
+    needs_text = {"length": ("response",), "diversity": ("question",), "loss": ("question", "response"),
+                  "less": ("question", "response")}.get(config.strategy, ())
     for col in ("id",) + (("skills",) if needs_skills else ()) + (("question",) if run.exclusions.files else ()) + (
             needs_text):
         if col not in run.columns:
@@ -198,15 +233,21 @@ def _weigh_leaves(run: SelectRun, profile_json: str | Path | None) -> None:
     if profile is not None:
         index = index.reorder(profile_order(index.keys, profile))
     run.index = index = index.restrict(pool.eligible)
-    if profile is None or config.strategy in _BASELINES:
+    if profile is None or (config.strategy in _BASELINES and not _less_weak_skills(config)):
         return
     run.accuracy = leaf_accuracies(index.keys, profile, config.accuracy, file=profile_json)
     _check_profile_overlap(run, profile_json)
+    if config.strategy in _BASELINES:  # less on the weak skills: the accuracies name the target, no weights
+        return
     run.weights = leaf_weights(run.accuracy.accuracy, config.temperature, config.w_max)
     if config.unprofiled_leaves == "exclude":
         no_verdict = run.accuracy.graded == 0
         run.weights = np.where(no_verdict, 0.0, run.weights)
         pool.summary["leaves_without_verdict_excluded"] = int(np.sum(no_verdict & (index.sizes() > 0)))
+
+
+def _less_weak_skills(config: SelectConfig) -> bool:
+    return config.strategy == "less" and config.less_target == "weak_skills"
 
 
 def _check_profile_overlap(run: SelectRun, profile_json: str | Path | None) -> None:
@@ -249,8 +290,20 @@ def _prepare_baseline(run: SelectRun, tokenizer: Any, progress: bool, scorer: An
         return prepare_loss(run.src, pool.eligible, scorer, run.out / ITEM_LOSSES, fmt=config.example,
                             max_length=config.loss_length(), batch_size=config.loss_batch_size,
                             band=config.loss_band, progress=progress)
+    if config.strategy == "less":
+        return prepare_less(run.src, pool.eligible, scorer, run.out / ITEM_GRADIENTS, _less_request(run),
+                            progress=progress)
     return prepare_diversity(run.src, pool.eligible, config.diversity_stratify, run.out / EMBEDDINGS,
                              progress=progress)
+
+
+def _less_request(run: SelectRun) -> LessRequest:
+    from .item_gradients import GradientSettings
+
+    c = run.config
+    settings = GradientSettings(c.less_params, c.less_lora_rank, c.less_layers, c.less_dim, c.less_seed, c.less_length())
+    return LessRequest(settings, c.less_batch_size, c.example, c.less_target, c.less_target_file, c.less_weak_share,
+                       c.less_weak_accuracy, run.index, run.accuracy)
 
 
 def _pool_counts(summary: dict[str, Any]) -> str:
@@ -329,6 +382,8 @@ def _write_selection(run: SelectRun, baseline: Baseline | None) -> None:
     columns = _draw_columns(run)
     if isinstance(baseline, LossSelection):
         columns["student_loss"] = pa.array(baseline.losses[run.items], pa.float64())
+    if isinstance(baseline, LessSelection):
+        columns["less_score"] = pa.array(baseline.scores[run.items], pa.float64())
     for name, values in columns.items():
         if name in rows.column_names:
             rows = rows.drop_columns([name])

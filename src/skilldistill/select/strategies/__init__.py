@@ -10,6 +10,8 @@
 - ``diversity`` (Sener & Savarese 2018; s1's top-level strata): k-center greedy on question embeddings.
 - ``loss`` (loss-based selection; IFD's conditioned answer score, Li et al. 2024): the student's highest
   losses on the teacher's responses first, or uniform inside a band of loss quantiles.
+- ``less`` (LESS, Xia et al. 2024): per-item gradient features (LoRA or the last layers, a seeded random
+  projection), the items most similar (cosine) to a target set first: the student's weak skills or a dev split.
 
 ``correct_portion`` splits the budget (or each leaf) into solved and unsolved items; ``draw``
 holds what every strategy returns.
@@ -44,4 +46,9 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "band_bounds": ".loss",
     "LossSelection": ".loss",
     "prepare_loss": ".loss",
+    "draw_less": ".less",
+    "weak_leaves": ".less",
+    "LessRequest": ".less",
+    "LessSelection": ".less",
+    "prepare_less": ".less",
 })
