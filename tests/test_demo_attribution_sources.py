@@ -16,16 +16,10 @@ from skilldistill.demo.seed_labels import write_seed_labels
 from skilldistill.errors import ConfigError
 from skilldistill.orchestration.pipeline import Pipeline
 from skilldistill.orchestration.recipe import load_recipe
+from test_pipeline import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = REPO / "recipes" / "demo-quick.yaml"
-TINY = [
-    "demo.pool_size=60", "demo.eval_per_leaf=1",
-    "demo.student.base_examples=48", "demo.student.epochs=1", "demo.student.hidden_size=32",
-    "demo.student.num_layers=1", "demo.student.intermediate_size=64", "demo.student.tokenizer_texts=200",
-    "demo.student.vocab_size=320", "demo.student.batch_size=16",
-    "profile.generation.max_new_tokens=24", "select.budget=8", "train.num_train_epochs=1",
-]
 
 
 def test_the_demos_attribution_source_sets_the_annotate_backend():
