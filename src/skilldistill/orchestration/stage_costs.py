@@ -351,9 +351,7 @@ def select_cost(c: StageCost, cfg: dict[str, Any], folder: Path, est: Estimator,
 # The less strategy's gradient pass per token, in training tokens: a forward and a backward pass (no optimizer
 # step) plus the per-example gradients and their random projection, measured against a training step (forward,
 # backward, AdamW) of the same student on the same batches by bench/less_cost.py (docs/select.md, "The less
-# strategy"): 0.36 on the demo student (726 vs 263 tokens/s, 1,000 items, 2 loaded CPU cores). 1.0 is kept as
-# an upper bound until the bench's SmolLM2-135M row (a real student, where the optimizer step weighs less)
-# is measured: a forward and a backward pass cost what a training step does minus its optimizer step.
+# strategy"): 1.01 on the demo student, 0.52 on SmolLM2-135M (one CPU thread). 1.0 is the larger of the two.
 LESS_TRAINING_TOKENS_PER_TOKEN = 1.0
 
 
