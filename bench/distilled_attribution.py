@@ -3,6 +3,7 @@ and wall time and memory at scale, with no LLM.
 
     python bench/distilled_attribution.py                    # the 5,000 MATH test problems
     python bench/distilled_attribution.py --scale 100000     # 100K items (MATH texts, numbered variants)
+    python bench/distilled_attribution.py --from-labels      # classifiers from a labels file: minilm vs tfidf
 
 The "LLM" is a stand-in that answers the attribution prompts as a careful annotator of
 MATH would at the top level: the item's MATH subject (its 7 types map one-to-one onto
@@ -20,6 +21,12 @@ Printed, side by side in one run:
 - the held-out agreement the backend itself reports (against the stand-in's labels);
 - the share of decisions that fell back to the "LLM", the calls made and saved;
 - wall time per phase and peak memory (RSS).
+
+``--from-labels``: no LLM at all. A labels file gives ``--sample`` items (seeded, uniform)
+their MATH subject mapped onto skill_mix.json's top level (the only ground truth MATH
+carries: a chain ``["Algebra"]``); the backend learns from it (``--train-labels``) once with
+MiniLM and once with TF-IDF features, and the top level of the items outside the file is
+compared with their subject, side by side, with the held-out agreement the backend reports.
 """
 
 from __future__ import annotations
@@ -108,6 +115,41 @@ def first_level(skills: list[list[list[str]]]) -> list[str | None]:
     return [s[0][0] if s else None for s in skills]
 
 
+def from_labels(sample: int, out: Path) -> int:
+    """Classifiers from a labels file of MATH subjects (top level only), MiniLM against TF-IDF."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from skilldistill.attribution import AnnotateConfig, DistilledConfig, annotate
+
+    rows = load_math(None)
+    ids = [f"math-{k}" for k in range(len(rows))]
+    corpus = out / "corpus.parquet"
+    pq.write_table(pa.table({"id": ids, "question": [r["problem"] for r in rows],
+                             "response": [r["solution"] for r in rows]}), corpus)
+    picked = sorted(np.random.default_rng(0).choice(len(rows), size=sample, replace=False).tolist())
+    labels = out / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"id": ids[k], "skills": [SUBJECT_TO_DOMAIN[rows[k]["type"]]]}) + "\n"
+                              for k in picked), encoding="utf-8")
+    rest = sorted(set(range(len(rows))) - set(picked))
+    gold = [SUBJECT_TO_DOMAIN[rows[k]["type"]] for k in rest]
+    print(f"{len(rows):,} MATH test items, skill_mix.json; labels file: {sample:,} items' subjects as top-level chains "
+          f"(seeded); no LLM\n")
+    print(f"  {'features':8s} {'top level == subject (rest)':>28s} {'held-out top P / R':>19s} {'wall':>7s}")
+    for features in ("minilm", "tfidf"):
+        t0 = time.perf_counter()
+        cfg = AnnotateConfig(backend="distilled", distilled=DistilledConfig(train_labels=str(labels), features=features))
+        res = annotate(corpus, TREE, out / features, cfg, show_progress=sys.stderr.isatty())
+        wall = time.perf_counter() - t0
+        skills = pq.read_table(res.skills_path).column("skills").to_pylist()
+        first = first_level([skills[k] for k in rest])
+        acc = sum(g == f for g, f in zip(gold, first, strict=True)) / len(gold)
+        a = res.summary["distilled"]["held_out_agreement"]["with_fallback"]
+        print(f"  {features:8s} {acc:28.3f} {a['top_precision']:9.3f} / {a['top_recall']:.3f} {wall:6.0f}s", flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=int, default=0, help="items in all (MATH texts as numbered variants); 0: the 5,000")
@@ -117,7 +159,13 @@ def main() -> int:
                     help="features.npz of a 5,000-item run: numbered variants get their original's vector (MiniLM "
                          "encodes about 11 MATH items/s on 2 cores, so 100K fresh encodings take 2.5 h; the rest of "
                          "the backend is what --scale measures)")
+    ap.add_argument("--from-labels", action="store_true", help="classifiers from a labels file of MATH subjects, "
+                    "MiniLM and TF-IDF features side by side (no LLM, no stand-in)")
     args = ap.parse_args()
+    if args.from_labels:
+        out = args.out or Path(tempfile.mkdtemp(prefix="distilled_labels_"))
+        out.mkdir(parents=True, exist_ok=True)
+        return from_labels(args.sample, out)
 
     import pyarrow as pa
     import pyarrow.parquet as pq

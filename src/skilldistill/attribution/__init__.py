@@ -1,6 +1,6 @@
 """`skilldistill annotate`: skill attribution, root-to-leaf skill chains for every corpus item.
 
-    config.py         AnnotateConfig, DistilledConfig, LabelsConfig (light: no stage code)
+    config.py         AnnotateConfig, DistilledConfig, LabelsConfig, AnchorConfig (light: no stage code)
     stage.py          run_annotate (alias annotate): the stage, step by step
     items.py          the corpus rows read and checked, each item's text
     prompt.py         the prompt template and the repair turn
@@ -13,8 +13,11 @@
     summary.py        summary.json
     stats.py          `annotate stats`: per-node counts
     sampling.py, classifiers.py, distilled.py   the distilled backend
+    train_labels.py   the distilled backend's classifiers learnt from a labels file
+    features.py       the distilled backend's TF-IDF features
     labels.py         the labels backend: chains from a label the corpus carries
     labels_tree.py    `tree from-labels`: the tree those labels live in, with counts
+    anchor.py         anchored walks: the top decisions taken from a label the corpus carries
 
 Names are exported lazily: importing this package (or its config) imports no stage code.
 """
@@ -26,6 +29,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "AnnotateConfig": ".config",
     "DistilledConfig": ".config",
     "LabelsConfig": ".config",
+    "AnchorConfig": ".config",
     # the stage
     "run_annotate": ".stage",
     "annotate": ".stage",
@@ -87,6 +91,11 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "save_node_models": ".classifiers",
     "load_node_models": ".classifiers",
     "classifier_only_chains": ".classifiers",
+    "prior_models": ".classifiers",
+    "read_train_labels": ".train_labels",
+    "label_examples": ".train_labels",
+    "TrainLabels": ".train_labels",
+    "tfidf_features": ".features",
     # the labels backend
     "attribute_labels": ".labels",
     "LabelMap": ".labels",
@@ -100,4 +109,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "tree_from_labels": ".labels_tree",
     "LabelTree": ".labels_tree",
     "write_label_tree": ".labels_tree",
+    # anchored walks
+    "anchor_items": ".anchor",
+    "Anchoring": ".anchor",
+    "AnchoredKeys": ".anchor",
 })

@@ -11,6 +11,10 @@ from ..tree import Chain, SkillTree
 from .cache import FAILED, OK, UNPARSEABLE, Decisions
 from .decision_keys import DecisionKeys
 
+# A record flag: the decider had nothing to decide below this inner node with (the distilled
+# backend learning from a labels file whose chains end there, no LLM to ask): its chain ends here.
+ENDS_CHAIN = "ends_chain"
+
 DecisionAt = Callable[[Chain], dict[str, Any] | None]  # node path -> the item's decision there, if any
 
 
@@ -29,6 +33,8 @@ def chains_for(tree: SkillTree, max_depth: int | None, decision: DecisionAt) -> 
         rec = decision(path)
         if rec is None:
             continue
+        if rec.get(ENDS_CHAIN) and path:  # nothing decides below this node: the chain ends at it
+            chains.append(list(path))
         chosen = [c for c in rec.get("chosen", []) if (path + (c,)) in tree]
         stack.extend(path + (c,) for c in reversed(chosen))
     return [list(c) for c in dict.fromkeys(tuple(c) for c in chains)]

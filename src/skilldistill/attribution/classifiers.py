@@ -44,19 +44,22 @@ class NodeModel:
 
 
 def training_examples(tree: SkillTree, cfg: AnnotateConfig, hashes: Sequence[str], train: Sequence[int],
-                      llm_keys: DecisionKeys, cache: Decisions) -> Examples:
+                      llm_keys: DecisionKeys, cache: Decisions,
+                      keys_of: Callable[[int], DecisionKeys] | None = None) -> Examples:
     """Per inner node: (item index, chosen children) of every training item the LLM's walk
     brought there with a final decision (``ok`` or ``none``; failed and unreadable ones
-    teach nothing)."""
+    teach nothing). ``keys_of``: item -> its keys, when they are not all ``llm_keys`` (an
+    anchored walk: the labelled nodes' decisions are filed under the anchor's keys)."""
     per_node: Examples = collections.defaultdict(list)
     for i in train:
+        keys = keys_of(i) if keys_of is not None else llm_keys
         stack: list[Chain] = [()]
         while stack:
             path = stack.pop()
             node = tree.node(path)
             if node.is_leaf or (cfg.max_depth is not None and len(path) >= cfg.max_depth):
                 continue
-            rec = cache.get(llm_keys(path, hashes[i]))
+            rec = cache.get(keys(path, hashes[i]))
             if rec is None or rec.get("status") not in (OK, NONE):
                 continue
             chosen = [c for c in rec.get("chosen", []) if path + (c,) in tree]
@@ -101,6 +104,19 @@ def train_node_models(tree: SkillTree, examples: Examples, features: np.ndarray,
                 b[j] = np.log(p / (1 - p))
         models[path] = NodeModel(path, children, n, positives, w, b)
     return models
+
+
+def prior_models(models: dict[Chain, NodeModel], dim: int) -> dict[Chain, NodeModel]:
+    """``models`` with every node left without a classifier (fewer than ``min_examples``) given its
+    constant smoothed probabilities instead: where no LLM decides, the training labels' shares do."""
+    out = {}
+    for path, m in models.items():
+        if m.weights is None and m.examples:
+            p = (np.array(m.positives, dtype=np.float64) + 0.5) / (m.examples + 1)
+            m = NodeModel(path, m.children, m.examples, m.positives, np.zeros((len(m.children), dim), dtype=np.float32),
+                          np.log(p / (1 - p)).astype(np.float32))
+        out[path] = m
+    return out
 
 
 def _fit_child(x: np.ndarray, y: np.ndarray, pos: int, n: int, scaler: Any, dcfg: DistilledConfig) -> tuple[np.ndarray, float]:
@@ -161,10 +177,13 @@ def load_node_models(out: Path) -> tuple[str, dict[Chain, NodeModel]]:
 
 
 def classifier_only_chains(tree: SkillTree, cfg: AnnotateConfig, models: dict[Chain, NodeModel], x: np.ndarray,
-                           llm_decision: Callable[[Chain], dict[str, Any] | None]) -> list[list[str]]:
+                           llm_decision: Callable[[Chain], dict[str, Any] | None],
+                           fixed: Callable[[Chain], dict[str, Any] | None] | None = None,
+                           end_without_decision: bool = False) -> list[list[str]]:
     """One item's chains from the classifiers alone (children with p >= 0.5, the best one
-    when none reaches it); at a node without a classifier, the LLM's cached decision, or
-    the chain ends there."""
+    when none reaches it); at a node ``fixed`` decides (an anchor label), its decision; at a
+    node without a classifier, the LLM's cached decision, or the branch is dropped there
+    (``end_without_decision``: the chain ends there, as a labels file's chain may)."""
     chains: list[list[str]] = []
     stack: list[Chain] = [()]
     while stack:
@@ -174,12 +193,17 @@ def classifier_only_chains(tree: SkillTree, cfg: AnnotateConfig, models: dict[Ch
             chains.append(list(path))
             continue
         m = models.get(path)
-        if m is not None and m.weights is not None:
+        given = fixed(path) if fixed is not None else None
+        if given is not None:
+            chosen = [c for c in given.get("chosen", []) if path + (c,) in tree]
+        elif m is not None and m.weights is not None:
             p = m.probabilities(x[None, :])[0]
             picked = list(np.flatnonzero(p >= 0.5)) or [int(np.argmax(p))]
             chosen = [m.children[j] for j in picked]
         else:
             rec = llm_decision(path)
             chosen = [c for c in (rec or {}).get("chosen", []) if path + (c,) in tree]
+            if rec is None and end_without_decision and path:
+                chains.append(list(path))
         stack.extend(path + (c,) for c in reversed(chosen))
     return chains

@@ -1,6 +1,7 @@
 """Settings of `skilldistill annotate`: ``AnnotateConfig`` (the recipe's ``annotate`` section),
-``DistilledConfig`` (its ``annotate.distilled`` section) and ``LabelsConfig`` (its
-``annotate.labels`` section). Light: no stage code here."""
+``DistilledConfig`` (its ``annotate.distilled`` section), ``LabelsConfig`` (its
+``annotate.labels`` section) and ``AnchorConfig`` (its ``annotate.anchor`` section). Light: no
+stage code here."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ class DistilledConfig(BaseModel):
         "the uncertain band reads are calibrated.")
     C_grid: list[float] = Field([0.003, 0.01, 0.03, 0.1, 0.3, 1.0], min_length=1, description="Candidates when C is null.")
     seed: int = Field(0, description="Sample, hold-out split and clustering.")
+    train_labels: str | None = Field(
+        None, min_length=1, description="A labels file (JSONL, Parquet or CSV: id + skills, e.g. a previous "
+        "annotate's skills.parquet or lines {\"id\": ..., \"skills\": [\"A->b\", ...]}) the classifiers learn from "
+        "instead of an LLM-labelled sample; its ids must be corpus ids. With it the llm section is optional "
+        "(without one the classifiers decide every node).")
+    features: Literal["minilm", "tfidf"] = Field(
+        "minilm", description="Item features of the classifiers: 'minilm' (the embedding backend's sentence model) "
+        "or 'tfidf' (scikit-learn TF-IDF of word 1-2-grams, fit on the corpus's item texts).")
 
     @model_validator(mode="after")
     def _check_band(self) -> DistilledConfig:
@@ -61,6 +70,17 @@ class LabelsConfig(BaseModel):
         return self
 
 
+class AnchorConfig(LabelsConfig):
+    """An anchored walk (the ``annotate.anchor`` section): the decisions a label the corpus carries
+    makes (MATH's subject: the root's) are taken from it, mapped and split as the labels backend
+    reads labels; the backend walks on below it. Items without a usable label are walked from the
+    root (counted ``unanchored``) unless ``required``."""
+
+    required: bool = Field(
+        False, description="An item whose anchor field is missing or names no tree node is marked failed (counted; "
+        "max_failed_share applies) instead of walked from the root.")
+
+
 class AnnotateConfig(BaseModel):
     """Skill attribution settings (the ``annotate`` section of a recipe)."""
 
@@ -78,6 +98,8 @@ class AnnotateConfig(BaseModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     distilled: DistilledConfig = Field(default_factory=DistilledConfig, description="The distilled backend's sample and classifiers.")
     labels: LabelsConfig = Field(default_factory=LabelsConfig, description="The labels backend's field, separator and map.")
+    anchor: AnchorConfig = Field(default_factory=AnchorConfig, description="A label field that takes the walk's top "
+                                 "decisions (the root's, for a top-level label) instead of the backend.")
     prompt_template: str | None = Field(
         None, description="Path of a prompt template file; default: the bundled attribution_v1."
     )
@@ -105,10 +127,14 @@ class AnnotateConfig(BaseModel):
             if self.llm is not None:
                 raise ValueError("backend 'labels' asks no model: remove the 'llm' section")
         elif self.backend != "embedding":
-            if self.llm is None:
-                raise ValueError(f"backend {self.backend!r} needs an 'llm' section (model, ...)")
-            if self.backend != "distilled" and self.llm.kind != self.backend:  # distilled: any LLM kind
+            if self.llm is None and not (self.backend == "distilled" and self.distilled.train_labels):
+                raise ValueError(f"backend {self.backend!r} needs an 'llm' section (model, ...)"
+                                 + (" or distilled.train_labels" if self.backend == "distilled" else ""))
+            if self.llm is not None and self.backend != "distilled" and self.llm.kind != self.backend:  # distilled: any LLM kind
                 raise ValueError(f"llm.kind is {self.llm.kind!r} but backend is {self.backend!r}")
+        if self.anchor.label_field is not None and self.backend == "labels":
+            raise ValueError("anchor goes with a backend that walks the tree (embedding, a chat model, distilled); "
+                             "backend 'labels' reads every decision from its own label field")
         return self
 
     def sampling(self) -> SamplingParams:
@@ -130,6 +156,12 @@ class AnnotateConfig(BaseModel):
         # no existing recipe's fingerprint (and their defaults never will).
         if self.backend != "distilled":
             d.pop("distilled", None)
+        else:  # settings added later, left out at their defaults (older runs' fingerprints stand)
+            for key, default in (("train_labels", None), ("features", "minilm")):
+                if d["distilled"].get(key) == default:
+                    d["distilled"].pop(key)
+        if self.anchor.label_field is None:
+            d.pop("anchor", None)
         if self.backend != "labels":
             d.pop("labels", None)
         return d

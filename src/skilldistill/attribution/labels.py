@@ -288,8 +288,9 @@ class _Tally:
 
 
 def attribute_labels(table: pa.Table, path: Path, tree: SkillTree, cfg: LabelsConfig, label_map: LabelMap,
-                     max_depth: int | None = None) -> LabelResult:
-    """Every row's chains from its label field (see the module docstring)."""
+                     max_depth: int | None = None, warn: bool = True) -> LabelResult:
+    """Every row's chains from its label field (see the module docstring); ``warn``: log the
+    label values naming no node (the labels backend's warning line)."""
     assert cfg.label_field is not None
     raw = label_column(table, path, cfg.label_field)
     names = TreeNames(tree)
@@ -321,7 +322,7 @@ def attribute_labels(table: pa.Table, path: Path, tree: SkillTree, cfg: LabelsCo
         tally.unmapped_items += bad
         skills.append([list(c) for c in chains])
         statuses.append(FAILED if bad else OK)
-    return _result(tally, skills, statuses, cfg, label_map, tree)
+    return _result(tally, skills, statuses, cfg, label_map, tree, warn)
 
 
 def _resolve(label: Any, separator: str, label_map: LabelMap, names: TreeNames,
@@ -337,7 +338,7 @@ def _resolve(label: Any, separator: str, label_map: LabelMap, names: TreeNames,
 
 
 def _result(tally: _Tally, skills: list[list[list[str]]], statuses: list[str], cfg: LabelsConfig,
-            label_map: LabelMap, tree: SkillTree) -> LabelResult:
+            label_map: LabelMap, tree: SkillTree, warn: bool) -> LabelResult:
     n = len(statuses)
     depths = collections.Counter(len(c) for item in skills for c in item)
     leaves = tree.leaves()
@@ -362,7 +363,7 @@ def _result(tally: _Tally, skills: list[list[list[str]]], statuses: list[str], c
     }
     reasons = [[f"no label in field {cfg.label_field!r} (missing, null or blank)", tally.missing],
                [f"a label naming no node of the tree {tree.source or tree.root.name}", tally.unmapped_items]]
-    if tally.unmapped:
+    if tally.unmapped and warn:
         listed = ", ".join(f"{v!r} ({c})" for v, c in tally.unmapped.most_common(8))
         more = len(tally.unmapped) - 8
         log.warning("annotate: %d of %d items carry a label in %r that names no node of the tree (skills_status "

@@ -53,6 +53,7 @@ from ..artifacts import (
 from ..errors import InputError
 from ..llm.base import CLIENT_ONLY_FIELDS, ChatBackend, fingerprint_view
 from ..tree import SkillTree
+from .anchor import Anchoring, anchor_failed_message, anchor_items
 from .cache import CALLS_FILE, FAILED, OK, UNPARSEABLE, Decisions
 from .chains import chains_for, item_status
 from .config import AnnotateConfig
@@ -69,6 +70,7 @@ from .labels import (
 )
 from .prompt import PromptTemplate
 from .summary import SUMMARY_FILE, build_summary
+from .train_labels import train_labels_file
 from .walk import RunCounters, walk_tree
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,8 @@ class AnnotateRun:
     distilled: dict[str, Any] | None = None  # the distilled backend's summary section
     label_map: LabelMap | None = None  # the labels backend's map, checked against the tree
     labels: LabelResult | None = None  # the labels backend's chains, statuses and summary section
+    anchor_map: LabelMap | None = None  # an anchored walk's label map, checked against the tree
+    anchor: Anchoring | None = None  # an anchored walk's labelled decisions and summary section
     statuses: list[str] = field(default_factory=list)  # per item: skills_status
     summary: dict[str, Any] = field(default_factory=dict)
     wall: float = 0.0
@@ -155,7 +159,7 @@ def _start(corpus: str | Path, tree: str | Path | SkillTree, out_dir: str | Path
     corpus_path = corpus_file(corpus)
     skill_tree = tree if isinstance(tree, SkillTree) else SkillTree.resolve(tree)
     template = PromptTemplate.load(cfg.prompt_template)
-    asks_model = cfg.backend not in ("embedding", "labels")
+    asks_model = cfg.backend not in ("embedding", "labels") and (cfg.llm is not None or cfg.backend != "distilled")
     inputs = {
         "corpus": sha256_file(corpus_path),
         "tree": hash_obj(skill_tree.to_dict()),
@@ -169,7 +173,14 @@ def _start(corpus: str | Path, tree: str | Path | SkillTree, out_dir: str | Path
     if cfg.backend == "labels":  # the map checked against the tree before the corpus is read
         label_map = load_label_map(cfg.labels.label_map, skill_tree, cfg.labels.label_separator)
         inputs["label_map"] = label_map.digest  # what the file says, not where it is: an edit reruns
-    return AnnotateRun(cfg, Path(out_dir), corpus_path, skill_tree, template, inputs, started, label_map=label_map)
+    anchor_map = None
+    if cfg.anchor.label_field is not None:
+        anchor_map = load_label_map(cfg.anchor.label_map, skill_tree, cfg.anchor.label_separator)
+        inputs["anchor_map"] = anchor_map.digest
+    if cfg.backend == "distilled" and cfg.distilled.train_labels is not None:
+        inputs["train_labels"] = sha256_file(train_labels_file(cfg.distilled.train_labels))
+    return AnnotateRun(cfg, Path(out_dir), corpus_path, skill_tree, template, inputs, started, label_map=label_map,
+                       anchor_map=anchor_map)
 
 
 def _up_to_date(run: AnnotateRun) -> bool:
@@ -196,7 +207,7 @@ def _attribute(run: AnnotateRun, backend: ChatBackend | None, show_progress: boo
     own_backend = None
     if cfg.backend == "embedding":
         run.decider = EmbeddingDecider(cfg.embedding, tree_key=run.inputs["tree"])
-    else:
+    elif cfg.llm is not None or backend is not None:
         if backend is None:
             from ..llm.factory import make_backend
 
@@ -204,6 +215,10 @@ def _attribute(run: AnnotateRun, backend: ChatBackend | None, show_progress: boo
             backend = own_backend = make_backend(cfg.llm)
         run.decider = ChatDecider(backend, cfg, run.template, tree.root.name)
     run.text_hashes = [sha256_text(t) for t in run.texts]
+    if run.anchor_map is not None:
+        assert run.table is not None
+        run.anchor = anchor_items(run.table, run.corpus_path, tree, cfg.anchor, run.anchor_map, run.ids,
+                                  run.text_hashes, cfg.max_depth)
     try:
         if cfg.backend == "distilled":
             _distilled_walk(run, show_progress, retry_failed)
@@ -217,28 +232,36 @@ def _attribute(run: AnnotateRun, backend: ChatBackend | None, show_progress: boo
     # without those skills.
     run.statuses = [item_status(tree, cfg.max_depth, lambda p, h=h, k=k: run.decisions.get(k(p, h)))
                     for h, k in zip(run.text_hashes, run.item_keys, strict=True)]
+    if run.anchor is not None and run.anchor.required:  # unanchored items were not walked
+        run.statuses = [FAILED if run.anchor.failed(i) else st for i, st in enumerate(run.statuses)]
 
 
 def _walk(run: AnnotateRun, show_progress: bool, retry_failed: bool) -> None:
-    """The plain backends: one walk of every item with the decider."""
+    """The plain backends: one walk of every item with the decider (below its anchor, if any)."""
     assert run.decider is not None
     keys = DecisionKeys(run.tree, run.decider.model_id, run.decider.version)
+    anchor, n = run.anchor, len(run.ids)
     run.decisions, run.counters = walk_tree(run.ids, run.texts, run.text_hashes, keys, run.tree, run.cfg, run.decider,
-                                            run.out / CALLS_FILE, show_progress, retry_failed)
-    run.item_keys = [keys] * len(run.ids)
-    run.skills = [chains_for(run.tree, run.cfg.max_depth, lambda p, h=h: run.decisions.get(keys(p, h)))
-                  for h in run.text_hashes]
+                                            run.out / CALLS_FILE, show_progress, retry_failed,
+                                            starts=anchor.starts(range(n)) if anchor else None)
+    run.item_keys = [anchor.keys(keys, i) for i in range(n)] if anchor else [keys] * n
+    if anchor is not None:
+        run.decisions.update(anchor.records)
+    run.skills = [chains_for(run.tree, run.cfg.max_depth, lambda p, h=h, k=k: run.decisions.get(k(p, h)))
+                  for h, k in zip(run.text_hashes, run.item_keys, strict=True)]
 
 
 def _distilled_walk(run: AnnotateRun, show_progress: bool, retry_failed: bool) -> None:
     """The distilled backend: the LLM labels a sample, classifiers the rest."""
     from .distilled import run_distilled
 
-    assert isinstance(run.decider, ChatDecider)
+    assert run.decider is None or isinstance(run.decider, ChatDecider)
     result = run_distilled(run.ids, run.texts, run.text_hashes, run.tree, run.cfg, run.decider, run.out,
-                           run.out / CALLS_FILE, show_progress, retry_failed)
+                           run.out / CALLS_FILE, show_progress, retry_failed, anchor=run.anchor)
     run.decisions, run.counters, run.item_keys = result.cache, result.counters, result.item_keys
     run.skills, run.distilled = result.skills, result.section
+    if run.decider is None:  # classifiers from a labels file, no LLM: the summary names them
+        run.decider = result.decider
 
 
 def _read_labels(run: AnnotateRun) -> None:
@@ -263,6 +286,8 @@ def _write_summary(run: AnnotateRun) -> None:
     if run.distilled is not None:
         summary["model"] = run.cfg.llm.model if run.cfg.llm else summary["model"]
         summary["distilled"] = run.distilled
+    if run.anchor is not None:
+        summary["anchor"] = run.anchor.section
     if run.labels is not None:  # the names that matched no node are the label values that name none
         summary["labels"], summary["failed_reasons"] = run.labels.section, run.labels.failed_reasons
         summary["unmatched_names"] = run.labels.section["unmapped"]["labels"]
@@ -278,6 +303,10 @@ def _check_failed_share(run: AnnotateRun) -> None:
     n_bad = n - statuses.count(OK)
     if n_bad > cfg.max_failed_share * n and run.labels is not None:
         raise InputError(failed_share_message(run.labels.section, n_bad, n, cfg.max_failed_share),
+                         file=run.out / SUMMARY_FILE)
+    if n_bad > cfg.max_failed_share * n and run.anchor is not None and run.anchor.required and \
+            run.anchor.section["unanchored"]["items"]:
+        raise InputError(anchor_failed_message(run.anchor.section, n_bad, n, cfg.max_failed_share),
                          file=run.out / SUMMARY_FILE)
     if n_bad > cfg.max_failed_share * n:
         reasons = "; ".join(r for r, _ in run.summary["failed_reasons"][:2])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..tree import SkillTree
+from .anchor import ANCHOR_SOURCE
 from .cache import FAILED, NONE, UNPARSEABLE, Decisions, unreadable_reason
 from .chains import decisions_used
 from .config import AnnotateConfig
@@ -32,6 +33,8 @@ def build_summary(
 ) -> dict[str, Any]:
     # Outcome over every decision the output rests on (cached or new).
     used = decisions_used(tree, cfg.max_depth, text_hashes, item_keys, cache)
+    # an anchored walk's labelled decisions were made by no decider: counted in its own section
+    used = {k: r for k, r in used.items() if r.get("source") != ANCHOR_SOURCE}
     statuses = collections.Counter(r.get("status") for r in used.values())
     unmatched = collections.Counter(name for r in used.values() for name in r.get("unmatched", []))
     n = len(ids)

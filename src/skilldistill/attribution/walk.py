@@ -79,11 +79,14 @@ def walk_tree(
     calls_path: Path,
     show_progress: bool,
     retry_failed: bool = False,
+    starts: list[list[Chain]] | None = None,
 ) -> tuple[Decisions, RunCounters]:
     """Walk every item down ``tree`` with ``decider``, level by level; every decision is read
-    from and appended to ``calls_path``. Returns (every decision by key, this run's counts)."""
+    from and appended to ``calls_path``. ``starts``: per item, the nodes its walk starts at
+    (default: the root; an anchored walk starts below its labelled nodes, ``anchor.py``).
+    Returns (every decision by key, this run's counts)."""
     walk = TreeWalk(ids, texts, text_hashes, keys, tree, cfg, decider, load_decisions(calls_path), retry_failed)
-    walk.run(calls_path, show_progress)
+    walk.run(calls_path, show_progress, starts)
     return walk.cache, walk.counters
 
 
@@ -102,13 +105,15 @@ class TreeWalk:
         self.items_task: Any = None
         self.log_file: AppendLog | None = None
 
-    def run(self, calls_path: Path, show_progress: bool) -> None:
-        frontier: dict[int, list[Chain]] = {i: [()] for i in range(len(self.texts))}
+    def run(self, calls_path: Path, show_progress: bool, starts: list[list[Chain]] | None = None) -> None:
+        frontier: dict[int, list[Chain]] = ({i: [()] for i in range(len(self.texts))} if starts is None
+                                            else {i: paths for i, paths in enumerate(starts) if paths})
         self.progress = make_progress(show_progress)
         self.log_file = AppendLog(calls_path).open()
         try:
             with self.progress:
                 self.items_task = self.progress.add_task("annotate items", total=len(self.texts), unit="items")
+                self.progress.advance(self.items_task, len(self.texts) - len(frontier))  # nothing to ask
                 depth = 0
                 while frontier:
                     level = self.questions_of(frontier)
@@ -164,8 +169,17 @@ class TreeWalk:
         if level.questions:
             self.decider.decide(list(level.questions.values()), on_decision, on_progress)
         self.progress.remove_task(level_task)
-        if level.asks:
-            self.counters.per_level.append({"depth": depth, "questions": len(level.asks), "new": len(level.questions)})
+        # one row per tree depth asked (an anchored walk's round holds several: its items start deeper)
+        asked = collections.Counter(len(path) for _, path, _ in level.asks)
+        new = collections.Counter(len(q.path) for q in level.questions.values())
+        rows = {row["depth"]: row for row in self.counters.per_level}
+        for d in sorted(asked):
+            if d in rows:
+                rows[d]["questions"] += asked[d]
+                rows[d]["new"] += new[d]
+            else:
+                self.counters.per_level.append({"depth": d, "questions": asked[d], "new": new[d]})
+        self.counters.per_level.sort(key=lambda row: row["depth"])
 
     def record(self, level: Level, q: Question, rec: dict[str, Any]) -> None:
         """A decision arrived: append it to the cache file, count it, advance finished items."""

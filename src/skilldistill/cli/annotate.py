@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..attribution.config import AnnotateConfig, DistilledConfig, LabelsConfig
+from ..attribution.config import AnchorConfig, AnnotateConfig, DistilledConfig, LabelsConfig
 from ..errors import ConfigError
 from ..llm.base import BackendConfig
 from ..llm.embedding import EmbeddingConfig
@@ -33,6 +33,8 @@ _HELP_FLAGS = {"--help", "-h"}
 _BACKENDS = ("embedding", "openai", "vllm", "transformers", "distilled", "labels")
 _NO_MODEL = ("embedding", "labels")  # the backends that ask no chat model
 _LLM_KINDS = ("openai", "vllm", "transformers")
+_ANCHOR_HELP = ("embedding, chat, distilled: a corpus field (column or meta key) whose label takes the walk's top "
+                "decisions (MATH's subject: the root's); the backend walks on below it (docs/annotate.md).")
 
 
 class _DefaultRunGroup(TyperGroup):
@@ -72,9 +74,15 @@ def run(
     min_examples: int = _backend_option("distilled", DistilledConfig, "min_examples", "--min-examples"),
     strata: int = _backend_option("distilled", DistilledConfig, "strata", "--strata"),
     uncertain_band: str = typer.Option("0.2,0.8", "--uncertain-band", help="distilled: LOW,HIGH; a child probability inside sends the decision to the LLM."),
+    train_labels: Path | None = _backend_option("distilled", DistilledConfig, "train_labels", "--train-labels"),
+    features: str = _backend_option("distilled", DistilledConfig, "features", "--features"),
     label_field: str | None = _backend_option("labels", LabelsConfig, "label_field", "--label-field"),
     label_separator: str = _backend_option("labels", LabelsConfig, "label_separator", "--label-separator"),
     label_map: Path | None = _backend_option("labels", LabelsConfig, "label_map", "--label-map"),
+    anchor_field: str | None = typer.Option(None, "--anchor-field", help=_ANCHOR_HELP),
+    anchor_map: Path | None = typer.Option(None, "--anchor-map", help="with --anchor-field: a label map as --label-map's."),
+    anchor_separator: str = typer.Option("->", "--anchor-separator", help="with --anchor-field: as --label-separator."),
+    anchor_required: bool = config_option(AnchorConfig, "required", "--anchor-required"),
     model: str | None = _backend_option("openai, vllm, transformers", BackendConfig, "model", "--model", "-m", default=None),
     base_url: list[str] = _backend_option("openai", BackendConfig, "base_urls", "--base-url", default=[], help="OpenAI-compatible base URL; repeat for round-robin."),
     api_key_env: str = _backend_option("openai", BackendConfig, "api_key_env", "--api-key-env"),
@@ -111,10 +119,11 @@ def run(
     """Attribute skill chains to every item of CORPUS; resumable (rerun to continue)."""
     from ..attribution import run_annotate
 
-    _check_backend_flags(backend, model, llm_backend, label_field, label_map)
+    _check_backend_flags(backend, model, llm_backend, label_field, label_map, train_labels)
+    anchor = _anchor_config(backend, anchor_field, anchor_map, anchor_separator, anchor_required)
     band, ct_kwargs = _uncertain_band(uncertain_band), _json_option("--chat-template-kwargs", chat_template_kwargs)
     with _config_errors():
-        llm = None if backend in _NO_MODEL else BackendConfig(
+        llm = None if backend in _NO_MODEL or (backend == "distilled" and llm_backend is None) else BackendConfig(
             kind=llm_backend if backend == "distilled" else backend, model=model, api_key_env=api_key_env, max_concurrency=concurrency,
             max_retries=max_retries, request_timeout_s=timeout, http_transport=http_transport,
             fast_requests=not sdk_requests, tensor_parallel_size=tensor_parallel_size,
@@ -130,12 +139,13 @@ def run(
             temperature=temperature, max_tokens=max_tokens, chat_template_kwargs=ct_kwargs,
             max_chars=max_chars, max_depth=max_depth, max_failed_share=max_failed_share,
             distilled=DistilledConfig(sample_size=sample_size, holdout_fraction=holdout_fraction, min_examples=min_examples,
-                                      strata=strata, uncertain_band=band),
-            labels=LabelsConfig(label_field=label_field, label_separator=label_separator,
-                                label_map=str(label_map) if label_map else None),
-        )
-    _report(run_annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress,
-                         retry_failed=retry_failed))
+                                      strata=strata, uncertain_band=band, features=features, train_labels=_text(train_labels)),
+            labels=LabelsConfig(label_field=label_field, label_separator=label_separator, label_map=_text(label_map)), anchor=anchor)
+    _report(run_annotate(corpus, resolve_tree(tree, on_duplicate), out, cfg, force=force, show_progress=progress, retry_failed=retry_failed))
+
+
+def _text(path: Path | None) -> str | None:
+    return str(path) if path else None
 
 
 def _report(result: Any) -> None:
@@ -147,22 +157,45 @@ def _report(result: Any) -> None:
 
 
 def _check_backend_flags(backend: str, model: str | None, llm_backend: str | None, label_field: str | None = None,
-                         label_map: Path | None = None) -> None:
+                         label_map: Path | None = None, train_labels: Path | None = None) -> None:
     """The flags that go together: a known backend, a model for a chat one, the LLM's kind for
-    distilled, a label field for labels (and the label flags only with it)."""
+    distilled (optional with --train-labels), a label field for labels (and the label flags
+    only with it)."""
     if backend not in _BACKENDS:
         raise ConfigError(f"--backend must be embedding, openai, vllm, transformers, distilled or labels, not {backend!r}")
-    if backend not in _NO_MODEL and not model:
-        raise ConfigError(f"--backend {backend} needs --model")
+    if train_labels is not None and backend != "distilled":
+        raise ConfigError(f"--train-labels goes with --backend distilled (got --backend {backend})")
+    llm_optional = backend == "distilled" and train_labels is not None and llm_backend is None
+    if backend not in _NO_MODEL and not model and not llm_optional:
+        raise ConfigError(f"--backend {backend} needs --model" + (" (or --train-labels FILE, to learn from a labels "
+                                                                   "file with no LLM)" if backend == "distilled" else ""))
+    if llm_optional and model:
+        raise ConfigError("--model names the LLM of --llm-backend: give --llm-backend too (or drop --model to learn "
+                          "from --train-labels alone)")
     if backend == "distilled":
-        if llm_backend not in _LLM_KINDS:
-            raise ConfigError(f"--backend distilled needs --llm-backend openai, vllm or transformers (got {llm_backend!r})")
+        if llm_backend not in _LLM_KINDS and not llm_optional:
+            raise ConfigError(f"--backend distilled needs --llm-backend openai, vllm or transformers (got {llm_backend!r})"
+                              " or --train-labels FILE")
     elif llm_backend is not None:
         raise ConfigError("--llm-backend goes with --backend distilled")
     if backend == "labels" and not label_field:
         raise ConfigError("--backend labels needs --label-field (the corpus column, or meta key, holding each item's label)")
     if backend != "labels" and (label_field or label_map):
         raise ConfigError(f"--label-field and --label-map go with --backend labels (got --backend {backend})")
+
+
+def _anchor_config(backend: str, anchor_field: str | None, anchor_map: Path | None, separator: str,
+                   required: bool) -> AnchorConfig:
+    """The anchor flags, checked (with a backend that walks the tree; the map and --anchor-required
+    only with a field), as the config's ``anchor`` section."""
+    if anchor_field is None and (anchor_map is not None or required):
+        raise ConfigError("--anchor-map and --anchor-required go with --anchor-field")
+    if anchor_field is not None and backend == "labels":
+        raise ConfigError("--anchor-field goes with a backend that walks the tree (embedding, openai, vllm, "
+                          "transformers, distilled); --backend labels reads every decision from --label-field")
+    with _config_errors():
+        return AnchorConfig(label_field=anchor_field, label_separator=separator, label_map=_text(anchor_map),
+                            required=required)
 
 
 def _uncertain_band(text: str) -> tuple[float, ...]:
@@ -217,6 +250,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         _print_distilled(s["distilled"])
     if s.get("labels"):
         _print_labels(s["labels"])
+    if s.get("anchor"):
+        _print_anchor(s["anchor"])
 
 
 @annotate_app.command("stats")
@@ -262,13 +297,31 @@ def _print_labels(d: dict) -> None:
     console.print(t)
 
 
+def _print_anchor(d: dict) -> None:
+    t = Table(title=f"walk anchored on field {escape(repr(d['field']))}", show_header=False)
+    un = d["unanchored"]
+    t.add_row("items anchored / unanchored (no label / a label naming no tree node)",
+              f"{d['items_anchored']} / {un['items']} ({un['missing']} / {un['unmapped']})"
+              + (" marked failed (--anchor-required)" if d["required"] else " walked from the root"))
+    if un["values"]:
+        t.add_row("labels naming no tree node", escape(", ".join(f"{v!r} ({c})" for v, c in un["values"][:8])))
+    t.add_row("decisions taken from the labels (calls saved)", str(d["calls_saved"]))
+    console.print(t)
+
+
 def _print_distilled(d: dict) -> None:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
     t = Table(title="distilled attribution", show_header=False)
     smp, cls, dec, calls = d["sample"], d["classifiers"], d["decisions"], d["llm_calls"]
-    t.add_row("LLM-labelled sample (train / held out)", f"{smp['items']} ({smp['train']} / {smp['held_out']})")
+    if d.get("labels"):
+        lab = d["labels"]
+        t.add_row("labels file (rows / items / chains)", f"{escape(lab['file'])} ({lab['rows']} / {lab['items']} / "
+                  f"{lab['chains']})")
+    t.add_row("labelled sample (train / held out)" if d.get("labels") else "LLM-labelled sample (train / held out)",
+              f"{smp['items']} ({smp['train']} / {smp['held_out']})")
+    t.add_row("features", escape(cls["features"]))
     t.add_row("nodes with a classifier / left to the LLM", f"{cls['nodes_with_classifier']} / {cls['nodes_llm_only']}")
     t.add_row("decisions on the other items (classifier / LLM)",
               f"{dec['total']} ({dec['classifier']} / {dec['llm']}; fell back {pct(dec['fallback_share'])})")
@@ -276,6 +329,11 @@ def _print_distilled(d: dict) -> None:
         t.add_row(f"held-out agreement, {name.replace('_', ' ')} (P / R)",
                   f"leaf {pct(a['leaf_precision'])} / {pct(a['leaf_recall'])}, "
                   f"top {pct(a['top_precision'])} / {pct(a['top_recall'])} ({a['items']} items)")
+    if calls["all_llm_estimate"] is None:  # learnt from a labels file: no LLM-labelled sample to estimate from
+        t.add_row("LLM calls made (fall-back / held-out check)",
+                  f"{calls['total']} ({calls['fallback']} / {calls['held_out_check']})")
+        console.print(t)
+        return
     t.add_row("LLM calls: made / labelling all with the LLM",
               f"{calls['total']} / ~{calls['all_llm_estimate']}")
     t.add_row("LLM calls saved", f"{calls['saved']} ({pct(calls['saved_share'])})")
