@@ -42,6 +42,15 @@ def test_the_source_leaves_the_generated_files_fingerprints_alone(tmp_path):
     assert default["annotate"] != truth["annotate"]
 
 
+def test_the_full_demo_adds_skill_plain_under_each_other_source():
+    plain = demo_recipe(False, [])
+    names = [a.name for a in demo_recipe(False, [], attribution_sources=True).arms]
+    assert names == [a.name for a in plain.arms] + ["skill-plain-seed-labels", "skill-plain-true"]
+    truth = demo_recipe(False, ["demo.attribution=true"], attribution_sources=True)
+    assert [a.name for a in truth.arms][-2:] == ["skill-plain-embedding", "skill-plain-seed-labels"]
+    assert truth.arm_annotate(truth.arm("skill-plain-embedding")).backend == "embedding"
+
+
 def test_seed_labels_are_a_seeded_share_of_the_pool_with_its_true_chains(tmp_path):
     from skilldistill.demo.generator import generate_corpus
 
@@ -95,5 +104,6 @@ def test_a_demo_run_reports_what_each_attribution_source_buys(tmp_path):
     embedding = json.loads((run_dir / "annotate" / "attribution_accuracy.json").read_text())
     assert rows["skill-plain"]["leaf_precision"] == embedding["leaf_precision"] < 1.0
     assert all(0 <= r["weak_budget_share"] <= 1 and r["seeds"] == 1 for r in rows.values())
+    assert rows["random-plain"]["leaf_precision"] is None  # it reads no attribution
     assert "Attribution sources" in (run_dir / "report" / "report.md").read_text()
     assert "what better attribution buys" in result.output and "skill-plain-true" in result.output

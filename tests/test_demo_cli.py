@@ -46,7 +46,7 @@ def test_demo_quick_end_to_end_reproducible_then_cached(tmp_path):
     assert summary["verdict"]["method"] == "skill-skillaware" and summary["verdict"]["baseline"] == "random-plain"
     assert "one seed per arm" in summary["verdict"]["text"]
     assert "Indicative only (--quick): 2 arms x 1 seed(s), 8 held-out problems per leaf" in " ".join(out.split())
-    assert "(4 arms x 3 seeds, 24 held-out problems per leaf) gives the verdict" in " ".join(out.split())
+    assert "(6 arms x 3 seeds, 24 held-out problems per leaf) gives the verdict" in " ".join(out.split())
     assert summary["weak_skill_gains"]["definition"].startswith("the world's 6 weak leaves")
     html = (tmp_path / "a" / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and "Attribution accuracy" in html and "Demo targets" in html

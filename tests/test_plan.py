@@ -128,3 +128,20 @@ def test_plan_counts_only_the_sample_for_the_distilled_backend(tmp_path):
     annotate = next(s for s in json.loads(res.stdout)["stages"] if s["key"] == "annotate")
     assert annotate["items"] == 200 and annotate["llm_calls"] == 2 * 50  # the demo tree's 2 inner levels x the sample
     assert "distilled: the LLM labels a sample of 50 items" in " ".join(annotate["notes"])
+
+
+def test_plan_counts_no_sample_for_distilled_from_labels_and_one_call_less_per_anchored_item(tmp_path):
+    llm = "annotate.llm={kind: openai, model: stub-model, base_urls: ['http://127.0.0.1:9/v1'], api_key: x}"
+
+    def annotate(*sets):
+        res = CliRunner().invoke(app, ["plan", str(QUICK), "--run-dir", str(tmp_path / "run"), "--no-sample", "--json",
+                                       *[x for s in ["demo.pool_size=200", *sets] for x in ("--set", s)]])
+        assert res.exit_code == 0, res.output
+        return next(s for s in json.loads(res.stdout)["stages"] if s["key"] == "annotate")
+
+    labels = annotate("annotate.backend=distilled", "annotate.distilled.train_labels=labels.jsonl")
+    assert labels["llm_calls"] == 0 and "no LLM calls" in " ".join(labels["notes"])
+    walked = annotate("annotate.backend=openai", llm)
+    anchored = annotate("annotate.backend=openai", llm, "annotate.anchor.label_field=subject")
+    assert walked["llm_calls"] == 2 * 200 and anchored["llm_calls"] == 1 * 200  # the demo tree: 2 inner levels
+    assert "anchored walk" in " ".join(anchored["notes"])

@@ -86,7 +86,7 @@ def demo_cmd(
     closed_loop: bool = typer.Option(False, "--closed-loop", help="Add the closed-loop arm (skill-skillaware in 2 "
                                      "rounds, re-profiled in between; 2 to 3 more minutes). docs/closed_loop.md."),
     attribution_sources: bool = typer.Option(
-        False, "--attribution-sources/--no-attribution-sources",
+        True, "--attribution-sources/--no-attribution-sources",
         help="The full demo adds skill-plain under each other attribution source (seed labels, the true skills) "
         "and prints what each buys: precision/recall, budget on the weak leaves, weak-leaf gain. docs/demo.md."),
     baselines: bool = typer.Option(False, "--baselines", help="Add the field's selection baselines as arms: length "
@@ -103,7 +103,7 @@ def demo_cmd(
     recipe = demo_recipe(quick, set_, closed_loop, baselines, attribution_sources and not quick)
     run_and_summarise(recipe, run_dir, from_stage, jobs)
     if quick:
-        full = demo_recipe(False, [])
+        full = demo_recipe(False, [], attribution_sources=True)
         assert recipe.demo is not None and full.demo is not None
         console.print(QUICK_CAVEAT.format(
             arms=len(recipe.arms), seeds=len(recipe.seeds), per_leaf=recipe.demo.eval_per_leaf,

@@ -116,7 +116,7 @@ def _base_name(corpus: IngestConfig | None, annotate: AnnotateConfig) -> str:
 
 def reads_seed_labels(annotate: AnnotateConfig) -> bool:
     """Whether an attribution learns from the demo's seed labels (``demo.attribution: seed-labels``)."""
-    return annotate.backend == "distilled" and getattr(annotate.distilled, "train_labels", None) == SEED_LABELS
+    return annotate.backend == "distilled" and annotate.distilled.train_labels == SEED_LABELS
 
 
 def uses_seed_labels(recipe: Recipe) -> bool:

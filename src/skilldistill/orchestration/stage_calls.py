@@ -203,6 +203,8 @@ def attribution_source_rows(run: StageRunner, summary: dict[str, Any]) -> list[d
             continue
         pool = corpus_of_arm(r, r.arm(name))
         attribution = run.path(pool.annotate_key) if pool is not None else run.path("annotate")
+        if source == "random":  # draws without reading any attribution: no precision to show
+            attribution = None
         arms.append(SourceArm(name, source, attribution,
                               [run.path("select", name, f"seed{seed}", "selection.parquet") for seed in r.seeds]))
     return source_rows(arms, summary, set(r.demo.student.weak_leaves))

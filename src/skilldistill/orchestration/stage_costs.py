@@ -232,11 +232,19 @@ def annotate_cost(c: StageCost, est: Estimator, tree: Any, gen_tps: float | None
     else:  # an arm's own attribution settings: measured neither by the run nor on a sample
         per, tok, how = est.calls_from_the_tree(tree)
     asked = c.items
-    if cfg.backend == "distilled" and c.items is not None:
+    if cfg.backend == "distilled" and cfg.distilled.train_labels is not None:
+        asked = 0
+        c.notes.append("distilled from a labels file: no LLM sample; "
+                       + ("no LLM calls" if cfg.llm is None else "only the unsure decisions reach the LLM"))
+    elif cfg.backend == "distilled" and c.items is not None:
         asked = min(c.items, cfg.distilled.sample_size)
         c.notes.append(f"distilled: the LLM labels a sample of {asked:,} items; the decisions the "
                        "classifiers are unsure of on the rest come on top (summary.json: "
                        "distilled.decisions.fallback_share)")
+    if cfg.anchor is not None and cfg.anchor.label_field and asked:
+        per = max(0.0, per - 1.0)  # the root decision is the anchor label's (all items taken as anchored)
+        c.notes.append(f"anchored walk: the root decision is taken from {cfg.anchor.label_field!r}, one call per "
+                       "item fewer (items without the label cost one more each)")
     if asked is not None:
         c.llm_calls = per * asked
         c.prompt_tokens = tok * asked if tok is not None else None
