@@ -25,19 +25,10 @@ from skilldistill.demo.generator import generate_corpus, write_corpus  # noqa: E
 from skilldistill.errors import InputError  # noqa: E402
 from skilldistill.llm.base import BackendConfig, fingerprint_view  # noqa: E402
 from skilldistill.tree import SkillTree  # noqa: E402
+from test_labels_attribution import SKILL_MIX_MAP  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-# MATH's seven subjects (the test set's `type`) -> skill_mix.json's top level
-SKILL_MIX_MAP = {
-    "Algebra": "Algebra",
-    "Intermediate Algebra": "Inter-Algebra",
-    "Prealgebra": "Pre-Algebra",
-    "Geometry": "Geometry understanding",
-    "Number Theory": "Number Theory",
-    "Precalculus": "Precalculus",
-    "Counting & Probability": "Probability",
-}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
