@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..rows import iter_local_rows
 from ..tree import CHAIN_SEP, Chain, SkillTree, chain_str
 from .anchor import labelled_nodes
 from .classifiers import Examples
@@ -140,22 +141,13 @@ def _csv_records(file: Path) -> list[dict[str, Any]]:
 
 
 def _jsonl_records(file: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines (or JSON) file, read as corpora are (:func:`skilldistill.rows.iter_local_rows`:
+    a byte-order mark and UTF-16/32 with one are read too)."""
     out = []
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read the labels file: {e}", file=file) from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not JSON: {e}", file=file, row=n) from None
-        if not isinstance(rec, dict):
-            raise InputError(f"a line is a JSON object {{\"id\": ..., \"skills\": [...]}}, got {shown(rec)!r}",
-                             file=file, row=n)
-        out.append(rec)
+    for row in iter_local_rows(file):
+        if row.data is None:
+            raise InputError(f"not JSON objects, one a line: {row.error}", file=file, row=row.line)
+        out.append(row.data)
     return out
 
 
